@@ -1,0 +1,451 @@
+//! Reading frames, with errors that tell the peer what was wrong.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::codes::{client_code, server_code};
+use crate::message::{
+    ClientMessage, ConnectToState, FailureReason, ServerMessage, StateConnectionEstablished,
+    StateRemoved, StateUpdated, UpdateFailed, UpdateState,
+};
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", default)]
+    code: Option<Value>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// Why a client's frame could not be read, and the answer the server sends for it.
+///
+/// The answer follows the original: type 10 when the `type` is missing or unknown, 8
+/// when a CONNECT_TO_STATE is malformed, 9 otherwise; unlike the original, every
+/// malformed frame is answered, with a message that says what was wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientMessageError {
+    reply: ServerMessage,
+}
+
+impl ClientMessageError {
+    /// The message the server answers with.
+    pub fn reply(&self) -> &ServerMessage {
+        &self.reply
+    }
+
+    /// The message the server answers with.
+    pub fn into_reply(self) -> ServerMessage {
+        self.reply
+    }
+
+    fn invalid(message: String, request_id: Option<u64>) -> Self {
+        ClientMessageError {
+            reply: ServerMessage::update_failed(message, FailureReason::Invalid, request_id),
+        }
+    }
+
+    fn unsupported(code: &str) -> Self {
+        ClientMessageError {
+            reply: ServerMessage::UnsupportedMessageType {
+                message: format!("Message type {code} is not supported"),
+            },
+        }
+    }
+
+    fn connect(message: String) -> Self {
+        ClientMessageError {
+            reply: ServerMessage::StateConnectionError { message },
+        }
+    }
+}
+
+impl fmt::Display for ClientMessageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.reply {
+            ServerMessage::StateConnectionError { message }
+            | ServerMessage::UnsupportedMessageType { message }
+            | ServerMessage::StateUpdateFailed(UpdateFailed { message, .. }) => {
+                f.write_str(message)
+            }
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientMessageError {}
+
+fn looks_like_object(text: &str) -> bool {
+    text.trim_start().starts_with('{')
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawConnect {
+    #[serde(default)]
+    state_identifier: Option<Value>,
+    #[serde(default)]
+    session: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawUpdate {
+    #[serde(default)]
+    updates: Option<Value>,
+    #[serde(default)]
+    request_id: Option<Value>,
+}
+
+impl ClientMessage {
+    /// Reads a client's text frame.
+    ///
+    /// # Errors
+    /// A [`ClientMessageError`] carrying the answer for the client when the frame is
+    /// not JSON, not an envelope, of an unsupported type, or has missing or mistyped
+    /// fields.
+    pub fn from_json(text: &str) -> Result<ClientMessage, ClientMessageError> {
+        // Derived structs also accept JSON arrays, so look at the first character: an
+        // envelope is an object. Anything else is told apart on this (rare) slow path.
+        let envelope: Envelope<'_> = if looks_like_object(text) {
+            serde_json::from_str(text).map_err(|error| {
+                ClientMessageError::invalid(
+                    format!("Invalid message: not valid JSON ({error})"),
+                    None,
+                )
+            })?
+        } else {
+            return Err(match serde_json::from_str::<Value>(text) {
+                Ok(other) => ClientMessageError {
+                    reply: ServerMessage::UnsupportedMessageType {
+                        message: format!(
+                            "Message type undefined is not supported: a message is a JSON \
+                             object {{\"type\": number, \"data\": object}}, got {}",
+                            kind_of(&other)
+                        ),
+                    },
+                },
+                Err(error) => ClientMessageError::invalid(
+                    format!("Invalid message: not valid JSON ({error})"),
+                    None,
+                ),
+            });
+        };
+        let code = match envelope.code {
+            None | Some(Value::Null) => return Err(ClientMessageError::unsupported("undefined")),
+            Some(Value::Number(number)) => match number.as_u64() {
+                Some(code) => code,
+                None => return Err(ClientMessageError::unsupported(&number.to_string())),
+            },
+            Some(other) => return Err(ClientMessageError::unsupported(&other.to_string())),
+        };
+        match code {
+            c if c == u64::from(client_code::CONNECT_TO_STATE) => parse_connect(envelope.data),
+            c if c == u64::from(client_code::UPDATE_STATE) => parse_update(envelope.data),
+            other => Err(ClientMessageError::unsupported(&other.to_string())),
+        }
+    }
+}
+
+const NO_STATE_IDENTIFIER: &str = "No stateIdentifier was supplied";
+
+fn parse_connect(data: Option<&RawValue>) -> Result<ClientMessage, ClientMessageError> {
+    let raw: RawConnect = match data.map(|raw| serde_json::from_str::<Value>(raw.get())) {
+        Some(Ok(Value::Object(map))) => serde_json::from_value(Value::Object(map))
+            .map_err(|e| ClientMessageError::connect(format!("{NO_STATE_IDENTIFIER}: {e}")))?,
+        Some(Ok(Value::Null)) | None => {
+            return Err(ClientMessageError::connect(format!(
+                "{NO_STATE_IDENTIFIER}: CONNECT_TO_STATE needs data.stateIdentifier, a string"
+            )));
+        }
+        Some(Ok(other)) => {
+            return Err(ClientMessageError::connect(format!(
+                "{NO_STATE_IDENTIFIER}: data must be an object, got {}",
+                kind_of(&other)
+            )));
+        }
+        Some(Err(e)) => return Err(ClientMessageError::connect(format!("Invalid data: {e}"))),
+    };
+    let state_identifier = match raw.state_identifier {
+        Some(Value::String(id)) if !id.is_empty() => id,
+        Some(Value::String(_)) => {
+            return Err(ClientMessageError::connect(format!(
+                "{NO_STATE_IDENTIFIER}: data.stateIdentifier is empty"
+            )));
+        }
+        None | Some(Value::Null) => {
+            return Err(ClientMessageError::connect(format!(
+                "{NO_STATE_IDENTIFIER}: CONNECT_TO_STATE needs data.stateIdentifier, a string"
+            )));
+        }
+        Some(other) => {
+            return Err(ClientMessageError::connect(format!(
+                "{NO_STATE_IDENTIFIER}: data.stateIdentifier must be a string, got {}",
+                kind_of(&other)
+            )));
+        }
+    };
+    let session = match raw.session {
+        None | Some(Value::Null) => None,
+        Some(Value::String(session))
+            if !session.is_empty() && session.len() <= crate::MAX_SESSION_LEN =>
+        {
+            Some(session)
+        }
+        Some(_) => {
+            return Err(ClientMessageError::connect(format!(
+                "Invalid session: data.session must be a string of 1 to {} bytes",
+                crate::MAX_SESSION_LEN
+            )));
+        }
+    };
+    Ok(ClientMessage::ConnectToState(ConnectToState {
+        state_identifier,
+        session,
+    }))
+}
+
+const COULD_NOT_UPDATE: &str = "Could not update state";
+
+fn parse_update(data: Option<&RawValue>) -> Result<ClientMessage, ClientMessageError> {
+    let data = data.filter(|raw| raw.get() != "null");
+    let raw: RawUpdate = match data.map(|raw| {
+        if looks_like_object(raw.get()) {
+            serde_json::from_str::<RawUpdate>(raw.get()).ok()
+        } else {
+            None
+        }
+    }) {
+        Some(Some(raw)) => raw,
+        None => {
+            return Err(ClientMessageError::invalid(
+                format!("{COULD_NOT_UPDATE}: UPDATE_STATE needs data.updates, a JSON object"),
+                None,
+            ));
+        }
+        Some(None) => {
+            return Err(ClientMessageError::invalid(
+                format!("{COULD_NOT_UPDATE}: data must be an object with updates, a JSON object"),
+                None,
+            ));
+        }
+    };
+    let request_id = match raw.request_id {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(_) => {
+            return Err(ClientMessageError::invalid(
+                format!("{COULD_NOT_UPDATE}: data.requestId must be a non-negative integer"),
+                None,
+            ));
+        }
+    };
+    match raw.updates {
+        Some(Value::Object(updates)) => Ok(ClientMessage::UpdateState(UpdateState {
+            updates,
+            request_id,
+        })),
+        None | Some(Value::Null) => Err(ClientMessageError::invalid(
+            format!("{COULD_NOT_UPDATE}: UPDATE_STATE needs data.updates, a JSON object"),
+            request_id,
+        )),
+        Some(other) => Err(ClientMessageError::invalid(
+            format!(
+                "{COULD_NOT_UPDATE}: data.updates must be a JSON object, got {}",
+                kind_of(&other)
+            ),
+            request_id,
+        )),
+    }
+}
+
+/// Why a server's frame could not be read by a client.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServerMessageError {
+    /// The frame is not a JSON envelope, or its data does not fit its type.
+    Invalid(serde_json::Error),
+    /// A type this client does not know (a newer server, or a code the original
+    /// declares but never sends); clients ignore such frames.
+    UnknownType(u64),
+}
+
+impl fmt::Display for ServerMessageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerMessageError::Invalid(e) => write!(f, "invalid message from server: {e}"),
+            ServerMessageError::UnknownType(code) => write!(f, "unknown message type {code}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerMessageError {}
+
+#[derive(Deserialize)]
+struct ServerEnvelope<'a> {
+    #[serde(rename = "type")]
+    code: u64,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    message: String,
+}
+
+impl ServerMessage {
+    /// Reads a server's text frame (what clients do).
+    ///
+    /// # Errors
+    /// [`ServerMessageError::UnknownType`] for a type this version does not know,
+    /// [`ServerMessageError::Invalid`] for anything that does not fit the protocol.
+    pub fn from_json(text: &str) -> Result<ServerMessage, ServerMessageError> {
+        let envelope: ServerEnvelope<'_> =
+            serde_json::from_str(text).map_err(ServerMessageError::Invalid)?;
+        let data = envelope.data.map_or("null", RawValue::get);
+        let parsed = match u8::try_from(envelope.code) {
+            Ok(server_code::STATE_DOES_NOT_EXIST) => {
+                serde_json::from_str::<StateRemoved>(data).map(ServerMessage::StateRemoved)
+            }
+            Ok(server_code::STATE_UPDATED) => {
+                serde_json::from_str::<StateUpdated>(data).map(ServerMessage::StateUpdated)
+            }
+            Ok(server_code::STATE_CONNECTION_ESTABLISHED) => {
+                serde_json::from_str::<StateConnectionEstablished>(data)
+                    .map(ServerMessage::StateConnectionEstablished)
+            }
+            Ok(server_code::STATE_CONNECTION_ERROR) => serde_json::from_str::<Message>(data)
+                .map(|m| ServerMessage::StateConnectionError { message: m.message }),
+            Ok(server_code::STATE_UPDATE_FAILED) => {
+                serde_json::from_str::<UpdateFailed>(data).map(ServerMessage::StateUpdateFailed)
+            }
+            Ok(server_code::UNSUPPORTED_MESSAGE_TYPE) => serde_json::from_str::<Message>(data)
+                .map(|m| ServerMessage::UnsupportedMessageType { message: m.message }),
+            _ => return Err(ServerMessageError::UnknownType(envelope.code)),
+        };
+        parsed.map_err(ServerMessageError::Invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn reply(text: &str) -> String {
+        ClientMessage::from_json(text)
+            .expect_err("should fail")
+            .into_reply()
+            .to_json()
+    }
+
+    #[test]
+    fn reads_original_client_frames() {
+        assert_eq!(
+            ClientMessage::from_json(r#"{"type":2,"data":{"stateIdentifier":"abc"}}"#).unwrap(),
+            ClientMessage::ConnectToState(ConnectToState {
+                state_identifier: "abc".into(),
+                session: None
+            })
+        );
+        assert_eq!(
+            ClientMessage::from_json(r#"{"type":3,"data":{"updates":{"k":[1]}}}"#).unwrap(),
+            ClientMessage::UpdateState(UpdateState {
+                updates: json!({"k": [1]}).as_object().cloned().unwrap(),
+                request_id: None
+            })
+        );
+    }
+
+    #[test]
+    fn answers_like_the_original_where_it_answered() {
+        assert_eq!(
+            reply(r#"{"data":{}}"#),
+            r#"{"type":10,"data":{"message":"Message type undefined is not supported"}}"#
+        );
+        assert_eq!(
+            reply(r#"{"type":42,"data":{}}"#),
+            r#"{"type":10,"data":{"message":"Message type 42 is not supported"}}"#
+        );
+        assert_eq!(
+            reply(r#"{"type":1,"data":{}}"#),
+            r#"{"type":10,"data":{"message":"Message type 1 is not supported"}}"#
+        );
+        assert!(
+            reply(r#"{"type":2,"data":{}}"#)
+                .starts_with(r#"{"type":8,"data":{"message":"No stateIdentifier was supplied: "#)
+        );
+        assert!(
+            reply(r#"{"type":3,"data":{}}"#)
+                .starts_with(r#"{"type":9,"data":{"message":"Could not update state: "#)
+        );
+    }
+
+    #[test]
+    fn answers_where_the_original_was_silent() {
+        let not_json = reply("{not json");
+        assert!(not_json.contains(r#""type":9"#) && not_json.contains("not valid JSON"));
+        assert!(reply("[1,2]").contains(r#""type":10"#));
+        assert!(reply("null").contains("got null"));
+        assert!(reply(r#"{"type":3}"#).contains("needs data.updates"));
+        assert!(reply(r#"{"type":2,"data":null}"#).contains(r#""type":8"#));
+        assert!(reply(r#"{"type":"3","data":{}}"#).contains(r#"Message type \"3\" is not"#));
+        let not_object = reply(r#"{"type":3,"data":{"updates":[1],"requestId":7}}"#);
+        assert!(
+            not_object.contains("must be a JSON object, got an array"),
+            "{not_object}"
+        );
+        assert!(not_object.contains(r#""requestId":7"#), "{not_object}");
+        assert!(reply(r#"{"type":3,"data":{"updates":{},"requestId":-1}}"#).contains("requestId"));
+        assert!(reply(r#"{"type":2,"data":{"stateIdentifier":5}}"#).contains("must be a string"));
+        assert!(
+            reply(r#"{"type":2,"data":{"stateIdentifier":"a","session":""}}"#)
+                .contains("Invalid session")
+        );
+    }
+
+    #[test]
+    fn server_messages_round_trip() {
+        for text in [
+            r#"{"type":3,"data":{"updates":{"a":1},"version":4,"requestId":9}}"#,
+            r#"{"type":7,"data":{"state":{"a":1},"version":4}}"#,
+            r#"{"type":7,"data":{"state":{}}}"#,
+            r#"{"type":8,"data":{"message":"m"}}"#,
+            r#"{"type":9,"data":{"message":"m","requestId":1,"reason":"vetoed"}}"#,
+            r#"{"type":10,"data":{"message":"m"}}"#,
+            r#"{"type":1,"data":{"stateIdentifier":"s","message":"m"}}"#,
+        ] {
+            assert_eq!(ServerMessage::from_json(text).unwrap().to_json(), text);
+        }
+        assert!(matches!(
+            ServerMessage::from_json(r#"{"type":5,"data":null}"#),
+            Err(ServerMessageError::UnknownType(5))
+        ));
+        assert!(matches!(
+            ServerMessage::from_json(r#"{"type":9,"data":{"message":"m","reason":"new"}}"#),
+            Ok(ServerMessage::StateUpdateFailed(UpdateFailed {
+                reason: Some(FailureReason::Other),
+                ..
+            }))
+        ));
+        assert!(matches!(
+            ServerMessage::from_json("{}"),
+            Err(ServerMessageError::Invalid(_))
+        ));
+    }
+}
