@@ -1,1 +1,157 @@
-//! placeholder
+//! Shared helpers for the integration tests: a server on `127.0.0.1:0` and a raw
+//! WebSocket client that speaks the wire protocol frame by frame (what a client of the
+//! original JavaScript package sends), so tests assert exactly what goes over the wire.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use state_sync_server::{Server, StateSyncer};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for a frame that should come.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Installs a log subscriber once (set `RUST_LOG=debug` to see the server's logs).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Serves `syncer` on a fresh loopback port; returns the server and its `ws://` URL.
+pub async fn serve<K: Send + Sync + 'static>(syncer: &StateSyncer<K>) -> (Server, String) {
+    init_logs();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let server = syncer.serve(listener).expect("serve");
+    let url = format!("ws://{}", server.local_addr());
+    (server, url)
+}
+
+/// A WebSocket client that sends and receives raw JSON frames.
+pub struct RawClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// A frame as the client saw it.
+#[derive(Debug)]
+pub enum Received {
+    /// A text frame, parsed as JSON.
+    Json(Value),
+    /// A close frame.
+    Closed(Option<CloseFrame>),
+}
+
+impl RawClient {
+    /// Connects to `url` with `?identifier=<identifier>` (and `&token=` when given),
+    /// as the original client builds it.
+    pub async fn connect(url: &str, identifier: &str, token: Option<&str>) -> RawClient {
+        Self::try_connect(url, identifier, token)
+            .await
+            .expect("connect")
+    }
+
+    /// Like [`RawClient::connect`], returning the error (for example an HTTP 401).
+    pub async fn try_connect(
+        url: &str,
+        identifier: &str,
+        token: Option<&str>,
+    ) -> Result<RawClient, tungstenite::Error> {
+        let url = format!(
+            "{url}/?identifier={identifier}&token={}",
+            token.unwrap_or("")
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(RawClient { ws })
+    }
+
+    /// Wraps an established WebSocket.
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> RawClient {
+        RawClient { ws }
+    }
+
+    /// Sends a text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    /// Sends a JSON value as a text frame.
+    pub async fn send(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    /// Sends any frame.
+    pub async fn send_message(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send");
+    }
+
+    /// The next text or close frame (pings are skipped); panics after [`PATIENCE`].
+    pub async fn next(&mut self) -> Received {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let item = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame");
+            match item {
+                Some(Ok(Message::Text(text))) => {
+                    return Received::Json(
+                        serde_json::from_str(text.as_str()).expect("server sent JSON"),
+                    );
+                }
+                Some(Ok(Message::Close(frame))) => return Received::Closed(frame),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("stream error: {e}"),
+                None => return Received::Closed(None),
+            }
+        }
+    }
+
+    /// The next JSON frame; panics on a close.
+    pub async fn recv(&mut self) -> Value {
+        match self.next().await {
+            Received::Json(value) => value,
+            Received::Closed(frame) => panic!("closed while waiting for a message: {frame:?}"),
+        }
+    }
+
+    /// The next JSON frame, which must have this `type`; returns its `data`.
+    pub async fn expect(&mut self, code: u64) -> Value {
+        let value = self.recv().await;
+        assert_eq!(value["type"], code, "unexpected message: {value}");
+        value["data"].clone()
+    }
+
+    /// Asserts that nothing arrives within `window`.
+    pub async fn expect_silence(&mut self, window: Duration) {
+        if let Ok(item) = tokio::time::timeout(window, self.ws.next()).await {
+            panic!("expected nothing, got {item:?}");
+        }
+    }
+
+    /// The close frame that should come next.
+    pub async fn expect_close(&mut self) -> Option<CloseFrame> {
+        match self.next().await {
+            Received::Closed(frame) => frame,
+            Received::Json(value) => panic!("expected a close, got {value}"),
+        }
+    }
+
+    /// Sends CONNECT_TO_STATE and returns the data of STATE_CONNECTION_ESTABLISHED.
+    pub async fn attach(&mut self, state: &str) -> Value {
+        self.send(serde_json::json!({"type": 2, "data": {"stateIdentifier": state}}))
+            .await;
+        self.expect(7).await
+    }
+
+    /// Sends UPDATE_STATE with these updates.
+    pub async fn update(&mut self, updates: Value) {
+        self.send(serde_json::json!({"type": 3, "data": {"updates": updates}}))
+            .await;
+    }
+}

@@ -1,0 +1,68 @@
+//! Errors of the server crate.
+
+use std::io;
+
+/// Errors of starting or configuring a server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Binding or reading the listening socket failed (port taken, no permission).
+    /// Pick another address or free the port.
+    #[error("socket error: {0}")]
+    Io(#[from] io::Error),
+    /// The TLS certificate or key could not be read or used. The message names the
+    /// file or the PEM section at fault.
+    #[error("TLS configuration error: {0}")]
+    Tls(String),
+}
+
+/// A `Result` whose error is this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why [`StateSyncer::create_state`](crate::StateSyncer::create_state) created nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateStateError {
+    /// A state with this identifier exists (the original returned `null`). Remove it
+    /// first, or pick another identifier.
+    #[error("a state with identifier {0:?} already exists")]
+    AlreadyExists(String),
+    /// The identifier is empty. Give a non-empty one, or none to get a UUID.
+    #[error("a state identifier must not be empty")]
+    EmptyIdentifier,
+    /// The initial value is not a JSON object; a state is always an object.
+    #[error("the initial value of a state must be a JSON object, got {0}")]
+    InitialValueNotAnObject(&'static str),
+}
+
+/// Why [`StateSyncer::update_state_value`](crate::StateSyncer::update_state_value) did
+/// not apply an update.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpdateError {
+    /// No state has this identifier (it was never created, was removed, or expired).
+    #[error("state with identifier {0:?} does not exist")]
+    StateDoesNotExist(String),
+    /// The updates are not a JSON object.
+    #[error("updates must be a JSON object, got {0}")]
+    NotAnObject(&'static str),
+    /// The state's `intercept_state_update` returned `None`.
+    #[error("the update was vetoed by the state's interceptor")]
+    Vetoed,
+    /// The state's `intercept_state_update` panicked or did not return in time; the
+    /// message says which.
+    #[error("the state's interceptor failed: {0}")]
+    InterceptorFailed(String),
+}
+
+pub(crate) fn kind_of(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

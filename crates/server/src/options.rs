@@ -1,0 +1,135 @@
+//! Options of a state: identifier, initial value, hooks and lifetime.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use state_sync_protocol::JsonObject;
+
+pub(crate) type AllowHook<K> = Arc<dyn Fn(&K) -> bool + Send + Sync>;
+pub(crate) type InterceptHook<K> =
+    Arc<dyn Fn(JsonObject, Option<&K>) -> Option<JsonObject> + Send + Sync>;
+pub(crate) type SelfDestructHook = Arc<dyn Fn(usize, SystemTime) -> bool + Send + Sync>;
+
+/// How to create a state: the original's `StateOptions`, as a builder.
+///
+/// Hooks run on tokio's blocking pool with a time limit
+/// ([`Builder::hook_timeout`](crate::Builder::hook_timeout)); one that panics or
+/// hangs fails the operation that called it and is logged, and the server carries on.
+///
+/// ```
+/// use std::time::Duration;
+/// use serde_json::json;
+/// use state_sync_server::StateOptions;
+///
+/// let options = StateOptions::<String>::new()
+///     .identifier("myGroupChat")
+///     .initial_value(json!({"chatMessages": []}))
+///     .allow_connecting_client(|email: &String| email.ends_with("@example.com"))
+///     .intercept_state_update(|updates, _client| Some(updates))
+///     .self_destruct(|clients_left, _created| clients_left == 0)
+///     .ttl(Duration::from_secs(3600));
+/// ```
+pub struct StateOptions<K> {
+    pub(crate) identifier: Option<String>,
+    pub(crate) initial_value: Value,
+    pub(crate) allow_connecting_client: Option<AllowHook<K>>,
+    pub(crate) intercept_state_update: Option<InterceptHook<K>>,
+    pub(crate) self_destruct: Option<SelfDestructHook>,
+    pub(crate) ttl: Option<Duration>,
+}
+
+impl<K> Default for StateOptions<K> {
+    fn default() -> Self {
+        StateOptions {
+            identifier: None,
+            initial_value: Value::Object(JsonObject::new()),
+            allow_connecting_client: None,
+            intercept_state_update: None,
+            self_destruct: None,
+            ttl: None,
+        }
+    }
+}
+
+impl<K> fmt::Debug for StateOptions<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateOptions")
+            .field("identifier", &self.identifier)
+            .field("initial_value", &self.initial_value)
+            .field(
+                "allow_connecting_client",
+                &self.allow_connecting_client.is_some(),
+            )
+            .field(
+                "intercept_state_update",
+                &self.intercept_state_update.is_some(),
+            )
+            .field("self_destruct", &self.self_destruct.is_some())
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl<K> StateOptions<K> {
+    /// Options with no identifier (a UUID v4 is generated), the value `{}`, no hooks
+    /// and no expiry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The state's identifier; without one a UUID v4 is generated.
+    pub fn identifier(mut self, identifier: impl Into<String>) -> Self {
+        self.identifier = Some(identifier.into());
+        self
+    }
+
+    /// The initial value; it must be a JSON object
+    /// ([`create_state`](crate::StateSyncer::create_state) refuses anything else).
+    /// Default: `{}`.
+    pub fn initial_value(mut self, value: impl Into<Value>) -> Self {
+        self.initial_value = value.into();
+        self
+    }
+
+    /// Decides whether a client may attach to this state, from the client information
+    /// the authorization middleware returned. Called on every attach.
+    pub fn allow_connecting_client(
+        mut self,
+        hook: impl Fn(&K) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.allow_connecting_client = Some(Arc::new(hook));
+        self
+    }
+
+    /// Sees every update before it is applied, with the client information of its
+    /// sender (`None` for updates made by server code without one). Return the updates
+    /// to apply (they may be rewritten) or `None` to veto the update: nothing is stored
+    /// or broadcast, and a client that sent a request id is told it was vetoed.
+    pub fn intercept_state_update(
+        mut self,
+        hook: impl Fn(JsonObject, Option<&K>) -> Option<JsonObject> + Send + Sync + 'static,
+    ) -> Self {
+        self.intercept_state_update = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called each time a client detaches from this state (it disconnects, or attaches
+    /// to another state) with the number of clients still attached and the time the
+    /// state was created. Returning `true` removes the state.
+    pub fn self_destruct(
+        mut self,
+        hook: impl Fn(usize, SystemTime) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.self_destruct = Some(Arc::new(hook));
+        self
+    }
+
+    /// Removes the state this long after its creation. Its clients are told, as with
+    /// [`remove_state`](crate::StateSyncer::remove_state).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}

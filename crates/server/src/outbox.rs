@@ -1,0 +1,92 @@
+//! Each connection's bounded outgoing queue, and how a connection is told to close.
+//!
+//! Policy for clients that do not read: every frame for a connection goes through its
+//! [`Outbox`], a queue of at most [`Builder::outgoing_queue`](crate::Builder::outgoing_queue)
+//! frames drained by the connection's own writer. Broadcasts never wait on it: when
+//! the queue is full the frame is not queued and the connection is closed with code
+//! 1008 and the reason [`OVERFLOW_REASON`]. Memory per connection is therefore bounded,
+//! and a stuck client never slows the state, the sender or any other client. A client
+//! of this project then reconnects, resyncs the whole state and resends what was not
+//! acknowledged (see `docs/protocol.md`).
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+
+/// Close reason sent to a connection whose outgoing queue overflowed.
+pub const OVERFLOW_REASON: &str = "outgoing queue overflow: the client does not read fast enough";
+
+/// Tells a connection to close, with the close frame it should send.
+#[derive(Debug)]
+pub(crate) struct Closer {
+    token: CancellationToken,
+    frame: Mutex<Option<CloseFrame>>,
+}
+
+impl Closer {
+    /// A closer that also fires when `parent` (the server's shutdown) is cancelled.
+    pub(crate) fn child_of(parent: &CancellationToken) -> Self {
+        Closer {
+            token: parent.child_token(),
+            frame: Mutex::new(None),
+        }
+    }
+
+    /// Asks the connection to close; the first reason given wins.
+    pub(crate) fn close(&self, code: CloseCode, reason: &str) {
+        let mut frame = self.frame.lock().unwrap_or_else(PoisonError::into_inner);
+        if frame.is_none() && !self.token.is_cancelled() {
+            *frame = Some(CloseFrame {
+                code,
+                reason: reason.to_owned().into(),
+            });
+        }
+        drop(frame);
+        self.token.cancel();
+    }
+
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// The close frame to send: the reason given, or "going away" on server shutdown.
+    pub(crate) fn frame(&self) -> CloseFrame {
+        self.frame
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or(CloseFrame {
+                code: CloseCode::Away,
+                reason: "server shutting down".into(),
+            })
+    }
+}
+
+/// The sending side of a connection's outgoing queue. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox {
+    tx: mpsc::Sender<Message>,
+    closer: Arc<Closer>,
+}
+
+impl Outbox {
+    pub(crate) fn new(capacity: usize, closer: Arc<Closer>) -> (Self, mpsc::Receiver<Message>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Outbox { tx, closer }, rx)
+    }
+
+    /// Queues a frame without waiting; on overflow the connection is closed (see the
+    /// module documentation). Frames for a connection that is going away are dropped.
+    pub(crate) fn push(&self, frame: Message) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame) {
+            if !self.closer.token().is_cancelled() {
+                tracing::warn!("closing a connection whose outgoing queue is full");
+            }
+            self.closer.close(CloseCode::Policy, OVERFLOW_REASON);
+        }
+    }
+}

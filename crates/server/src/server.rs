@@ -1,0 +1,130 @@
+//! The accept loop, the connection limit and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::handshake::{Refusal, refuse};
+use crate::outbox::Closer;
+use crate::syncer::Shared;
+
+/// How long [`Server::shutdown`] waits for connections to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A running server: its address, and the way to stop it.
+///
+/// Dropping a `Server` does not stop it; call [`Server::shutdown`].
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+    accept_loop: JoinHandle<()>,
+}
+
+impl Server {
+    pub(crate) fn spawn<K: Send + Sync + 'static>(
+        shared: Arc<Shared<K>>,
+        listener: TcpListener,
+    ) -> crate::Result<Server> {
+        let local_addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let connections = TaskTracker::new();
+        let accept_loop = tokio::spawn(accept_loop(
+            shared,
+            listener,
+            shutdown.clone(),
+            connections.clone(),
+        ));
+        tracing::info!(%local_addr, "state syncer listening");
+        Ok(Server {
+            local_addr,
+            shutdown,
+            connections,
+            accept_loop,
+        })
+    }
+
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes every connection with close code 1001 ("going away")
+    /// after sending what was queued for it, and waits (up to 5 s) for them to end.
+    /// States are kept: the syncer can serve again.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.accept_loop.await;
+        self.connections.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
+        }
+        tracing::info!(local_addr = %self.local_addr, "state syncer stopped");
+    }
+}
+
+async fn accept_loop<K: Send + Sync + 'static>(
+    shared: Arc<Shared<K>>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, remote_addr) = match accepted {
+            Ok(accepted) => {
+                backoff = Duration::from_millis(1);
+                accepted
+            }
+            Err(e) => {
+                // Typically out of file descriptors: wait for connections to close.
+                tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let shared = Arc::clone(&shared);
+        match Arc::clone(&limit).try_acquire_owned() {
+            Ok(permit) => {
+                let closer = Arc::new(Closer::child_of(&shutdown));
+                connections.spawn(async move {
+                    crate::connection::serve(shared, tcp, remote_addr, closer).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tracing::warn!(%remote_addr, "connection limit reached; refusing a connection");
+                connections.spawn(async move {
+                    let mut tcp = tcp;
+                    let refusal = Refusal::new(
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        "too many connections; try again later",
+                    );
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), refuse(&mut tcp, &refusal))
+                            .await;
+                });
+            }
+        }
+    }
+}
