@@ -1,0 +1,175 @@
+//! How states die (self-destruct, ttl, removal) and how the server stops.
+
+use std::time::Duration;
+
+use serde_json::json;
+use state_sync_server::{CreateStateError, StateOptions, StateSyncer};
+use state_sync_tests::{PATIENCE, RawClient, serve};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+async fn eventually(mut condition: impl FnMut() -> bool) {
+    tokio::time::timeout(PATIENCE, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("condition never became true");
+}
+
+#[tokio::test]
+async fn create_state_generates_identifiers_and_refuses_duplicates() {
+    let syncer = StateSyncer::new();
+    let id = syncer.create_state(StateOptions::new()).unwrap();
+    assert!(uuid_like(&id), "{id}");
+    assert_eq!(syncer.value_of_state(&id), Some(Default::default()));
+    assert_eq!(
+        syncer.create_state(StateOptions::new().identifier(id.clone())),
+        Err(CreateStateError::AlreadyExists(id))
+    );
+    assert!(matches!(
+        syncer.create_state(StateOptions::new().initial_value(json!([1]))),
+        Err(CreateStateError::InitialValueNotAnObject(_))
+    ));
+    assert_eq!(
+        syncer.create_state(StateOptions::new().identifier("")),
+        Err(CreateStateError::EmptyIdentifier)
+    );
+}
+
+fn uuid_like(id: &str) -> bool {
+    id.len() == 36 && id.chars().nth(14) == Some('4')
+}
+
+#[tokio::test]
+async fn self_destruct_is_asked_on_every_disconnect_and_removes_the_state() {
+    let syncer = StateSyncer::new();
+    syncer
+        .create_state(
+            StateOptions::new()
+                .identifier("room")
+                .self_destruct(|clients_left, _created| clients_left == 0),
+        )
+        .unwrap();
+    let (server, url) = serve(&syncer).await;
+    let mut a = RawClient::connect(&url, "a", None).await;
+    let mut b = RawClient::connect(&url, "b", None).await;
+    a.attach("room").await;
+    b.attach("room").await;
+    a.send_message(tokio_tungstenite::tungstenite::Message::Close(None))
+        .await;
+    eventually(|| syncer.clients_of_state("room") == Some(1)).await;
+    assert!(
+        syncer.value_of_state("room").is_some(),
+        "one client is left"
+    );
+    drop(b);
+    eventually(|| syncer.value_of_state("room").is_none()).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn ttl_removes_the_state_and_tells_its_clients() {
+    let syncer = StateSyncer::new();
+    syncer
+        .create_state(
+            StateOptions::new()
+                .identifier("short")
+                .ttl(Duration::from_millis(300)),
+        )
+        .unwrap();
+    let (server, url) = serve(&syncer).await;
+    let mut client = RawClient::connect(&url, "a", None).await;
+    client.attach("short").await;
+    let notice = client.expect(1).await;
+    assert_eq!(
+        notice,
+        json!({"stateIdentifier": "short", "message": "State short expired"})
+    );
+    assert!(syncer.value_of_state("short").is_none());
+    client.update(json!({"k": 1})).await;
+    assert_eq!(client.expect(9).await["reason"], "stateDoesNotExist");
+    // The identifier is free again.
+    syncer
+        .create_state(StateOptions::new().identifier("short"))
+        .unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn ttl_holds_without_a_runtime_too() {
+    // Created outside any runtime: no timer, but the state still expires on lookup.
+    let syncer = std::thread::spawn(|| {
+        let syncer = StateSyncer::new();
+        syncer
+            .create_state(
+                StateOptions::new()
+                    .identifier("s")
+                    .ttl(Duration::from_millis(50)),
+            )
+            .unwrap();
+        syncer
+    })
+    .join()
+    .unwrap();
+    assert!(syncer.value_of_state("s").is_some());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(syncer.value_of_state("s").is_none());
+    assert!(syncer.state_identifiers().is_empty());
+}
+
+#[tokio::test]
+async fn remove_state_tells_attached_clients_and_detaches_them() {
+    let syncer = StateSyncer::new();
+    syncer
+        .create_state(StateOptions::new().identifier("a"))
+        .unwrap();
+    syncer
+        .create_state(StateOptions::new().identifier("b"))
+        .unwrap();
+    let (server, url) = serve(&syncer).await;
+    let mut client = RawClient::connect(&url, "c", None).await;
+    client.attach("a").await;
+    assert!(syncer.remove_state("a"));
+    assert!(!syncer.remove_state("a"));
+    assert_eq!(
+        client.expect(1).await,
+        json!({"stateIdentifier": "a", "message": "State a was removed"})
+    );
+    client.update(json!({"k": 1})).await;
+    assert_eq!(client.expect(9).await["reason"], "stateDoesNotExist");
+    // The connection stays usable.
+    client.attach("b").await;
+    assert_eq!(syncer.remove_all_states(), 1);
+    assert_eq!(client.expect(1).await["stateIdentifier"], "b");
+    assert!(syncer.state_identifiers().is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_connection_with_going_away() {
+    let syncer = StateSyncer::new();
+    syncer
+        .create_state(StateOptions::new().identifier("s"))
+        .unwrap();
+    let (server, url) = serve(&syncer).await;
+    let mut a = RawClient::connect(&url, "a", None).await;
+    let mut b = RawClient::connect(&url, "b", None).await;
+    a.attach("s").await;
+    let addr = server.local_addr();
+    server.shutdown().await;
+    for client in [&mut a, &mut b] {
+        let frame = client.expect_close().await.expect("a close frame");
+        assert_eq!(frame.code, CloseCode::Away);
+    }
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+    assert_eq!(syncer.clients_of_state("s"), Some(0));
+    // The syncer keeps its states and can serve again.
+    let (server, url) = serve(&syncer).await;
+    let mut c = RawClient::connect(&url, "c", None).await;
+    c.attach("s").await;
+    server.shutdown().await;
+}
