@@ -76,6 +76,11 @@ impl RawClient {
         RawClient { ws }
     }
 
+    /// The underlying WebSocket.
+    pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.ws
+    }
+
     /// Sends a text frame.
     pub async fn send_text(&mut self, text: &str) {
         self.ws.send(Message::text(text)).await.expect("send");

@@ -83,14 +83,21 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
     );
     tokio::pin!(writer);
     tokio::select! {
-        () = &mut writer => {}
+        () = &mut writer => connection.detach().await,
         () = connection.read_loop(source) => {
             // The client closed, or its stream failed: let the writer send what is queued.
+            connection.detach().await;
             closer.close(CloseCode::Normal, "");
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
         }
+        () = closer.token().cancelled() => {
+            // Overflow, an oversized frame, or shutdown: leave the state at once, then
+            // give the writer a moment to send what is queued and the close frame (it
+            // may be stuck writing to a client that does not read).
+            connection.detach().await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
+        }
     }
-    connection.detach().await;
     tracing::debug!(%remote_addr, %identifier, "client disconnected");
 }
 

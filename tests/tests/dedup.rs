@@ -1,0 +1,124 @@
+//! Sessions and request ids: an update retried after a reconnect is answered with its
+//! first outcome, never applied twice.
+
+use serde_json::json;
+use state_sync_server::{StateOptions, StateSyncer};
+use state_sync_tests::{RawClient, serve};
+
+fn connect_with_session(state: &str, session: &str) -> serde_json::Value {
+    json!({"type": 2, "data": {"stateIdentifier": state, "session": session}})
+}
+
+fn update(updates: serde_json::Value, request_id: u64) -> serde_json::Value {
+    json!({"type": 3, "data": {"updates": updates, "requestId": request_id}})
+}
+
+#[tokio::test]
+async fn a_retried_update_is_acknowledged_again_not_applied_again() {
+    let syncer = StateSyncer::new();
+    syncer
+        .create_state(
+            StateOptions::new()
+                .identifier("counter")
+                .intercept_state_update(|updates, _| {
+                    (!updates.contains_key("veto")).then_some(updates)
+                }),
+        )
+        .unwrap();
+    let (server, url) = serve(&syncer).await;
+    let mut watcher = RawClient::connect(&url, "w", None).await;
+    watcher.attach("counter").await;
+
+    let mut first = RawClient::connect(&url, "c", None).await;
+    first
+        .send(connect_with_session("counter", "session-1"))
+        .await;
+    first.expect(7).await;
+    first.send(update(json!({"n": 1}), 1)).await;
+    first.send(update(json!({"veto": true}), 2)).await;
+    assert_eq!(first.expect(3).await["requestId"], 1);
+    assert_eq!(first.expect(9).await["reason"], "vetoed");
+    drop(first);
+
+    // The same session reconnects and resends both, plus a new one.
+    let mut second = RawClient::connect(&url, "c", None).await;
+    second
+        .send(connect_with_session("counter", "session-1"))
+        .await;
+    assert_eq!(
+        second.expect(7).await,
+        json!({"state": {"n": 1}, "version": 1})
+    );
+    second.send(update(json!({"n": 1}), 1)).await;
+    second.send(update(json!({"veto": true}), 2)).await;
+    second.send(update(json!({"n": 2}), 3)).await;
+    assert_eq!(
+        second.expect(3).await,
+        json!({"updates": {"n": 1}, "version": 1, "requestId": 1}),
+        "replayed"
+    );
+    assert_eq!(
+        second.expect(9).await["reason"],
+        "vetoed",
+        "a vetoed update fails again"
+    );
+    assert_eq!(
+        second.expect(3).await,
+        json!({"updates": {"n": 2}, "version": 2, "requestId": 3})
+    );
+
+    assert_eq!(
+        syncer.version_of_state("counter"),
+        Some(2),
+        "each update applied exactly once"
+    );
+    assert_eq!(watcher.expect(3).await["version"], 1);
+    assert_eq!(watcher.expect(3).await["version"], 2);
+    watcher
+        .expect_silence(std::time::Duration::from_millis(100))
+        .await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn sessions_are_per_state_and_updates_without_one_are_not_deduplicated() {
+    let syncer = StateSyncer::new();
+    syncer
+        .create_state(StateOptions::new().identifier("s"))
+        .unwrap();
+    let (server, url) = serve(&syncer).await;
+    let mut client = RawClient::connect(&url, "c", None).await;
+    client.attach("s").await;
+    client.send(update(json!({"a": 1}), 1)).await;
+    client.send(update(json!({"a": 1}), 1)).await;
+    assert_eq!(client.expect(3).await["version"], 1);
+    assert_eq!(
+        client.expect(3).await["version"],
+        2,
+        "no session: the original's behaviour"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_older_than_the_window_fails_with_outcome_unknown() {
+    let syncer = StateSyncer::new();
+    syncer
+        .create_state(StateOptions::new().identifier("s"))
+        .unwrap();
+    let (server, url) = serve(&syncer).await;
+    let mut client = RawClient::connect(&url, "c", None).await;
+    client.send(connect_with_session("s", "sess")).await;
+    client.expect(7).await;
+    let window = state_sync_server::protocol::DEDUP_WINDOW as u64;
+    for id in 1..=window + 1 {
+        client.send(update(json!({"i": id}), id)).await;
+        client.expect(3).await;
+    }
+    client.send(update(json!({"i": 1}), 1)).await;
+    assert_eq!(client.expect(9).await["reason"], "outcomeUnknown");
+    client.send(update(json!({"i": 2}), 2)).await;
+    assert_eq!(client.expect(3).await["version"], 2, "still remembered");
+    assert_eq!(syncer.version_of_state("s"), Some(window + 1));
+    server.shutdown().await;
+}
