@@ -1,6 +1,8 @@
 //! Malformed frames get an answer that says what was wrong, change nothing, and do not
 //! affect other clients; limits are enforced cleanly.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use serde_json::{Value, json};

@@ -1,6 +1,8 @@
 //! Sessions and request ids: an update retried after a reconnect is answered with its
 //! first outcome, never applied twice.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::json;
 use state_sync_server::{StateOptions, StateSyncer};
 use state_sync_tests::{RawClient, serve};

@@ -1,5 +1,7 @@
 //! The authorization middleware and the state hooks, including hooks that misbehave.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,8 +72,7 @@ async fn a_missing_identifier_is_refused_with_401() {
     let (server, url) = serve(&syncer).await;
     let error = tokio_tungstenite::connect_async(format!("{url}/?token=x"))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     let (status, body) = http_status(error);
     assert_eq!(status, 401);
     assert!(body.contains("identifier"), "{body}");

@@ -1,5 +1,7 @@
 //! How states die (self-destruct, ttl, removal) and how the server stops.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use serde_json::json;

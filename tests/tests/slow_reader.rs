@@ -1,5 +1,7 @@
 //! A client that stops reading never stalls the state, the sender or anyone else.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use serde_json::json;

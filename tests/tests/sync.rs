@@ -1,5 +1,7 @@
 //! Attaching, updating and broadcasting, as a client of the original sees it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::json;
 use state_sync_server::{StateOptions, StateSyncer};
 use state_sync_tests::{RawClient, serve};
