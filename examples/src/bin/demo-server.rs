@@ -16,7 +16,9 @@ fn port_from_args() -> Result<u16, String> {
         match arg.as_str() {
             "--port" => {
                 let value = args.next().ok_or("--port needs a value")?;
-                port = value.parse().map_err(|_| format!("--port: {value:?} is not a port number"))?;
+                port = value
+                    .parse()
+                    .map_err(|_| format!("--port: {value:?} is not a port number"))?;
             }
             "-h" | "--help" => {
                 println!("usage: demo-server [--port PORT]   (default 5000)");
@@ -65,7 +67,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }),
     )?;
     let server = syncer.start(port).await?;
-    println!("demo server listening on ws://{} (state: demo-chat); Ctrl-C stops it", server.local_addr());
+    println!(
+        "demo server listening on ws://{} (state: demo-chat); Ctrl-C stops it",
+        server.local_addr()
+    );
     tokio::signal::ctrl_c().await?;
     server.shutdown().await;
     Ok(())
