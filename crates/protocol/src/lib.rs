@@ -46,7 +46,7 @@ mod message;
 
 pub use codes::{client_code, server_code};
 pub use decode::{ClientMessageError, ServerMessageError};
-pub use merge::{Merge, StateDiff, diff, shallow_merge};
+pub use merge::{Merge, StateDiff, apply_updates, diff, shallow_merge};
 pub use message::{
     ClientMessage, ConnectToState, FailureReason, ServerMessage, StateConnectionEstablished,
     StateRemoved, StateUpdated, UpdateFailed, UpdateState,

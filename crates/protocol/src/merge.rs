@@ -62,6 +62,22 @@ impl StateDiff {
     }
 }
 
+/// Merges `updates` into `state` like [`shallow_merge`], without recording what was
+/// there before: what a server does, which needs no previous values.
+///
+/// ```
+/// # use state_sync_protocol::{apply_updates, JsonObject};
+/// # use serde_json::json;
+/// let mut state = json!({"a": 1, "b": 2}).as_object().cloned().unwrap();
+/// apply_updates(&mut state, json!({"a": [3]}).as_object().unwrap());
+/// assert_eq!(state, *json!({"a": [3], "b": 2}).as_object().unwrap());
+/// ```
+pub fn apply_updates(state: &mut JsonObject, updates: &JsonObject) {
+    for (key, value) in updates {
+        state.insert(key.clone(), value.clone());
+    }
+}
+
 /// Computes what changed from `old` to `new` (see [`StateDiff`]).
 pub fn diff(old: &JsonObject, new: &JsonObject) -> StateDiff {
     let mut result = StateDiff::default();

@@ -293,9 +293,7 @@ impl<K> StateEntry<K> {
                 }
             }
         }
-        for (key, value) in &updates {
-            inner.value.insert(key.clone(), value.clone());
-        }
+        state_sync_protocol::apply_updates(&mut inner.value, &updates);
         inner.version += 1;
         let version = inner.version;
         let updates = Arc::new(updates);
