@@ -124,3 +124,53 @@ async fn a_request_older_than_the_window_fails_with_outcome_unknown() {
     assert_eq!(syncer.version_of_state("s"), Some(window + 1));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn request_id_zero_is_an_ordinary_first_request() {
+    let syncer = StateSyncer::new();
+    syncer
+        .create_state(StateOptions::new().identifier("s"))
+        .unwrap();
+    let (server, url) = serve(&syncer).await;
+    let mut client = RawClient::connect(&url, "c", None).await;
+    client.send(connect_with_session("s", "sess")).await;
+    client.expect(7).await;
+    client.send(update(json!({"z": 0}), 0)).await;
+    assert_eq!(
+        client.expect(3).await,
+        json!({"updates": {"z": 0}, "version": 1, "requestId": 0})
+    );
+    client.send(update(json!({"z": 0}), 0)).await;
+    assert_eq!(
+        client.expect(3).await["version"],
+        1,
+        "replayed, not applied again"
+    );
+    assert_eq!(syncer.version_of_state("s"), Some(1));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn sessions_of_different_clients_do_not_collide() {
+    let syncer = StateSyncer::new();
+    syncer
+        .create_state(StateOptions::new().identifier("s"))
+        .unwrap();
+    let (server, url) = serve(&syncer).await;
+    let mut alice = RawClient::connect(&url, "alice", None).await;
+    let mut bob = RawClient::connect(&url, "bob", None).await;
+    alice.send(connect_with_session("s", "same")).await;
+    bob.send(connect_with_session("s", "same")).await;
+    alice.expect(7).await;
+    bob.expect(7).await;
+    alice.send(update(json!({"a": 1}), 1)).await;
+    assert_eq!(alice.expect(3).await["requestId"], 1);
+    bob.expect(3).await;
+    bob.send(update(json!({"b": 1}), 1)).await;
+    assert_eq!(
+        bob.expect(3).await,
+        json!({"updates": {"b": 1}, "version": 2, "requestId": 1})
+    );
+    assert_eq!(syncer.version_of_state("s"), Some(2));
+    server.shutdown().await;
+}

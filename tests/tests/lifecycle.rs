@@ -71,6 +71,35 @@ async fn self_destruct_is_asked_on_every_disconnect_and_removes_the_state() {
 }
 
 #[tokio::test]
+async fn re_attaching_to_the_same_state_is_not_leaving_it() {
+    let syncer = StateSyncer::new();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&asked);
+    syncer
+        .create_state(StateOptions::new().identifier("room").self_destruct(
+            move |clients_left, _| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                clients_left == 0
+            },
+        ))
+        .unwrap();
+    syncer
+        .create_state(StateOptions::new().identifier("other"))
+        .unwrap();
+    let (server, url) = serve(&syncer).await;
+    let mut client = RawClient::connect(&url, "a", None).await;
+    client.attach("room").await;
+    client.attach("room").await;
+    client.update(json!({"still": "here"})).await;
+    assert_eq!(client.expect(3).await["updates"], json!({"still": "here"}));
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Moving to another state is leaving: the hook removes the empty room.
+    client.attach("other").await;
+    eventually(|| syncer.value_of_state("room").is_none()).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn ttl_removes_the_state_and_tells_its_clients() {
     let syncer = StateSyncer::new();
     syncer

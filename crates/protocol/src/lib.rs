@@ -38,11 +38,21 @@
 //! - `message`: typed client-to-server and server-to-client messages and their JSON.
 //! - `decode`: reading a client's frame with an error that says what was wrong.
 //! - `merge`: the shallow-merge rule and the diff used to resync.
+//! - `client_core`: a client's logic without I/O ([`ClientCore`]), shared by both clients.
+//! - `listeners`: state-update listeners with property filters.
+//! - `backoff`: reconnection delays ([`ReconnectPolicy`]).
 
+mod backoff;
+mod client_core;
 mod codes;
 mod decode;
+mod listeners;
 mod merge;
 mod message;
+
+pub use backoff::ReconnectPolicy;
+pub use client_core::{ClientCore, Event, UpdateFailure};
+pub use listeners::Listeners;
 
 pub use codes::{client_code, server_code};
 pub use decode::{ClientMessageError, ServerMessageError};

@@ -11,7 +11,6 @@ use state_sync_protocol::{
     ClientMessage, ConnectToState, FailureReason, ServerMessage, UpdateState,
 };
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -19,7 +18,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityE
 
 use crate::handshake::{self, Refusal};
 use crate::hooks::{panic_message, run_hook};
-use crate::outbox::{Closer, Outbox};
+use crate::outbox::{Closer, Outbox, Queue};
 use crate::store::{Origin, Prior, StateEntry, frame};
 use crate::syncer::{ApplyFailure, Shared};
 use crate::tls::Stream;
@@ -38,6 +37,7 @@ struct Attachment<K> {
 struct Connection<K> {
     shared: Arc<Shared<K>>,
     client: Arc<K>,
+    identifier: String,
     outbox: Outbox,
     closer: Arc<Closer>,
     attachment: Option<Attachment<K>>,
@@ -67,10 +67,15 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
     };
     tracing::debug!(%remote_addr, %identifier, "client connected");
     let (sink, source) = ws.split();
-    let (outbox, queue) = Outbox::new(shared.config.outgoing_queue, Arc::clone(&closer));
+    let (outbox, queue) = Outbox::new(
+        shared.config.outgoing_queue,
+        shared.config.outgoing_queue_bytes,
+        Arc::clone(&closer),
+    );
     let mut connection = Connection {
         shared: Arc::clone(&shared),
         client,
+        identifier: identifier.clone(),
         outbox,
         closer: Arc::clone(&closer),
         attachment: None,
@@ -83,10 +88,10 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
     );
     tokio::pin!(writer);
     tokio::select! {
-        () = &mut writer => connection.detach().await,
+        () = &mut writer => connection.detach(),
         () = connection.read_loop(source) => {
             // The client closed, or its stream failed: let the writer send what is queued.
-            connection.detach().await;
+            connection.detach();
             closer.close(CloseCode::Normal, "");
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
         }
@@ -94,7 +99,7 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
             // Overflow, an oversized frame, or shutdown: leave the state at once, then
             // give the writer a moment to send what is queued and the close frame (it
             // may be stuck writing to a client that does not read).
-            connection.detach().await;
+            connection.detach();
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
         }
     }
@@ -130,8 +135,9 @@ async fn upgrade<K: Send + Sync + 'static>(
     };
     let identifier = head.request.identifier.clone();
     // The middleware runs in its own task so that a panic in it is caught.
-    let authorization = tokio::spawn((shared.authorizer)(head.request.clone()));
-    let refusal = match tokio::time::timeout(shared.config.hook_timeout, authorization).await {
+    let mut authorization = AbortOnDrop(tokio::spawn((shared.authorizer)(head.request.clone())));
+    let refusal = match tokio::time::timeout(shared.config.hook_timeout, &mut authorization.0).await
+    {
         Ok(Ok(Ok(client))) => {
             if let Err(e) = handshake::accept(&mut stream, &head).await {
                 tracing::debug!(%remote_addr, "writing the upgrade response failed: {e}");
@@ -169,54 +175,79 @@ async fn upgrade<K: Send + Sync + 'static>(
 /// Drains the outgoing queue: waits for one frame, takes whatever else is queued (up
 /// to [`MAX_BATCH`]) and flushes once. When asked to close, sends what is queued and
 /// the close frame.
-async fn write_loop<S>(
-    mut sink: S,
-    mut queue: mpsc::Receiver<Message>,
-    closer: Arc<Closer>,
-    write_timeout: Duration,
-) where
+async fn write_loop<S>(mut sink: S, mut queue: Queue, closer: Arc<Closer>, write_timeout: Duration)
+where
     S: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
-    loop {
+    let closing = loop {
         let first = tokio::select! {
             biased;
-            () = closer.token().cancelled() => break,
+            () = closer.token().cancelled() => break true,
             frame = queue.recv() => match frame {
                 Some(frame) => frame,
-                None => break,
+                None => break true,
             },
         };
-        let batch = async {
-            sink.feed(first).await?;
-            for _ in 1..MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(frame) => sink.feed(frame).await?,
-                    Err(_) => break,
-                }
-            }
-            sink.flush().await
-        };
-        match tokio::time::timeout(write_timeout, batch).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+        // Every write must make progress within the timeout; the batch as a whole may
+        // take longer.
+        let mut written = timed(write_timeout, sink.feed(first)).await;
+        for _ in 1..MAX_BATCH {
+            let Some(frame) = queue.try_recv().filter(|_| written.is_ok()) else {
+                break;
+            };
+            written = timed(write_timeout, sink.feed(frame)).await;
+        }
+        if written.is_ok() {
+            written = timed(write_timeout, sink.flush()).await;
+        }
+        match written {
+            Ok(()) => {}
+            Err(WriteFailure::Error(e)) => {
                 tracing::debug!("writing to a client failed: {e}");
-                closer.close(CloseCode::Error, "");
-                return;
+                break false;
             }
-            Err(_) => {
+            Err(WriteFailure::TimedOut) => {
                 tracing::warn!("closing a connection that accepted nothing for {write_timeout:?}");
                 closer.close(CloseCode::Policy, "write timeout");
-                return;
+                break true;
             }
         }
-    }
-    let closing = async {
-        while let Ok(frame) = queue.try_recv() {
-            sink.feed(frame).await?;
-        }
-        sink.send(Message::Close(Some(closer.frame()))).await
     };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+    if closing {
+        let close = async {
+            while let Some(frame) = queue.try_recv() {
+                sink.feed(frame).await?;
+            }
+            sink.send(Message::Close(Some(closer.frame()))).await
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+    }
+    closer.close(CloseCode::Error, "");
+}
+
+/// Aborts a task when dropped: the authorization middleware must not outlive its
+/// connection (a hanging middleware would otherwise pile up tasks).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+enum WriteFailure {
+    Error(WsError),
+    TimedOut,
+}
+
+async fn timed(
+    limit: Duration,
+    write: impl std::future::Future<Output = Result<(), WsError>>,
+) -> Result<(), WriteFailure> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(result) => result.map_err(WriteFailure::Error),
+        Err(_) => Err(WriteFailure::TimedOut),
+    }
 }
 
 impl<K: Send + Sync + 'static> Connection<K> {
@@ -293,21 +324,28 @@ impl<K: Send + Sync + 'static> Connection<K> {
                 }
             }
         }
-        // Attach to the new state before leaving the old one, so that re-attaching to
-        // the same state never shows its self-destruct hook an empty state.
-        let Some(subscriber) = entry.attach(self.outbox.clone(), request.session.clone()) else {
+        // Leave the old state before joining the new one, so that no update of the old
+        // state can be queued after the new state's snapshot. Its self-destruct hook is
+        // asked afterwards, and not at all when re-attaching to the same state.
+        let previous = self.attachment.take();
+        if let Some(previous) = &previous {
+            previous.entry.detach(previous.subscriber);
+        }
+        // Sessions are kept per client identifier, so that clients cannot collide.
+        let session = request.session.map(|s| format!("{}\n{s}", self.identifier));
+        let attached = entry.attach(self.outbox.clone(), session.clone());
+        if let Some(previous) = previous {
+            let left_for_good = !Arc::ptr_eq(&previous.entry, &entry);
+            self.shared.after_detach(previous.entry, left_for_good);
+        }
+        let Some(subscriber) = attached else {
             return self.connection_error(format!("State with identifier {id} does not exist"));
         };
-        let previous = self.attachment.replace(Attachment {
+        self.attachment = Some(Attachment {
             entry,
             subscriber,
-            session: request.session,
+            session,
         });
-        if let Some(previous) = previous {
-            self.shared
-                .detach(previous.entry, previous.subscriber)
-                .await;
-        }
     }
 
     async fn update_state(&mut self, request: UpdateState) {
@@ -379,11 +417,9 @@ impl<K: Send + Sync + 'static> Connection<K> {
         }
     }
 
-    async fn detach(&mut self) {
+    fn detach(&mut self) {
         if let Some(attachment) = self.attachment.take() {
-            self.shared
-                .detach(attachment.entry, attachment.subscriber)
-                .await;
+            self.shared.detach(attachment.entry, attachment.subscriber);
         }
     }
 }

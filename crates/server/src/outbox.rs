@@ -2,13 +2,15 @@
 //!
 //! Policy for clients that do not read: every frame for a connection goes through its
 //! [`Outbox`], a queue of at most [`Builder::outgoing_queue`](crate::Builder::outgoing_queue)
-//! frames drained by the connection's own writer. Broadcasts never wait on it: when
+//! frames and [`Builder::outgoing_queue_bytes`](crate::Builder::outgoing_queue_bytes)
+//! bytes, drained by the connection's own writer. Broadcasts never wait on it: when
 //! the queue is full the frame is not queued and the connection is closed with code
 //! 1008 and the reason [`OVERFLOW_REASON`]. Memory per connection is therefore bounded,
 //! and a stuck client never slows the state, the sender or any other client. A client
 //! of this project then reconnects, resyncs the whole state and resends what was not
 //! acknowledged (see `docs/protocol.md`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::mpsc;
@@ -70,23 +72,76 @@ impl Closer {
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
     tx: mpsc::Sender<Message>,
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
     closer: Arc<Closer>,
 }
 
+/// The receiving side, drained by the connection's writer.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    rx: mpsc::Receiver<Message>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+fn size_of(frame: &Message) -> usize {
+    frame.len()
+}
+
 impl Outbox {
-    pub(crate) fn new(capacity: usize, closer: Arc<Closer>) -> (Self, mpsc::Receiver<Message>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Outbox { tx, closer }, rx)
+    /// A queue of at most `frames` frames and `max_bytes` bytes of frames.
+    pub(crate) fn new(frames: usize, max_bytes: usize, closer: Arc<Closer>) -> (Self, Queue) {
+        let (tx, rx) = mpsc::channel(frames.max(1));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let outbox = Outbox {
+            tx,
+            queued_bytes: Arc::clone(&queued_bytes),
+            max_bytes,
+            closer,
+        };
+        (outbox, Queue { rx, queued_bytes })
     }
 
-    /// Queues a frame without waiting; on overflow the connection is closed (see the
-    /// module documentation). Frames for a connection that is going away are dropped.
+    /// Queues a frame without waiting; on overflow (frames or bytes) the connection is
+    /// closed (see the module documentation). Once a connection is closing, nothing
+    /// more is queued for it, so it never sees a gap in what it receives.
     pub(crate) fn push(&self, frame: Message) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame) {
-            if !self.closer.token().is_cancelled() {
-                tracing::warn!("closing a connection whose outgoing queue is full");
-            }
-            self.closer.close(CloseCode::Policy, OVERFLOW_REASON);
+        if self.closer.token().is_cancelled() {
+            return;
         }
+        let size = size_of(&frame);
+        let queued = self.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        if queued + size > self.max_bytes && queued > 0 {
+            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            self.overflow();
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame) {
+            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            self.overflow();
+        }
+    }
+
+    fn overflow(&self) {
+        tracing::warn!("closing a connection whose outgoing queue is full");
+        self.closer.close(CloseCode::Policy, OVERFLOW_REASON);
+    }
+}
+
+impl Queue {
+    /// The next frame, waiting for one.
+    pub(crate) async fn recv(&mut self) -> Option<Message> {
+        let frame = self.rx.recv().await?;
+        self.queued_bytes
+            .fetch_sub(size_of(&frame), Ordering::Relaxed);
+        Some(frame)
+    }
+
+    /// The next frame if one is queued.
+    pub(crate) fn try_recv(&mut self) -> Option<Message> {
+        let frame = self.rx.try_recv().ok()?;
+        self.queued_bytes
+            .fetch_sub(size_of(&frame), Ordering::Relaxed);
+        Some(frame)
     }
 }

@@ -58,7 +58,9 @@ impl Server {
 
     /// Stops accepting, closes every connection with close code 1001 ("going away")
     /// after sending what was queued for it, and waits (up to 5 s) for them to end.
-    /// States are kept: the syncer can serve again.
+    /// The syncer keeps its states and can serve again; but every client detaches,
+    /// so `self_destruct` hooks run as on any disconnect (a hook that removes empty
+    /// states removes them).
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.accept_loop.await;

@@ -74,15 +74,20 @@ pub(crate) enum Prior {
 
 #[derive(Debug)]
 struct SessionLog {
-    last_request_id: u64,
+    /// The highest request id seen, `None` before the first.
+    last_request_id: Option<u64>,
     outcomes: VecDeque<(u64, Outcome)>,
     attached: usize,
     last_seen: Instant,
 }
 
 impl SessionLog {
+    fn is_new(&self, request_id: u64) -> bool {
+        self.last_request_id.is_none_or(|last| request_id > last)
+    }
+
     fn prior(&self, request_id: u64) -> Prior {
-        if request_id > self.last_request_id {
+        if self.is_new(request_id) {
             return Prior::New;
         }
         self.outcomes
@@ -94,8 +99,14 @@ impl SessionLog {
             })
     }
 
+    /// Remembers the outcome of a new request id; an id already seen keeps its first
+    /// outcome (a late failure from a connection that was replaced must not overwrite
+    /// an application).
     fn record(&mut self, request_id: u64, outcome: Outcome) {
-        self.last_request_id = self.last_request_id.max(request_id);
+        if !self.is_new(request_id) {
+            return;
+        }
+        self.last_request_id = Some(request_id);
         if self.outcomes.len() == DEDUP_WINDOW {
             self.outcomes.pop_front();
         }
@@ -179,18 +190,20 @@ impl<K> StateEntry<K> {
         }
         let now = Instant::now();
         if let Some(session) = &session {
+            if !inner.sessions.contains_key(session) {
+                self.make_room_for_a_session(&mut inner, now);
+            }
             let log = inner
                 .sessions
                 .entry(session.clone())
                 .or_insert_with(|| SessionLog {
-                    last_request_id: 0,
+                    last_request_id: None,
                     outcomes: VecDeque::new(),
                     attached: 0,
                     last_seen: now,
                 });
             log.attached += 1;
             log.last_seen = now;
-            self.prune_sessions(&mut inner, now);
         }
         outbox.push(frame(&ServerMessage::StateConnectionEstablished(
             StateConnectionEstablished {
@@ -201,34 +214,28 @@ impl<K> StateEntry<K> {
         Some(inner.subscribers.insert(Subscriber { outbox, session }))
     }
 
-    /// Forgets sessions that have had no connection for the retention period, at most
-    /// a few times per period, and keeps the number of detached ones bounded.
-    fn prune_sessions(&self, inner: &mut Inner, now: Instant) {
-        if now.duration_since(inner.last_pruned) < self.session_retention / 8 {
-            return;
-        }
-        inner.last_pruned = now;
-        let retention = self.session_retention;
-        inner
-            .sessions
-            .retain(|_, log| log.attached > 0 || now.duration_since(log.last_seen) < retention);
-        let detached = inner
-            .sessions
-            .values()
-            .filter(|log| log.attached == 0)
-            .count();
-        if detached > MAX_DETACHED_SESSIONS {
-            let mut ages: Vec<Instant> = inner
-                .sessions
-                .values()
-                .filter(|l| l.attached == 0)
-                .map(|l| l.last_seen)
-                .collect();
-            ages.sort_unstable();
-            let cutoff = ages[detached - MAX_DETACHED_SESSIONS];
+    /// Forgets sessions that have had no connection for the retention period (a full
+    /// scan, at most a few times per period), then, while more than
+    /// [`MAX_DETACHED_SESSIONS`] have no connection, the least recently seen of them.
+    fn make_room_for_a_session(&self, inner: &mut Inner, now: Instant) {
+        if now.duration_since(inner.last_pruned) >= self.session_retention / 8 {
+            inner.last_pruned = now;
+            let retention = self.session_retention;
             inner
                 .sessions
-                .retain(|_, log| log.attached > 0 || log.last_seen >= cutoff);
+                .retain(|_, log| log.attached > 0 || now.duration_since(log.last_seen) < retention);
+        }
+        if inner.sessions.len() < MAX_DETACHED_SESSIONS + inner.subscribers.len() {
+            return;
+        }
+        let oldest = inner
+            .sessions
+            .iter()
+            .filter(|(_, log)| log.attached == 0)
+            .min_by_key(|(_, log)| log.last_seen)
+            .map(|(key, _)| key.clone());
+        if let Some(key) = oldest {
+            inner.sessions.remove(&key);
         }
     }
 
@@ -288,7 +295,7 @@ impl<K> StateEntry<K> {
         let tracked = origin.and_then(|o| Some((o.session?, o.request_id?)));
         if let Some((session, request_id)) = tracked {
             if let Some(log) = inner.sessions.get(session) {
-                if request_id <= log.last_request_id {
+                if !log.is_new(request_id) {
                     return Err(NotApplied::Duplicate(log.prior(request_id)));
                 }
             }
@@ -343,10 +350,11 @@ impl<K> StateEntry<K> {
     }
 
     /// Marks the state removed, tells every subscriber with STATE_DOES_NOT_EXIST and
-    /// detaches them all. `false` when it was already removed.
-    fn mark_removed(&self, message: &str) -> bool {
+    /// detaches them all. `false` when it was already removed, or when it has more
+    /// than `max_clients` clients (some attached since the caller decided).
+    fn mark_removed(&self, message: &str, max_clients: usize) -> bool {
         let mut inner = self.lock();
-        if inner.removed {
+        if inner.removed || inner.subscribers.len() > max_clients {
             return false;
         }
         inner.removed = true;
@@ -410,7 +418,7 @@ impl<K> Store<K> {
         states.insert(id, Arc::clone(&entry));
         drop(states);
         if let Some(expired) = expired {
-            expired.mark_removed(&format!("State {} expired", expired.id));
+            expired.mark_removed(&format!("State {} expired", expired.id), usize::MAX);
         }
         Ok(entry)
     }
@@ -438,20 +446,32 @@ impl<K> Store<K> {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(id);
-        removed.is_some_and(|entry| entry.mark_removed(message))
+        removed.is_some_and(|entry| entry.mark_removed(message, usize::MAX))
     }
 
     /// Removes this very state, not one created later under the same identifier.
     pub(crate) fn remove_entry(&self, entry: &Arc<StateEntry<K>>, message: &str) -> bool {
+        self.remove_entry_if(entry, message, usize::MAX)
+    }
+
+    /// Removes this very state unless more than `max_clients` are attached to it.
+    pub(crate) fn remove_entry_if(
+        &self,
+        entry: &Arc<StateEntry<K>>,
+        message: &str,
+        max_clients: usize,
+    ) -> bool {
         let mut states = self.states.write().unwrap_or_else(PoisonError::into_inner);
+        if !entry.mark_removed(message, max_clients) {
+            return false;
+        }
         if states
             .get(&entry.id)
             .is_some_and(|current| Arc::ptr_eq(current, entry))
         {
             states.remove(&entry.id);
         }
-        drop(states);
-        entry.mark_removed(message)
+        true
     }
 
     /// Removes every state, telling their clients.
@@ -464,7 +484,9 @@ impl<K> Store<K> {
             .collect();
         drained
             .iter()
-            .filter(|(id, entry)| entry.mark_removed(&format!("State {id} was removed")))
+            .filter(|(id, entry)| {
+                entry.mark_removed(&format!("State {id} was removed"), usize::MAX)
+            })
             .count()
     }
 

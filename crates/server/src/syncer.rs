@@ -25,6 +25,7 @@ pub(crate) struct Config {
     pub(crate) max_connections: usize,
     pub(crate) max_message_size: usize,
     pub(crate) outgoing_queue: usize,
+    pub(crate) outgoing_queue_bytes: usize,
     pub(crate) write_timeout: Duration,
     pub(crate) handshake_timeout: Duration,
     pub(crate) hook_timeout: Duration,
@@ -38,6 +39,7 @@ impl Default for Config {
             max_connections: 25_000,
             max_message_size: 1 << 20,
             outgoing_queue: 1024,
+            outgoing_queue_bytes: 16 << 20,
             write_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             hook_timeout: Duration::from_secs(5),
@@ -120,25 +122,38 @@ impl<K: Send + Sync + 'static> Shared<K> {
             })
     }
 
-    /// Detaches a subscriber and asks the state's self-destruct hook whether to remove it.
-    pub(crate) async fn detach(&self, entry: Arc<StateEntry<K>>, subscriber: usize) {
-        let Some(clients_left) = entry.detach(subscriber) else {
-            return;
-        };
-        let Some(self_destruct) = entry.self_destruct.clone() else {
-            return;
-        };
-        let created_at = entry.created_at;
-        let limit = self.config.hook_timeout;
-        if let Ok(true) = run_hook("self_destruct", limit, move || {
-            self_destruct(clients_left, created_at)
-        })
-        .await
-        {
-            tracing::info!(state = %entry.id, clients_left, "state self-destructed");
-            self.store
-                .remove_entry(&entry, &format!("State {} self-destructed", entry.id));
+    /// Detaches a subscriber, then asks the state's self-destruct hook whether to
+    /// remove the state.
+    pub(crate) fn detach(self: &Arc<Self>, entry: Arc<StateEntry<K>>, subscriber: usize) {
+        if entry.detach(subscriber).is_some() {
+            self.after_detach(entry, true);
         }
+    }
+
+    /// After a client left a state: asks its self-destruct hook (in a task of its own,
+    /// so that the answer is acted on even if the connection goes away) whether to
+    /// remove it. Nothing happens when `left_for_good` is false (the client re-attached
+    /// to the same state).
+    pub(crate) fn after_detach(self: &Arc<Self>, entry: Arc<StateEntry<K>>, left_for_good: bool) {
+        let Some(self_destruct) = entry.self_destruct.clone().filter(|_| left_for_good) else {
+            return;
+        };
+        let clients_left = entry.clients();
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            let created_at = entry.created_at;
+            let limit = shared.config.hook_timeout;
+            let verdict = run_hook("self_destruct", limit, move || {
+                self_destruct(clients_left, created_at)
+            })
+            .await;
+            // Remove only if nobody attached while the hook ran; a client that did will
+            // ask the hook again when it leaves.
+            let message = format!("State {} self-destructed", entry.id);
+            if verdict == Ok(true) && shared.store.remove_entry_if(&entry, &message, clients_left) {
+                tracing::info!(state = %entry.id, clients_left, "state self-destructed");
+            }
+        });
     }
 }
 
@@ -460,7 +475,15 @@ impl<K: Send + Sync + 'static> Builder<K> {
         self
     }
 
-    /// How long writing one batch to a client may take before the connection is
+    /// Bytes of frames queued for one connection at most (a single frame larger than
+    /// this still goes through an empty queue); past it the connection is closed like
+    /// on [`outgoing_queue`](Self::outgoing_queue) overflow. Default: 16 MiB.
+    pub fn outgoing_queue_bytes(mut self, bytes: usize) -> Self {
+        self.config.outgoing_queue_bytes = bytes.max(1);
+        self
+    }
+
+    /// How long one write to a client may make no progress before the connection is
     /// closed. Default: 10 s.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.config.write_timeout = timeout;
