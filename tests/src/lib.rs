@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+mod legacy;
+pub use legacy::start_legacy_server;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use state_sync_server::{Server, StateSyncer};

@@ -1,11 +1,53 @@
-//! Native async Rust client for server-state-sync (games, bots, services, CLIs).
+//! Native async Rust client for server-state-sync: games, bots, services and
+//! command-line tools that share a JSON state with a server and other clients.
 //!
-//! Not written yet: the client with acknowledged updates, automatic reconnection and
-//! resync is tracked as its own piece of work. Until then this crate re-exports the
-//! wire protocol it will speak, so programs can already build and read frames with
-//! [`protocol`].
+//! It has the original JavaScript client's capabilities (connect with an identifier
+//! and a token, attach to a state, send partial updates, listen to changes), and
+//! more: every update is acknowledged (its future tells whether the server applied
+//! or vetoed it); a lost connection is re-opened with backoff, the state re-attached
+//! and resynced (listeners hear what changed meanwhile), and updates sent meanwhile or
+//! not yet acknowledged are delivered exactly once.
+//!
+//! ```no_run
+//! use serde_json::json;
+//! use state_sync_client::Client;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), state_sync_client::Error> {
+//! let client = Client::connect("ws://localhost:5000", "alice", Some("token")).await?;
+//! let state = client.connect_to_state("myGroupChat").await?;
+//! println!("messages so far: {}", state["chatMessages"]);
+//!
+//! client.add_state_update_listener("log", &["chatMessages"], |updates, previous| {
+//!     println!("{} (was {:?})", updates["chatMessages"], previous.get("chatMessages"));
+//! });
+//! let applied = client.update_state(json!({"chatMessages": [{"content": "hi"}]})).await?;
+//! println!("applied as version {:?}", applied.version);
+//! client.close().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Against a server that speaks only the original protocol (no versions, no request
+//! ids) the client works as the original did: an update resolves once sent (the
+//! original acknowledges nothing), a veto goes unnoticed, and an update sent just
+//! before the connection dropped fails with
+//! [`UpdateFailure::Unconfirmed`] instead of being resent (the original server could
+//! apply it twice).
 //!
 //! # Layout
-//! - [`protocol`]: the messages and merge rules shared with the server.
+//! - `client`: [`Client`], [`ClientBuilder`] and the types they return.
+//! - `driver`: the task that owns the connection and reconnects.
+//! - `transport`: the WebSocket URL and `ws://`/`wss://` connections.
+//! - `error`: [`Error`].
+//!
+//! The protocol logic itself ([`protocol::ClientCore`]) is shared with the browser
+//! client.
 
+mod client;
+mod driver;
+mod error;
+mod transport;
+
+pub use client::{Applied, Client, ClientBuilder, ConnectionStatus, StateUpdate};
+pub use error::{Error, Result, UpdateFailure};
 pub use state_sync_protocol as protocol;
+pub use state_sync_protocol::{JsonObject, ReconnectPolicy};

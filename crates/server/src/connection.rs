@@ -66,6 +66,7 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
         () = closer.token().cancelled() => return,
     };
     tracing::debug!(%remote_addr, %identifier, "client connected");
+    let registration = shared.register(&identifier, &closer);
     let (sink, source) = ws.split();
     let (outbox, queue) = Outbox::new(
         shared.config.outgoing_queue,
@@ -103,6 +104,7 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
         }
     }
+    shared.unregister(registration);
     tracing::debug!(%remote_addr, %identifier, "client disconnected");
 }
 

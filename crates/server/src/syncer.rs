@@ -1,7 +1,9 @@
 //! [`StateSyncer`]: the public API of the server, and its configuration.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -9,11 +11,13 @@ use serde_json::Value;
 use state_sync_protocol::JsonObject;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::error::{CreateStateError, UpdateError, kind_of};
 use crate::handshake::{Authorizer, Rejection, UpgradeRequest, authorizer};
 use crate::hooks::run_hook;
 use crate::options::StateOptions;
+use crate::outbox::Closer;
 use crate::server::Server;
 use crate::store::{NotApplied, Origin, Prior, StateEntry, Store};
 #[cfg(feature = "tls")]
@@ -63,6 +67,9 @@ impl Config {
 /// What the server shares between its API handle and its connections.
 pub(crate) struct Shared<K> {
     pub(crate) store: Store<K>,
+    /// Live connections by id: their client identifier and how to close them.
+    pub(crate) connections: Mutex<HashMap<u64, (String, Arc<Closer>)>>,
+    pub(crate) next_connection: AtomicU64,
     pub(crate) config: Config,
     pub(crate) authorizer: Authorizer<K>,
     #[cfg(feature = "tls")]
@@ -120,6 +127,24 @@ impl<K: Send + Sync + 'static> Shared<K> {
                 NotApplied::Gone => ApplyFailure::Gone,
                 NotApplied::Duplicate(prior) => ApplyFailure::Duplicate(prior),
             })
+    }
+
+    /// Registers a live connection; returns its id for [`Shared::unregister`].
+    pub(crate) fn register(&self, identifier: &str, closer: &Arc<Closer>) -> u64 {
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        connections.insert(id, (identifier.to_owned(), Arc::clone(closer)));
+        id
+    }
+
+    pub(crate) fn unregister(&self, id: u64) {
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
     }
 
     /// Detaches a subscriber, then asks the state's self-destruct hook whether to
@@ -330,6 +355,35 @@ impl<K: Send + Sync + 'static> StateSyncer<K> {
         self.shared.store.ids()
     }
 
+    /// Closes every connection of the client with this identifier (close code 4000,
+    /// reason `disconnected by the server`), after sending what was queued for it.
+    /// Returns how many were closed. A client of this project reconnects unless the
+    /// authorization middleware now refuses it: revoke its access first to keep it out.
+    pub fn disconnect_client(&self, identifier: &str) -> usize {
+        let connections = self
+            .shared
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut closed = 0;
+        for (client, closer) in connections.values() {
+            if client == identifier {
+                closer.close(CloseCode::from(4000), "disconnected by the server");
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// How many connections are open (upgraded and not yet closed).
+    pub fn connection_count(&self) -> usize {
+        self.shared
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// Updates a state from server code (the original's `updateStateValue`): runs the
     /// state's interceptor with `client_information`, merges and broadcasts to every
     /// attached client. Returns the new version and the updates as applied.
@@ -521,6 +575,8 @@ impl<K: Send + Sync + 'static> Builder<K> {
         StateSyncer {
             shared: Arc::new(Shared {
                 store: Store::new(self.config.session_retention),
+                connections: Mutex::new(HashMap::new()),
+                next_connection: AtomicU64::new(0),
                 config: self.config,
                 authorizer: self.authorizer,
                 #[cfg(feature = "tls")]

@@ -1,0 +1,314 @@
+//! [`Client`]: the public handle. All work happens in a driver task (see `driver`).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures_util::Stream;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use state_sync_protocol::{JsonObject, Listeners, ReconnectPolicy};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::driver::{Command, Driver};
+use crate::error::{Error, Result};
+use crate::transport::{self, Target};
+
+/// Where the connection to the server stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectionStatus {
+    /// The first connection is being opened. A native [`Client`] is never seen in it
+    /// ([`ClientBuilder::connect`] returns once connected); the browser client, whose
+    /// constructor returns at once, starts in it.
+    Connecting,
+    /// Connected (attached to the state, or about to be).
+    Connected,
+    /// The connection was lost; the client is waiting or trying to reconnect.
+    Reconnecting,
+    /// Closed for good: by [`Client::close`], by giving up reconnecting, or because the
+    /// server refused the client.
+    Closed,
+}
+
+/// An update the server applied, as the caller of [`Client::update_state`] gets it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Applied {
+    /// The updates as applied (the server's interceptor may have rewritten them).
+    pub updates: Arc<JsonObject>,
+    /// The state's version after the update (`None` with the original server).
+    pub version: Option<u64>,
+}
+
+/// A change of the local state, as listeners and [`Client::updates`] see it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StateUpdate {
+    /// The keys that changed, with their new values (`null` for a key the state lost).
+    pub updates: Arc<JsonObject>,
+    /// The values those keys had just before (absent when the key is new).
+    pub previous: JsonObject,
+}
+
+pub(crate) type ListenerFn = Box<dyn FnMut(&JsonObject, &JsonObject) + Send>;
+pub(crate) type SharedListener = Arc<Mutex<ListenerFn>>;
+
+/// What the handle and the driver share.
+pub(crate) struct Shared {
+    pub(crate) state: Mutex<JsonObject>,
+    pub(crate) listeners: Mutex<Listeners<SharedListener>>,
+    pub(crate) status: watch::Sender<ConnectionStatus>,
+    pub(crate) errors: broadcast::Sender<Error>,
+    pub(crate) streams: Mutex<Vec<mpsc::UnboundedSender<StateUpdate>>>,
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A client of a server-state-sync server: the original JavaScript client's API in
+/// Rust, plus acknowledged updates, reconnection and resync. Cheap to clone; all
+/// clones drive the same connection.
+///
+/// The local state changes when the server's broadcast arrives (the server is the
+/// authority), never optimistically.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures and opens a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    endpoint: String,
+    identifier: String,
+    token: Option<String>,
+    reconnect: ReconnectPolicy,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl ClientBuilder {
+    /// A builder for `endpoint` (`ws://…` or `wss://…`) and this client identifier.
+    pub fn new(endpoint: impl Into<String>, identifier: impl Into<String>) -> Self {
+        ClientBuilder {
+            endpoint: endpoint.into(),
+            identifier: identifier.into(),
+            token: None,
+            reconnect: ReconnectPolicy::default(),
+            tls: None,
+        }
+    }
+
+    /// The access token the server's authorization middleware receives.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// How to reconnect; [`ReconnectPolicy::disabled`] closes the client when the
+    /// connection is lost. Default: [`ReconnectPolicy::default`].
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// TLS settings for `wss://` (for example a private root certificate). Default:
+    /// the Mozilla root certificates.
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Opens the connection and waits for it (the original's `onConnection()`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidEndpoint`], [`Error::Connect`] when the server cannot be
+    /// reached, [`Error::Refused`] when it refuses the client (401 from its middleware).
+    pub async fn connect(self) -> Result<Client> {
+        let tls = self.tls.unwrap_or_else(transport::default_tls);
+        let target = Target::new(&self.endpoint, &self.identifier, self.token.as_deref(), tls)?;
+        let socket = transport::connect(&target).await?;
+        let (status, _) = watch::channel(ConnectionStatus::Connected);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(JsonObject::new()),
+            listeners: Mutex::new(Listeners::new()),
+            status,
+            errors: broadcast::channel(64).0,
+            streams: Mutex::new(Vec::new()),
+        });
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let driver = Driver::new(Arc::clone(&shared), receiver, target, self.reconnect);
+        tokio::spawn(driver.run(socket));
+        Ok(Client { shared, commands })
+    }
+}
+
+impl Client {
+    /// Connects to `endpoint` as `identifier`, with an optional access token, like the
+    /// original's `new Client(endpoint, identifier, token)` followed by `onConnection()`.
+    ///
+    /// # Errors
+    /// As [`ClientBuilder::connect`].
+    pub async fn connect(endpoint: &str, identifier: &str, token: Option<&str>) -> Result<Client> {
+        let mut builder = ClientBuilder::new(endpoint, identifier);
+        if let Some(token) = token {
+            builder = builder.token(token);
+        }
+        builder.connect().await
+    }
+
+    /// A builder, for reconnection and TLS settings.
+    pub fn builder(endpoint: impl Into<String>, identifier: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(endpoint, identifier)
+    }
+
+    fn send(&self, command: Command) -> bool {
+        self.commands.send(command).is_ok()
+    }
+
+    /// Attaches to a state and returns its whole value. The client re-attaches by
+    /// itself after reconnecting. Attaching to another state detaches from this one.
+    ///
+    /// # Errors
+    /// [`Error::AttachFailed`] when the state does not exist or the server refuses the
+    /// client; [`Error::Closed`].
+    pub async fn connect_to_state(&self, state_identifier: &str) -> Result<JsonObject> {
+        let (reply, answer) = oneshot::channel();
+        if !self.send(Command::ConnectToState {
+            state_identifier: state_identifier.to_owned(),
+            reply,
+        }) {
+            return Err(Error::Closed);
+        }
+        answer.await.unwrap_or(Err(Error::Closed))
+    }
+
+    /// [`Client::connect_to_state`], returning the state as the caller's type.
+    ///
+    /// # Errors
+    /// As [`Client::connect_to_state`], and [`Error::Deserialize`].
+    pub async fn connect_to_state_as<T: DeserializeOwned>(
+        &self,
+        state_identifier: &str,
+    ) -> Result<T> {
+        let state = self.connect_to_state(state_identifier).await?;
+        serde_json::from_value(Value::Object(state)).map_err(|e| Error::Deserialize(e.to_string()))
+    }
+
+    /// Sends a partial state. It is queued at once (in call order, whether or not the
+    /// returned future is awaited) and delivered exactly once, across reconnections;
+    /// the future resolves when the server applied it, with the updates as applied.
+    ///
+    /// # Errors
+    /// [`Error::NotAnObject`]; [`Error::Update`] when it was vetoed, refused, invalid,
+    /// or its state is gone; [`Error::Closed`].
+    pub fn update_state(
+        &self,
+        updates: impl Into<Value>,
+    ) -> impl Future<Output = Result<Applied>> + Send + 'static {
+        let queued = match updates.into() {
+            Value::Object(updates) => {
+                let (reply, answer) = oneshot::channel();
+                if self.send(Command::Update { updates, reply }) {
+                    Ok(answer)
+                } else {
+                    Err(Error::Closed)
+                }
+            }
+            other => Err(Error::NotAnObject(kind_of(&other))),
+        };
+        async move { queued?.await.unwrap_or(Err(Error::Closed)) }
+    }
+
+    /// Adds a listener, or replaces the one with the same identifier. It is called with
+    /// `(updates, previous_values)` for every change of the local state that touches
+    /// one of `properties` (every change when empty): updates from the server, and what
+    /// changed while the client was disconnected. Listeners run on the client's task:
+    /// keep them short. A listener that panics is reported on [`Client::errors`].
+    pub fn add_state_update_listener(
+        &self,
+        listener_identifier: &str,
+        properties: &[&str],
+        listener: impl FnMut(&JsonObject, &JsonObject) + Send + 'static,
+    ) {
+        let properties = properties.iter().map(|p| (*p).to_owned()).collect();
+        let listener: SharedListener = Arc::new(Mutex::new(Box::new(listener)));
+        lock(&self.shared.listeners).add(listener_identifier, properties, listener);
+    }
+
+    /// Removes a listener; `false` when none had this identifier.
+    pub fn remove_state_update_listener(&self, listener_identifier: &str) -> bool {
+        lock(&self.shared.listeners).remove(listener_identifier)
+    }
+
+    /// A snapshot of the local state (the original's `getState()`).
+    pub fn state(&self) -> JsonObject {
+        lock(&self.shared.state).clone()
+    }
+
+    /// The local state as the caller's type.
+    ///
+    /// # Errors
+    /// [`Error::Deserialize`].
+    pub fn state_as<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(Value::Object(self.state()))
+            .map_err(|e| Error::Deserialize(e.to_string()))
+    }
+
+    /// The connection status now.
+    pub fn status(&self) -> ConnectionStatus {
+        *self.shared.status.borrow()
+    }
+
+    /// Follows the connection status (`changed().await`, then `borrow()`).
+    pub fn status_changes(&self) -> watch::Receiver<ConnectionStatus> {
+        self.shared.status.subscribe()
+    }
+
+    /// Errors not tied to one call: the state removed, a re-attach refused, server
+    /// errors, reconnection refused, a listener that panicked (the original's
+    /// `onError()`). Keeps the last 64 for a slow reader.
+    pub fn errors(&self) -> broadcast::Receiver<Error> {
+        self.shared.errors.subscribe()
+    }
+
+    /// Every later change of the local state, as a stream (what listeners with no
+    /// property filter hear). Nothing is dropped: the stream buffers what its reader
+    /// has not taken yet.
+    pub fn updates(&self) -> impl Stream<Item = StateUpdate> + Send + 'static {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        lock(&self.shared.streams).push(sender);
+        futures_util::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|update| (update, receiver))
+        })
+    }
+
+    /// Closes the connection; pending updates fail with [`Error::Closed`]. Waits until
+    /// the client is closed.
+    pub async fn close(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.send(Command::Close { reply }) {
+            let _ = done.await;
+        }
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
