@@ -163,3 +163,9 @@ impl RawClient {
             .await;
     }
 }
+
+/// The README's Rust examples, compiled and run as doc tests (this crate depends on
+/// every other one).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -75,8 +75,3 @@ pub use state_sync_protocol::JsonObject;
 pub use syncer::{Applied, Builder, StateSyncer};
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;
-
-/// The README's Rust examples, compiled and run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;
