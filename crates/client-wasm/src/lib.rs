@@ -1,10 +1,35 @@
 //! Browser client for server-state-sync, compiled to WebAssembly with wasm-bindgen and
-//! published to npm with the original package's JavaScript API.
+//! published to npm. Its JavaScript API is the original package's, so code written for
+//! it moves over unchanged:
 //!
-//! Not written yet: it follows the native client. Until then this crate re-exports the
-//! wire protocol it will speak, which already builds for `wasm32-unknown-unknown`.
+//! ```js
+//! import { Client } from 'server-state-sync-wasm';
+//! const client = new Client('ws://localhost:5000', 'alice', 'token');
+//! await client.onConnection();
+//! const state = await client.connectToState('myGroupChat');
+//! client.addStateUpdateListener('chat', (updates, previous) => render(updates), ['chatMessages']);
+//! await client.updateState({ chatMessages: [...state.chatMessages, { content: 'hi' }] });
+//! ```
+//!
+//! On top of it: `updateState` returns a promise of the applied update (rejected with
+//! a `reason` when vetoed), the client reconnects with backoff, re-attaches, resyncs
+//! (listeners hear what changed meanwhile) and delivers pending updates exactly once,
+//! and `status` / `addStatusListener` tell the connection status.
+//!
+//! The protocol logic is the protocol crate's [`ClientCore`](state_sync_protocol::ClientCore),
+//! shared with the native client; this crate only moves frames and runs timers.
+//! Nothing here panics on input from the network or from JavaScript; callbacks that
+//! throw are logged and do not stop the client.
 //!
 //! # Layout
-//! - [`protocol`]: the messages and merge rules shared with the server.
+//! - `client`: the exported `Client` class.
+//! - `convert`: JSON values and errors across the JavaScript boundary.
 
+#[cfg(target_arch = "wasm32")]
+mod client;
+#[cfg(target_arch = "wasm32")]
+mod convert;
+
+#[cfg(target_arch = "wasm32")]
+pub use client::Client;
 pub use state_sync_protocol as protocol;

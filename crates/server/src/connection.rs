@@ -130,6 +130,12 @@ async fn upgrade<K: Send + Sync + 'static>(
         Ok(Some(head)) => head,
         Ok(None) => return None,
         Err(refusal) => {
+            if let (Some(root), Some((method, target))) =
+                (&shared.config.static_files, &refusal.plain_request)
+            {
+                let _ = crate::static_files::answer(&mut stream, root, method, target).await;
+                return None;
+            }
             tracing::debug!(%remote_addr, status = %refusal.status, "upgrade refused: {}", refusal.body);
             let _ = handshake::refuse(&mut stream, &refusal).await;
             return None;

@@ -88,6 +88,9 @@ where
 pub(crate) struct Refusal {
     pub(crate) status: StatusCode,
     pub(crate) body: String,
+    /// For a plain HTTP request (not an upgrade): its method and target, so that a
+    /// server configured with static files can answer it instead.
+    pub(crate) plain_request: Option<(String, String)>,
 }
 
 impl Refusal {
@@ -95,7 +98,14 @@ impl Refusal {
         Refusal {
             status,
             body: body.into(),
+            plain_request: None,
         }
+    }
+
+    fn plain(mut self, request: &httparse::Request<'_, '_>) -> Self {
+        let method = request.method.unwrap_or("GET").to_owned();
+        self.plain_request = Some((method, request.path.unwrap_or("/").to_owned()));
+        self
     }
 }
 
@@ -175,7 +185,8 @@ fn check(request: &httparse::Request<'_, '_>, remote_addr: SocketAddr) -> Result
         return Err(Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "a WebSocket upgrade is a GET request",
-        ));
+        )
+        .plain(request));
     }
     if !has_token(&headers, http::header::UPGRADE, "websocket")
         || !has_token(&headers, http::header::CONNECTION, "upgrade")
@@ -183,7 +194,8 @@ fn check(request: &httparse::Request<'_, '_>, remote_addr: SocketAddr) -> Result
         return Err(Refusal::new(
             StatusCode::UPGRADE_REQUIRED,
             "this is a server-state-sync WebSocket endpoint: connect with a WebSocket client",
-        ));
+        )
+        .plain(request));
     }
     if headers
         .get(http::header::SEC_WEBSOCKET_VERSION)

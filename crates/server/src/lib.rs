@@ -51,6 +51,7 @@
 //! - `handshake`: the HTTP upgrade and the authorization middleware ([`UpgradeRequest`]).
 //! - `outbox`: per-connection bounded queues.
 //! - `hooks`: running user code safely.
+//! - `static_files`: plain HTTP requests answered from a folder ([`Builder::static_files`]).
 //! - `tls`: [`TlsConfig`] for `wss://`.
 //! - `error`: [`Error`], [`CreateStateError`], [`UpdateError`].
 
@@ -61,6 +62,7 @@ mod hooks;
 mod options;
 mod outbox;
 mod server;
+mod static_files;
 mod store;
 mod syncer;
 mod tls;

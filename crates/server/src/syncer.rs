@@ -35,6 +35,7 @@ pub(crate) struct Config {
     pub(crate) hook_timeout: Duration,
     pub(crate) session_retention: Duration,
     pub(crate) read_buffer_size: usize,
+    pub(crate) static_files: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -49,6 +50,7 @@ impl Default for Config {
             hook_timeout: Duration::from_secs(5),
             session_retention: Duration::from_secs(600),
             read_buffer_size: 4096,
+            static_files: None,
         }
     }
 }
@@ -567,6 +569,17 @@ impl<K: Send + Sync + 'static> Builder<K> {
     /// Size of each connection's read buffer, in bytes. Default: 4 KiB.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.config.read_buffer_size = bytes.max(256);
+        self
+    }
+
+    /// Answers plain HTTP `GET`/`HEAD` requests (those that are not WebSocket upgrades)
+    /// with the files under `folder`, so that a web app and its state syncer share one
+    /// port: `/` is `index.html`, paths without an extension that name no file get
+    /// `index.html` too (client-side routes), `.wasm` is served as `application/wasm`.
+    /// Meant for small deployments and demos; put a real web server in front for more.
+    /// Without it, such requests get `426 Upgrade Required`.
+    pub fn static_files(mut self, folder: impl Into<std::path::PathBuf>) -> Self {
+        self.config.static_files = Some(folder.into());
         self
     }
 
