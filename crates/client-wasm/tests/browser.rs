@@ -1,0 +1,230 @@
+//! The browser client in real headless Chromium against the real server.
+//!
+//! Run by `scripts/test.sh`, which starts `browser-test-server` and passes its address
+//! in `STATE_SYNC_TEST_URL` when building these tests:
+//! `STATE_SYNC_TEST_URL=ws://127.0.0.1:PORT wasm-pack test --headless --chrome crates/client-wasm`.
+
+#![cfg(target_arch = "wasm32")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use js_sys::{Function, Reflect};
+use state_sync_client_wasm::Client;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn url() -> String {
+    option_env!("STATE_SYNC_TEST_URL")
+        .expect("build these tests with STATE_SYNC_TEST_URL=ws://host:port of a running browser-test-server")
+        .to_owned()
+}
+
+fn json(text: &str) -> JsValue {
+    js_sys::JSON::parse(text).unwrap()
+}
+
+fn stringify(value: &JsValue) -> String {
+    if value.is_undefined() {
+        return "undefined".to_owned();
+    }
+    js_sys::JSON::stringify(value)
+        .ok()
+        .and_then(|text| text.as_string())
+        .unwrap_or_default()
+}
+
+fn get(value: &JsValue, key: &str) -> JsValue {
+    Reflect::get(value, &key.into()).unwrap()
+}
+
+async fn connected(identifier: &str, options: Option<&str>) -> Client {
+    let options = options.map_or(JsValue::UNDEFINED, json);
+    let client = Client::new(&url(), identifier, Some("token".into()), options).unwrap();
+    JsFuture::from(client.on_connection()).await.unwrap();
+    client
+}
+
+/// A JS function that records its arguments (as JSON text).
+fn recorder() -> (
+    Function,
+    Rc<RefCell<Vec<String>>>,
+    Closure<dyn FnMut(JsValue, JsValue)>,
+) {
+    let heard = Rc::new(RefCell::new(Vec::new()));
+    let sink = Rc::clone(&heard);
+    let closure = Closure::<dyn FnMut(JsValue, JsValue)>::new(move |a: JsValue, b: JsValue| {
+        let entry = format!("{}|{}", stringify(&a), stringify(&b));
+        sink.borrow_mut().push(entry);
+    });
+    let function: Function = closure.as_ref().clone().unchecked_into();
+    (function, heard, closure)
+}
+
+async fn sleep(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        web_sys::window()
+            .unwrap()
+            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
+            .unwrap();
+    });
+    JsFuture::from(promise).await.unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn the_original_api_attach_update_listen() {
+    let client = connected("api-client", None).await;
+    assert_eq!(client.status(), "connected");
+    let state = JsFuture::from(client.connect_to_state("api"))
+        .await
+        .unwrap();
+    // The server may have served earlier runs: start from what it has.
+    let title = stringify(&get(&state, "title"));
+    let items_before = stringify(&get(&state, "items"));
+    let unique = format!("new-{}", js_sys::Math::random());
+
+    let (all, heard_all, _keep_all) = recorder();
+    let (items, heard_items, _keep_items) = recorder();
+    client.add_state_update_listener("all", all, None);
+    client.add_state_update_listener("items", items, Some(vec!["items".into()]));
+
+    let update = format!(r#"{{"title":"{unique}"}}"#);
+    let applied = JsFuture::from(client.update_state(json(&update)))
+        .await
+        .unwrap();
+    assert_eq!(stringify(&get(&applied, "updates")), update);
+    assert!(get(&applied, "version").as_f64().unwrap() >= 1.0);
+    assert_eq!(
+        *heard_all.borrow(),
+        [format!(r#"{update}|{{"title":{title}}}"#)],
+        "previous values are the old ones"
+    );
+    assert!(heard_items.borrow().is_empty(), "filtered out");
+    assert_eq!(
+        stringify(&get(&client.get_state(), "title")),
+        format!("\"{unique}\"")
+    );
+
+    assert!(client.remove_state_update_listener("all"));
+    let new_items = format!(r#"{{"items":[{}]}}"#, js_sys::Math::random());
+    JsFuture::from(client.update_state(json(&new_items)))
+        .await
+        .unwrap();
+    assert_eq!(heard_all.borrow().len(), 1);
+    assert_eq!(
+        *heard_items.borrow(),
+        [format!(r#"{new_items}|{{"items":{items_before}}}"#)]
+    );
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_vetoed_or_invalid_update_rejects_with_a_reason() {
+    let client = connected("veto-client", None).await;
+    JsFuture::from(client.connect_to_state("veto"))
+        .await
+        .unwrap();
+    let vetoed = JsFuture::from(client.update_state(json(r#"{"forbidden":1}"#)))
+        .await
+        .unwrap_err();
+    assert_eq!(get(&vetoed, "reason"), "vetoed");
+    assert!(vetoed.is_instance_of::<js_sys::Error>());
+    let invalid = JsFuture::from(client.update_state(json("[1,2]")))
+        .await
+        .unwrap_err();
+    assert_eq!(get(&invalid, "reason"), "invalid");
+    let missing = JsFuture::from(client.connect_to_state("no-such-state"))
+        .await
+        .unwrap_err();
+    assert_eq!(get(&missing, "reason"), "attachFailed");
+    assert!(Client::new("http://nope", "x", None, JsValue::UNDEFINED).is_err());
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn two_clients_converge() {
+    let a = connected("converge-a", None).await;
+    let b = connected("converge-b", None).await;
+    JsFuture::from(a.connect_to_state("converge"))
+        .await
+        .unwrap();
+    JsFuture::from(b.connect_to_state("converge"))
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    for i in 0..20 {
+        pending.push(JsFuture::from(
+            a.update_state(json(&format!(r#"{{"a":{i},"shared":"a{i}"}}"#))),
+        ));
+        pending.push(JsFuture::from(
+            b.update_state(json(&format!(r#"{{"b":{i},"shared":"b{i}"}}"#))),
+        ));
+    }
+    for update in pending {
+        update.await.unwrap();
+    }
+    for _ in 0..100 {
+        if stringify(&a.get_state()) == stringify(&b.get_state()) {
+            break;
+        }
+        sleep(20).await;
+    }
+    assert_eq!(stringify(&a.get_state()), stringify(&b.get_state()));
+    assert_eq!(get(&a.get_state(), "a").as_f64(), Some(19.0));
+    assert_eq!(get(&a.get_state(), "b").as_f64(), Some(19.0));
+    a.close();
+    b.close();
+}
+
+#[wasm_bindgen_test]
+async fn after_the_server_drops_it_the_client_reconnects_and_nothing_is_lost() {
+    let options = r#"{"reconnect":{"initialDelayMs":20,"maxDelayMs":100}}"#;
+    let client = connected("reconnect-client", Some(options)).await;
+    JsFuture::from(client.connect_to_state("reconnect"))
+        .await
+        .unwrap();
+    let (status_listener, statuses, _keep) = recorder();
+    client.add_status_listener("s", status_listener);
+
+    // The server drops this client's connection; updates sent right after must still
+    // be applied exactly once.
+    let _kick = client.update_state(json(r#"{"__disconnect":true}"#));
+    let mut pending = Vec::new();
+    for i in 0..10 {
+        pending.push(JsFuture::from(
+            client.update_state(json(&format!(r#"{{"n":{i}}}"#))),
+        ));
+    }
+    for update in pending {
+        update.await.unwrap();
+    }
+    assert_eq!(get(&client.get_state(), "n").as_f64(), Some(9.0));
+    let seen = statuses.borrow().join(",");
+    assert!(
+        seen.contains("reconnecting") && seen.ends_with("\"connected\"|undefined"),
+        "{seen}"
+    );
+    assert_eq!(client.status(), "connected");
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn closing_rejects_pending_updates() {
+    let client = connected("close-client", None).await;
+    JsFuture::from(client.connect_to_state("close"))
+        .await
+        .unwrap();
+    let pending = JsFuture::from(client.update_state(json(r#"{"late":true}"#)));
+    client.close();
+    let error = pending.await.unwrap_err();
+    assert_eq!(get(&error, "reason"), "closed");
+    assert_eq!(client.status(), "closed");
+    let after = JsFuture::from(client.update_state(json(r#"{"x":1}"#)))
+        .await
+        .unwrap_err();
+    assert_eq!(get(&after, "reason"), "closed");
+}

@@ -1,0 +1,48 @@
+//! Server for the browser tests: `cargo run -p state-sync-tests --bin browser-test-server`
+//!
+//! Binds `127.0.0.1:0` (or `--port`), prints `listening on 127.0.0.1:PORT` and serves
+//! the states the wasm-bindgen tests use: `api`, `veto`, `converge`, `reconnect` and
+//! `close`. In every state an update with the key `forbidden` is vetoed, and one with
+//! the key `__disconnect` makes the server drop the sender's connections (and is
+//! vetoed), so that a test can exercise reconnection. Stop it with Ctrl-C or a signal.
+
+use serde_json::json;
+use state_sync_server::{StateOptions, StateSyncer};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    state_sync_tests::init_logs();
+    let mut port = 0;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--port" => port = args.next().ok_or("--port needs a value")?.parse()?,
+            other => return Err(format!("unknown argument {other:?}").into()),
+        }
+    }
+    let syncer = StateSyncer::builder()
+        .authorize(|request| async move { Ok(request.identifier) })
+        .build();
+    for id in ["api", "veto", "converge", "reconnect", "close"] {
+        let kicker = syncer.clone();
+        syncer.create_state(
+            StateOptions::new()
+                .identifier(id)
+                .initial_value(json!({"title": "t", "items": []}))
+                .intercept_state_update(move |updates, client: Option<&String>| {
+                    if updates.contains_key("__disconnect") {
+                        if let Some(client) = client {
+                            kicker.disconnect_client(client);
+                        }
+                        return None;
+                    }
+                    (!updates.contains_key("forbidden")).then_some(updates)
+                }),
+        )?;
+    }
+    let server = syncer.bind(("127.0.0.1", port)).await?;
+    println!("listening on {}", server.local_addr());
+    tokio::signal::ctrl_c().await?;
+    server.shutdown().await;
+    Ok(())
+}
