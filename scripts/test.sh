@@ -18,7 +18,7 @@ step "cargo clippy (native)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
 step "cargo clippy (wasm32: the protocol and the browser client)"
-cargo clippy --locked --target wasm32-unknown-unknown -p state-sync-protocol -p state-sync-client-wasm -- -D warnings
+cargo clippy --locked --target wasm32-unknown-unknown -p state-sync-protocol -p state-sync-client-wasm --all-targets -- -D warnings
 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps

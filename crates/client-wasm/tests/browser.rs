@@ -19,9 +19,12 @@ use wasm_bindgen_test::*;
 wasm_bindgen_test_configure!(run_in_browser);
 
 fn url() -> String {
-    option_env!("STATE_SYNC_TEST_URL")
-        .expect("build these tests with STATE_SYNC_TEST_URL=ws://host:port of a running browser-test-server")
-        .to_owned()
+    match option_env!("STATE_SYNC_TEST_URL") {
+        Some(url) => url.to_owned(),
+        None => panic!(
+            "build these tests with STATE_SYNC_TEST_URL=ws://host:port of a running browser-test-server"
+        ),
+    }
 }
 
 fn json(text: &str) -> JsValue {
@@ -49,12 +52,15 @@ async fn connected(identifier: &str, options: Option<&str>) -> Client {
     client
 }
 
-/// A JS function that records its arguments (as JSON text).
-fn recorder() -> (
+/// A JS function, what it heard (its arguments as JSON text), and the closure to keep alive.
+type Recorder = (
     Function,
     Rc<RefCell<Vec<String>>>,
     Closure<dyn FnMut(JsValue, JsValue)>,
-) {
+);
+
+/// A JS function that records its arguments (as JSON text).
+fn recorder() -> Recorder {
     let heard = Rc::new(RefCell::new(Vec::new()));
     let sink = Rc::clone(&heard);
     let closure = Closure::<dyn FnMut(JsValue, JsValue)>::new(move |a: JsValue, b: JsValue| {
