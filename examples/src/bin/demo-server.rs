@@ -1,17 +1,25 @@
-//! Demo server: `cargo run -p state-sync-examples --bin demo-server -- [--port 5000]`
+//! Demo server: `cargo run -p state-sync-examples --bin demo-server -- [--port 5000] [--static DIR]`
 //!
 //! Serves `ws://0.0.0.0:PORT` with one state, `demo-chat` (`{"chatMessages": []}`),
-//! logs every client that connects and every update, and vetoes updates whose
-//! `chatMessages` is not an array. Any client of server-state-sync (the original
-//! JavaScript one included) can connect with `?identifier=<name>`; the token is ignored.
-//! Stop it with Ctrl-C: connections are closed cleanly.
+//! and, with `--static`, the files of DIR (the built React chat) on the same port.
+//! It logs every client that connects and every update, and its interceptor vetoes
+//! updates whose `chatMessages` is not an array of `{sender, content}` or has a message
+//! containing the word "spam" (a moderation rule to show vetoes). Any client of
+//! server-state-sync (the original JavaScript one included) can connect with
+//! `?identifier=<name>`; the token is ignored. Ctrl-C closes connections cleanly.
 
 use serde_json::json;
 use state_sync_server::{StateOptions, StateSyncer};
 
-fn port_from_args() -> Result<u16, String> {
+struct Args {
+    port: u16,
+    static_files: Option<std::path::PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let mut port = 5000;
+    let mut static_files = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--port" => {
@@ -20,14 +28,38 @@ fn port_from_args() -> Result<u16, String> {
                     .parse()
                     .map_err(|_| format!("--port: {value:?} is not a port number"))?;
             }
+            "--static" => {
+                let dir = std::path::PathBuf::from(args.next().ok_or("--static needs a folder")?);
+                if !dir.join("index.html").is_file() {
+                    return Err(format!("--static: {} has no index.html", dir.display()));
+                }
+                static_files = Some(dir);
+            }
             "-h" | "--help" => {
-                println!("usage: demo-server [--port PORT]   (default 5000)");
+                println!("usage: demo-server [--port PORT] [--static DIR]   (default port 5000)");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}; try --help")),
         }
     }
-    Ok(port)
+    Ok(Args { port, static_files })
+}
+
+/// Why an update of the chat is refused, if it is.
+fn refusal(updates: &state_sync_server::JsonObject) -> Option<&'static str> {
+    let messages = updates.get("chatMessages")?;
+    let Some(messages) = messages.as_array() else {
+        return Some("chatMessages must be an array");
+    };
+    for message in messages {
+        let (Some(_), Some(content)) = (message["sender"].as_str(), message["content"].as_str()) else {
+            return Some("each message needs a sender and a content");
+        };
+        if content.to_lowercase().contains("spam") {
+            return Some("no spam");
+        }
+    }
+    None
 }
 
 #[tokio::main]
@@ -37,10 +69,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let port = port_from_args()?;
+    let args = parse_args()?;
 
     // The client information of a connection is its identifier.
-    let syncer = StateSyncer::builder()
+    let mut builder = StateSyncer::builder();
+    if let Some(dir) = &args.static_files {
+        builder = builder.static_files(dir);
+    }
+    let syncer = builder
         .authorize(|request| async move {
             tracing::info!(client = %request.identifier, from = %request.remote_addr, "client connecting");
             Ok(request.identifier)
@@ -56,21 +92,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .intercept_state_update(|updates, client| {
                 let client = client.map_or("server", String::as_str);
-                if let Some(messages) = updates.get("chatMessages") {
-                    if !messages.is_array() {
-                        tracing::warn!(%client, "vetoed: chatMessages must be an array");
-                        return None;
-                    }
+                if let Some(why) = refusal(&updates) {
+                    tracing::warn!(%client, "vetoed: {why}");
+                    return None;
                 }
                 tracing::info!(%client, updates = %serde_json::Value::Object(updates.clone()), "update");
                 Some(updates)
             }),
     )?;
-    let server = syncer.start(port).await?;
-    println!(
-        "demo server listening on ws://{} (state: demo-chat); Ctrl-C stops it",
-        server.local_addr()
-    );
+    let server = syncer.start(args.port).await?;
+    let port = server.local_addr().port();
+    println!("demo server listening on ws://localhost:{port} (state: demo-chat); Ctrl-C stops it");
+    if args.static_files.is_some() {
+        println!("open http://localhost:{port} in two browser tabs and chat");
+    }
     tokio::signal::ctrl_c().await?;
     server.shutdown().await;
     Ok(())

@@ -1,0 +1,97 @@
+import { useMemo, useRef, useState } from 'react';
+import { useSyncedState } from 'server-state-sync-wasm/react';
+
+// The server this page came from also serves the state syncer (see demo-server.rs);
+// ?server=ws://host:port points the page elsewhere.
+const params = new URLSearchParams(window.location.search);
+const ENDPOINT =
+  params.get('server') ?? `${window.location.protocol === 'https:' ? 'wss' : 'ws'}://${window.location.host}`;
+const STATE = 'demo-chat';
+
+function defaultName() {
+  const saved = window.sessionStorage.getItem('chat-name');
+  if (saved) return saved;
+  const name = params.get('name') ?? `guest-${Math.floor(Math.random() * 10000)}`;
+  window.sessionStorage.setItem('chat-name', name);
+  return name;
+}
+
+const STATUS_TEXT = {
+  connecting: 'Connecting…',
+  connected: 'Connected',
+  reconnecting: 'Reconnecting…',
+  closed: 'Disconnected',
+};
+
+export function Chat() {
+  const [name] = useState(defaultName);
+  const { state, status, error, updateState } = useSyncedState(ENDPOINT, name, STATE);
+  const [draft, setDraft] = useState('');
+  const [sendError, setSendError] = useState(null);
+  // Own messages not applied yet: each update carries them all, so a message typed
+  // before the previous one came back (or while offline) is not overwritten.
+  const unconfirmed = useRef([]);
+  const messages = useMemo(() => state?.chatMessages ?? [], [state]);
+
+  function send(event) {
+    event.preventDefault();
+    const content = draft.trim();
+    if (!content) return;
+    const message = { id: crypto.randomUUID(), sender: name, content, sentAt: Date.now() };
+    unconfirmed.current = [...unconfirmed.current, message];
+    const known = new Set(messages.map((m) => m.id));
+    const chatMessages = [...messages, ...unconfirmed.current.filter((m) => !known.has(m.id))];
+    setDraft('');
+    setSendError(null);
+    updateState({ chatMessages })
+      .catch((e) => setSendError(e.reason === 'vetoed' ? `Not sent: the server refused "${content}"` : `Not sent: ${e.message}`))
+      .finally(() => {
+        unconfirmed.current = unconfirmed.current.filter((m) => m.id !== message.id);
+      });
+  }
+
+  return (
+    <main className="chat">
+      <header>
+        <h1>Chat</h1>
+        <span className={`status status-${status}`} data-testid="status">
+          {STATUS_TEXT[status] ?? status}
+        </span>
+      </header>
+      <p className="me">
+        You are <strong data-testid="me">{name}</strong>
+      </p>
+      <ul className="messages" data-testid="messages">
+        {messages.map((message) => (
+          <li key={message.id ?? `${message.sender}-${message.content}`} className={message.sender === name ? 'mine' : ''}>
+            <span className="sender">{message.sender}</span>
+            <span className="content">{message.content}</span>
+          </li>
+        ))}
+      </ul>
+      {sendError && (
+        <p className="error" role="alert" data-testid="send-error">
+          {sendError}
+        </p>
+      )}
+      {error && !sendError && (
+        <p className="error" role="alert">
+          {error.message}
+        </p>
+      )}
+      <form onSubmit={send}>
+        <input
+          aria-label="Message"
+          data-testid="draft"
+          value={draft}
+          onChange={(e) => setDraft(e.target.value)}
+          placeholder="Say something (messages with the word spam are refused)"
+          autoFocus
+        />
+        <button type="submit" disabled={!state}>
+          Send
+        </button>
+      </form>
+    </main>
+  );
+}

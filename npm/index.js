@@ -1,0 +1,110 @@
+// The public entry of the package: the original server-state-sync Client API, backed
+// by the WebAssembly client. The module loads itself on first use; `initialize()` can
+// start that earlier or point at another location of the .wasm file.
+import init, { Client as WasmClient } from './pkg/state_sync_client_wasm.js';
+
+let loading = null;
+
+/**
+ * Loads the WebAssembly module (once). Optional: clients wait for it by themselves.
+ * @param {string | URL | Request | Response | BufferSource | WebAssembly.Module} [moduleOrPath]
+ */
+export function initialize(moduleOrPath) {
+  if (!loading) {
+    loading = init(moduleOrPath === undefined ? undefined : { module_or_path: moduleOrPath });
+  }
+  return loading.then(() => undefined);
+}
+
+export class Client {
+  #inner = null;
+  #queue;
+  #closed = false;
+
+  constructor(endpoint, identifier, accessToken, options) {
+    if (typeof endpoint !== 'string' || !/^wss?:\/\//.test(endpoint)) {
+      throw new TypeError(`invalid endpoint ${JSON.stringify(endpoint)}: it must start with ws:// or wss://`);
+    }
+    if (typeof identifier !== 'string') {
+      throw new TypeError('identifier must be a string');
+    }
+    const token = accessToken == null ? undefined : String(accessToken);
+    // Calls made before the module is loaded wait in this chain, in order.
+    this.#queue = initialize().then(() => {
+      this.#inner = new WasmClient(endpoint, identifier, token, options);
+      if (this.#closed) this.#inner.close();
+      return this.#inner;
+    });
+  }
+
+  #call(f) {
+    if (this.#inner) return f(this.#inner);
+    const result = this.#queue.then(f);
+    this.#queue = this.#queue.then(() => this.#inner);
+    return result;
+  }
+
+  /** Resolves once connected. */
+  onConnection() {
+    return Promise.resolve(this.#call((c) => c.onConnection()));
+  }
+
+  /** Attaches to a state; resolves with its whole value. */
+  connectToState(stateIdentifier) {
+    return Promise.resolve(this.#call((c) => c.connectToState(stateIdentifier)));
+  }
+
+  /** Sends a partial state; resolves with `{updates, version}` once applied. */
+  updateState(updates) {
+    return Promise.resolve(this.#call((c) => c.updateState(updates)));
+  }
+
+  addStateUpdateListener(listenerId, handler, properties) {
+    this.#call((c) => c.addStateUpdateListener(listenerId, handler, properties));
+  }
+
+  removeStateUpdateListener(listenerId) {
+    if (this.#inner) return this.#inner.removeStateUpdateListener(listenerId);
+    this.#call((c) => c.removeStateUpdateListener(listenerId));
+    return true;
+  }
+
+  getState() {
+    return this.#inner ? this.#inner.getState() : {};
+  }
+
+  get stateVersion() {
+    return this.#inner ? this.#inner.stateVersion : undefined;
+  }
+
+  get status() {
+    if (this.#closed) return 'closed';
+    return this.#inner ? this.#inner.status : 'connecting';
+  }
+
+  onError() {
+    return Promise.resolve(this.#call((c) => c.onError()));
+  }
+
+  addErrorListener(listenerId, handler) {
+    this.#call((c) => c.addErrorListener(listenerId, handler));
+  }
+
+  removeErrorListener(listenerId) {
+    this.#call((c) => c.removeErrorListener(listenerId));
+  }
+
+  addStatusListener(listenerId, handler) {
+    this.#call((c) => c.addStatusListener(listenerId, handler));
+  }
+
+  removeStatusListener(listenerId) {
+    this.#call((c) => c.removeStatusListener(listenerId));
+  }
+
+  /** Closes the connection for good; pending updates reject with reason "closed". */
+  close() {
+    this.#closed = true;
+    if (this.#inner) this.#inner.close();
+  }
+}

@@ -1,0 +1,147 @@
+// End-to-end: the React chat (examples/react-chat/dist) served by the Rust demo server,
+// two pages in headless Chromium. Run by scripts/test.sh after scripts/build-web.sh:
+//   DEMO_SERVER=target/release/demo-server node --test tests/e2e/
+// Screenshots go to the folder printed at the start (E2E_SCREENSHOTS, or a temporary one).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const root = resolve(import.meta.dirname, '../..');
+const serverBinary = resolve(root, process.env.DEMO_SERVER ?? 'target/release/demo-server');
+const staticDir = resolve(root, 'examples/react-chat/dist');
+const shots = process.env.E2E_SCREENSHOTS ?? mkdtempSync(join(tmpdir(), 'chat-e2e-'));
+mkdirSync(shots, { recursive: true });
+console.log(`screenshots: ${shots}`);
+
+function freePort() {
+  return new Promise((done, fail) => {
+    const probe = createServer();
+    probe.once('error', fail);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => done(port));
+    });
+  });
+}
+
+function startServer(port) {
+  const child = spawn(serverBinary, ['--port', String(port), '--static', staticDir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: 'warn' },
+  });
+  return new Promise((done, fail) => {
+    let output = '';
+    const timer = setTimeout(() => fail(new Error(`demo server did not start: ${output}`)), 15000);
+    child.stdout.on('data', (chunk) => {
+      output += chunk;
+      if (output.includes('listening')) {
+        clearTimeout(timer);
+        done(child);
+      }
+    });
+    child.stderr.on('data', (chunk) => (output += chunk));
+    child.once('exit', (code) => fail(new Error(`demo server exited with ${code}: ${output}`)));
+  });
+}
+
+function stopServer(child) {
+  return new Promise((done) => {
+    if (child.exitCode !== null) return done();
+    child.once('exit', done);
+    child.kill('SIGKILL');
+  });
+}
+
+let browser;
+let port;
+let server;
+
+before(async () => {
+  port = await freePort();
+  server = await startServer(port);
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: [
+      '--headless=new',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-dev-shm-usage',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (server) await stopServer(server);
+});
+
+async function openChat(name) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.on('pageerror', (error) => console.error(`[${name}] page error:`, error));
+  await page.goto(`http://127.0.0.1:${port}/?name=${name}`);
+  await page.getByTestId('status').filter({ hasText: 'Connected' }).waitFor({ timeout: 15000 });
+  return page;
+}
+
+async function send(page, text) {
+  await page.getByTestId('draft').fill(text);
+  await page.getByRole('button', { name: 'Send' }).click();
+}
+
+function messages(page) {
+  return page.getByTestId('messages').locator('li').allInnerTexts();
+}
+
+test('two pages chat, see vetoes, and survive a server restart', async () => {
+  const alice = await openChat('alice');
+  const bob = await openChat('bob');
+  assert.equal(await alice.getByTestId('me').innerText(), 'alice');
+
+  await send(alice, 'hello from alice');
+  await bob.getByText('hello from alice').waitFor();
+  await send(bob, 'hi alice, bob here');
+  await alice.getByText('hi alice, bob here').waitFor();
+  assert.deepEqual(await messages(alice), await messages(bob));
+  await alice.screenshot({ path: join(shots, '1-alice-chatting.png') });
+
+  // The server's interceptor refuses spam: the sender sees why, nobody sees the message.
+  await send(alice, 'buy spam now');
+  const refusal = alice.getByTestId('send-error');
+  await refusal.waitFor();
+  assert.match(await refusal.innerText(), /refused/);
+  await alice.screenshot({ path: join(shots, '2-alice-vetoed.png') });
+  assert.equal(await bob.getByText('buy spam now').count(), 0);
+
+  // The server goes away; both pages show it, and a message sent meanwhile waits.
+  await stopServer(server);
+  await alice.getByTestId('status').filter({ hasText: 'Reconnecting' }).waitFor({ timeout: 15000 });
+  await bob.getByTestId('status').filter({ hasText: 'Reconnecting' }).waitFor({ timeout: 15000 });
+  await send(alice, 'sent while the server was down');
+  await alice.screenshot({ path: join(shots, '3-alice-offline.png') });
+
+  // A new server process on the same port (its state starts empty): both pages
+  // reconnect, resync, and the waiting message arrives exactly once.
+  server = await startServer(port);
+  for (const page of [alice, bob]) {
+    await page.getByTestId('status').filter({ hasText: 'Connected' }).waitFor({ timeout: 30000 });
+    await page.getByText('sent while the server was down').waitFor({ timeout: 15000 });
+  }
+  const afterRestart = await messages(alice);
+  assert.deepEqual(afterRestart, await messages(bob));
+  assert.equal(afterRestart.filter((m) => m.includes('sent while the server was down')).length, 1);
+  await send(bob, 'back online');
+  await alice.getByText('back online').waitFor();
+  await alice.screenshot({ path: join(shots, '4-alice-after-restart.png') });
+  await bob.screenshot({ path: join(shots, '4-bob-after-restart.png') });
+});
