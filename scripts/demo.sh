@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Builds and starts the demo server on ws://localhost:${PORT:-5000}.
+# Builds everything the demo needs (the browser client, the npm package, the React
+# chat, the Rust server) and starts it: open the printed address in two tabs and chat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec cargo run --locked --release -p state-sync-examples --bin demo-server -- --port "${PORT:-5000}"
+./scripts/build-web.sh
+printf '\n==> starting the demo server\n'
+exec cargo run --locked --release -q -p state-sync-examples --bin demo-server -- \
+  --port "${PORT:-5000}" --static examples/react-chat/dist

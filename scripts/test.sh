@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Every check and test of the project. Installs what it needs (rustfmt, clippy, the
-# wasm32 target) and skips what is already there. Run from anywhere.
+# wasm32 target, wasm-bindgen-cli, wasm-pack, Chromium and ChromeDriver, npm packages)
+# and skips what is already there. Run from anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/setup.sh
 
-step() { printf '\n==> %s\n' "$*"; }
-
-step "toolchain components"
-rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
-rustup component list --installed | grep -q '^clippy' || rustup component add clippy
-rustup target list --installed | grep -q '^wasm32-unknown-unknown$' || rustup target add wasm32-unknown-unknown
+step "toolchain and tools"
+ensure_rust_components
+ensure_wasm_tools
+ensure_debian_packages
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -23,9 +23,39 @@ cargo clippy --locked --target wasm32-unknown-unknown -p state-sync-protocol -p 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
 
-step "cargo test"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-cargo test --locked --workspace 2>&1 | tee "$log"
-# One closing line for the whole run (cargo prints one per test binary).
+server_pid=
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  rm -f "$log"
+}
+trap cleanup EXIT
+
+step "cargo test"
+cargo test --locked --workspace 2>&1 | tee -a "$log"
+
+step "browser tests: wasm-bindgen-test in headless Chromium against a real server"
+cargo build --locked -q -p state-sync-tests --bin browser-test-server
+server_log=$(mktemp)
+./target/debug/browser-test-server > "$server_log" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do grep -q '^listening on ' "$server_log" && break; sleep 0.1; done
+address=$(sed -n 's/^listening on //p' "$server_log")
+[ -n "$address" ] || { cat "$server_log"; echo "browser-test-server did not start"; exit 1; }
+STATE_SYNC_TEST_URL="ws://$address" wasm-pack test --headless --chrome crates/client-wasm 2>&1 | tee -a "$log"
+kill "$server_pid"; server_pid=
+
+step "npm package and React chat"
+./scripts/build-web.sh
+
+step "end-to-end: the React chat in two Chromium pages"
+cargo build --locked -q --release -p state-sync-examples --bin demo-server
+ensure_npm_install tests/e2e
+e2e=$(mktemp)
+(cd tests/e2e && node --test) 2>&1 | tee "$e2e"
+# node's runner prints "# pass N" / "# fail N"; count them in the total below.
+awk '/^# pass / { print "test result: ok. " $3 " passed; 0 failed" } /^# fail / { print "test result: e2e. 0 passed; " $3 " failed" }' "$e2e" >> "$log"
+rm -f "$e2e"
+
+# One closing line for the whole run (each runner prints its own).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "\ntests: %d passed, %d failed\n", passed, failed }' "$log"

@@ -52,7 +52,8 @@ fn refusal(updates: &state_sync_server::JsonObject) -> Option<&'static str> {
         return Some("chatMessages must be an array");
     };
     for message in messages {
-        let (Some(_), Some(content)) = (message["sender"].as_str(), message["content"].as_str()) else {
+        let (Some(_), Some(content)) = (message["sender"].as_str(), message["content"].as_str())
+        else {
             return Some("each message needs a sender and a content");
         };
         if content.to_lowercase().contains("spam") {
