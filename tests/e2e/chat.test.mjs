@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync } from 'node:fs';
+import { cpSync, mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -29,8 +29,8 @@ function freePort() {
   });
 }
 
-function startServer(port) {
-  const child = spawn(serverBinary, ['--port', String(port), '--static', staticDir], {
+function startServer(port, folder = staticDir) {
+  const child = spawn(serverBinary, ['--port', String(port), '--static', folder], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: 'warn' },
   });
@@ -144,4 +144,38 @@ test('two pages chat, see vetoes, and survive a server restart', async () => {
   await alice.getByText('back online').waitFor();
   await alice.screenshot({ path: join(shots, '4-alice-after-restart.png') });
   await bob.screenshot({ path: join(shots, '4-bob-after-restart.png') });
+});
+
+test('the package works without a bundler, as a plain ES module', async () => {
+  // A folder with a page and a copy of the package, served by a second demo server.
+  const folder = mkdtempSync(join(tmpdir(), 'no-bundler-'));
+  cpSync(resolve(root, 'npm/index.js'), join(folder, 'server-state-sync-wasm/index.js'));
+  cpSync(resolve(root, 'npm/pkg'), join(folder, 'server-state-sync-wasm/pkg'), { recursive: true });
+  writeFileSync(
+    join(folder, 'index.html'),
+    `<!doctype html><meta charset="utf-8"><pre id="out">loading</pre>
+<script type="module">
+  import { Client } from './server-state-sync-wasm/index.js';
+  const out = document.getElementById('out');
+  try {
+    const client = new Client('ws://' + location.host, 'plain-page');
+    await client.onConnection();
+    const state = await client.connectToState('demo-chat');
+    const applied = await client.updateState({ chatMessages: [...state.chatMessages, { sender: 'plain', content: 'no bundler' }] });
+    out.textContent = 'applied version ' + applied.version + ', ' + client.getState().chatMessages.length + ' message(s)';
+  } catch (error) {
+    out.textContent = 'failed: ' + error.message;
+  }
+</script>`,
+  );
+  const plainPort = await freePort();
+  const plainServer = await startServer(plainPort, folder);
+  try {
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(`http://127.0.0.1:${plainPort}/`);
+    await page.getByText(/^applied version/).waitFor({ timeout: 15000 });
+    assert.match(await page.locator('#out').innerText(), /^applied version 1, 1 message\(s\)$/);
+  } finally {
+    await stopServer(plainServer);
+  }
 });

@@ -401,7 +401,8 @@ impl Client {
         let options: Options = if options.is_undefined() || options.is_null() {
             Options::default()
         } else {
-            serde_wasm_bindgen::from_value(options)
+            crate::convert::parse(options)
+                .and_then(|value| serde_json::from_value(value).map_err(|e| e.to_string()))
                 .map_err(|e| JsError::new(&format!("invalid options: {e}")))?
         };
         let encode = |value: &str| String::from(js_sys::encode_uri_component(value));

