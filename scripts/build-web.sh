@@ -28,3 +28,6 @@ step "React chat (examples/react-chat/dist)"
 rm -rf examples/react-chat/node_modules/server-state-sync-wasm
 (cd examples/react-chat && npm install --no-audit --no-fund --loglevel=error)
 (cd examples/react-chat && npx vite build --logLevel warn)
+# A development build too (React's StrictMode double-mounts there): the end-to-end
+# test checks that it still opens one connection per page.
+(cd examples/react-chat && NODE_ENV=development npx vite build --logLevel warn --mode development --outDir dist-dev)

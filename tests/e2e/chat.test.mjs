@@ -179,3 +179,21 @@ test('the package works without a bundler, as a plain ES module', async () => {
     await stopServer(plainServer);
   }
 });
+
+test('under StrictMode (development build) each page opens one connection', async () => {
+  const devPort = await freePort();
+  const devServer = await startServer(devPort, resolve(root, 'examples/react-chat/dist-dev'));
+  try {
+    const page = await (await browser.newContext()).newPage();
+    const sockets = [];
+    page.on('websocket', (socket) => sockets.push(socket.url()));
+    await page.goto(`http://127.0.0.1:${devPort}/?name=strict`);
+    await page.getByTestId('status').filter({ hasText: 'Connected' }).waitFor({ timeout: 15000 });
+    await send(page, 'strict mode works');
+    await page.getByText('strict mode works').waitFor();
+    await page.waitForTimeout(300);
+    assert.equal(sockets.length, 1, `WebSockets opened: ${sockets.join(', ')}`);
+  } finally {
+    await stopServer(devServer);
+  }
+});
