@@ -48,9 +48,14 @@ kill "$server_pid"; server_pid=
 step "npm package and React chat"
 ./scripts/build-web.sh
 
+step "the npm package's TypeScript types"
+# tests/e2e installs the package from npm/ (a copy): drop the old copy first.
+rm -rf tests/e2e/node_modules/server-state-sync-wasm
+(cd tests/e2e && npm install --no-audit --no-fund --loglevel=error)
+(cd tests/e2e && npx tsc --noEmit -p tsconfig.json)
+
 step "end-to-end: the React chat in two Chromium pages"
 cargo build --locked -q --release -p state-sync-examples --bin demo-server
-ensure_npm_install tests/e2e
 e2e=$(mktemp)
 (cd tests/e2e && node --test) 2>&1 | tee "$e2e"
 # node's runner prints "# pass N" / "# fail N"; count them in the total below.
