@@ -62,5 +62,10 @@ e2e=$(mktemp)
 awk '/^# pass / { print "test result: ok. " $3 " passed; 0 failed" } /^# fail / { print "test result: e2e. 0 passed; " $3 " failed" }' "$e2e" >> "$log"
 rm -f "$e2e"
 
+step "benchmark smoke run (small sizes; the full run is ./scripts/bench.sh)"
+cargo build --locked -q --release -p state-sync-bench
+./target/release/bench --smoke
+echo "test result: ok. 1 passed; 0 failed (benchmark smoke run)" >> "$log"
+
 # One closing line for the whole run (each runner prints its own).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "\ntests: %d passed, %d failed\n", passed, failed }' "$log"

@@ -1,0 +1,419 @@
+//! Load generator: `loadgen <fanout|all-to-all|idle|hold> --url ws://127.0.0.1:PORT [options]`
+//!
+//! Options: `--clients N` (default 100), `--seconds S` of sending (default 5),
+//! `--in-flight K` updates per sender not yet delivered to every client (default 4),
+//! `--senders M` (all-to-all: every client sends; fanout: 1), `--server-pid PID` to
+//! read the server's CPU time and RSS from /proc. Prints one JSON line (a `Report`);
+//! exits with 1 when a client missed, duplicated or reordered an update.
+//!
+//! Every update is `{"s": sender, "q": sequence, "p": padding}` (about 100 bytes on
+//! the wire); the last one of each sender also has `"e": 1`. Each client checks that
+//! it receives every sender's updates exactly once and in order.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use state_sync_bench::proc_stats::{cpu_time, rss_bytes};
+use state_sync_bench::report::Report;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Most updates one sender sends in a run.
+const MAX_UPDATES_PER_SENDER: usize = 4_000_000;
+
+struct Args {
+    scenario: String,
+    url: String,
+    clients: usize,
+    seconds: f64,
+    in_flight: usize,
+    senders: Option<usize>,
+    server_pid: Option<u32>,
+    max_updates: Option<u64>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = std::env::args().skip(1);
+    let scenario = args
+        .next()
+        .ok_or("usage: loadgen <fanout|all-to-all|idle|hold> --url ws://HOST:PORT [options]")?;
+    let mut parsed = Args {
+        scenario,
+        url: String::new(),
+        clients: 100,
+        seconds: 5.0,
+        in_flight: 4,
+        senders: None,
+        server_pid: None,
+        max_updates: None,
+    };
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        let bad = || format!("{flag}: {value:?} is not a number");
+        match flag.as_str() {
+            "--url" => parsed.url = value.trim_end_matches('/').to_owned(),
+            "--clients" => parsed.clients = value.parse().map_err(|_| bad())?,
+            "--seconds" => parsed.seconds = value.parse().map_err(|_| bad())?,
+            "--in-flight" => parsed.in_flight = value.parse().map_err(|_| bad())?,
+            "--senders" => parsed.senders = Some(value.parse().map_err(|_| bad())?),
+            "--server-pid" => parsed.server_pid = Some(value.parse().map_err(|_| bad())?),
+            "--max-updates" => parsed.max_updates = Some(value.parse().map_err(|_| bad())?),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if parsed.url.is_empty() {
+        return Err("--url is required".into());
+    }
+    Ok(parsed)
+}
+
+async fn connect_attached(url: &str, id: usize) -> Result<Ws, String> {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let address = format!("{url}/?identifier=c{id}&token=");
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(address, Some(config), true)
+        .await
+        .map_err(|e| format!("client {id}: connect: {e}"))?;
+    ws.send(Message::text(
+        r#"{"type":2,"data":{"stateIdentifier":"bench"}}"#,
+    ))
+    .await
+    .map_err(|e| format!("client {id}: send: {e}"))?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) if text.as_str().starts_with(r#"{"type":7"#) => {
+                return Ok(ws);
+            }
+            Ok(Some(Ok(_))) => {}
+            other => {
+                return Err(format!(
+                    "client {id}: no STATE_CONNECTION_ESTABLISHED: {other:?}"
+                ));
+            }
+        }
+    }
+}
+
+/// Connects and attaches `n` clients, 256 at a time.
+async fn connect_all(url: &str, n: usize) -> (Vec<Ws>, Vec<String>) {
+    let results: Vec<_> = futures_util::stream::iter(0..n)
+        .map(|id| connect_attached(url, id))
+        .buffered(256)
+        .collect()
+        .await;
+    let mut clients = Vec::with_capacity(n);
+    let mut errors = Vec::new();
+    for result in results {
+        match result {
+            Ok(ws) => clients.push(ws),
+            Err(e) => errors.push(e),
+        }
+    }
+    (clients, errors)
+}
+
+/// State shared by the senders and the receivers of one run.
+struct Run {
+    clients: usize,
+    senders: usize,
+    base: Instant,
+    /// When sender 0 sent each update (ns since `base`).
+    sent_at: Vec<AtomicU64>,
+    /// When the last client received each of sender 0's updates (ns since `base`).
+    completed_at: Vec<AtomicU64>,
+    /// Per sender and sequence: clients that have not received it yet.
+    remaining: Vec<AtomicU32>,
+    per_sender: usize,
+    permits: Vec<Semaphore>,
+    deliveries: AtomicU64,
+    last_delivery: AtomicU64,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Run {
+    fn now(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn error(&self, message: String) {
+        let mut errors = self
+            .errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if errors.len() < 20 {
+            errors.push(message);
+        }
+    }
+}
+
+/// Finds `"key":NUMBER` in a frame.
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let start = text.find(key)? + key.len();
+    let digits: &str = &text[start..];
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+async fn receive(run: Arc<Run>, client: usize, mut stream: SplitStream<Ws>, deadline: Instant) {
+    let mut expected = vec![0u64; run.senders];
+    let mut finished = 0;
+    while finished < run.senders {
+        let frame = match tokio::time::timeout_at(deadline.into(), stream.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => text,
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => return run.error(format!("client {client}: connection ended: {other:?}")),
+            Err(_) => {
+                return run.error(format!(
+                    "client {client}: timed out waiting (expected {expected:?})"
+                ));
+            }
+        };
+        let text = frame.as_str();
+        if !text.starts_with(r#"{"type":3"#) {
+            continue;
+        }
+        let (Some(sender), Some(sequence)) =
+            (number_after(text, "\"s\":"), number_after(text, "\"q\":"))
+        else {
+            run.error(format!("client {client}: unreadable update {text}"));
+            continue;
+        };
+        let sender = usize::try_from(sender).unwrap_or(usize::MAX);
+        if sender >= run.senders {
+            run.error(format!(
+                "client {client}: update from unknown sender {sender}"
+            ));
+            continue;
+        }
+        if sequence != expected[sender] {
+            run.error(format!(
+                "client {client}: from sender {sender} expected update {} got {sequence}",
+                expected[sender]
+            ));
+        }
+        expected[sender] = sequence + 1;
+        if text.contains("\"e\":1") {
+            finished += 1;
+            continue;
+        }
+        let now = run.now();
+        run.deliveries.fetch_add(1, Ordering::Relaxed);
+        run.last_delivery.fetch_max(now, Ordering::Relaxed);
+        let index = sender * run.per_sender + usize::try_from(sequence).unwrap_or(0);
+        if let Some(remaining) = run.remaining.get(index) {
+            if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                // The last client got it: one more update may go.
+                if sender == 0 {
+                    if let Some(done) = run.completed_at.get(index) {
+                        done.store(now, Ordering::Relaxed);
+                    }
+                }
+                run.permits[sender].add_permits(1);
+            }
+        }
+    }
+}
+
+async fn send(
+    run: Arc<Run>,
+    sender: usize,
+    mut sink: SplitSink<Ws, Message>,
+    until: Instant,
+    max: u64,
+) -> (u64, SplitSink<Ws, Message>) {
+    let padding = "x".repeat(40);
+    let mut sequence: u64 = 0;
+    while Instant::now() < until && sequence < max && (sequence as usize) < run.per_sender {
+        match run.permits[sender].acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => break,
+        }
+        let index = sender * run.per_sender + sequence as usize;
+        run.remaining[index].store(
+            u32::try_from(run.clients).unwrap_or(u32::MAX),
+            Ordering::Relaxed,
+        );
+        if sender == 0 {
+            run.sent_at[index].store(run.now(), Ordering::Relaxed);
+        }
+        let frame = format!(
+            r#"{{"type":3,"data":{{"updates":{{"s":{sender},"q":{sequence},"p":"{padding}"}}}}}}"#
+        );
+        if let Err(e) = sink.send(Message::text(frame)).await {
+            run.error(format!("sender {sender}: {e}"));
+            return (sequence, sink);
+        }
+        sequence += 1;
+    }
+    let end = format!(r#"{{"type":3,"data":{{"updates":{{"s":{sender},"q":{sequence},"e":1}}}}}}"#);
+    if let Err(e) = sink.send(Message::text(end)).await {
+        run.error(format!("sender {sender}: {e}"));
+    }
+    // The caller keeps the sink (and so the connection) open until the run ends.
+    (sequence, sink)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+async fn traffic(args: &Args, report: &mut Report) {
+    let senders = match args.scenario.as_str() {
+        "all-to-all" => args.senders.unwrap_or(args.clients),
+        _ => 1,
+    };
+    let (clients, errors) = connect_all(&args.url, args.clients).await;
+    report.errors.extend(errors);
+    if clients.len() < args.clients {
+        return;
+    }
+    report.rss_after = args
+        .server_pid
+        .and_then(|pid| rss_bytes(pid).ok())
+        .unwrap_or(0);
+    let per_sender = MAX_UPDATES_PER_SENDER / senders;
+    let run = Arc::new(Run {
+        clients: clients.len(),
+        senders,
+        base: Instant::now(),
+        sent_at: (0..per_sender).map(|_| AtomicU64::new(0)).collect(),
+        completed_at: (0..per_sender).map(|_| AtomicU64::new(0)).collect(),
+        remaining: (0..per_sender * senders)
+            .map(|_| AtomicU32::new(0))
+            .collect(),
+        per_sender,
+        permits: (0..senders)
+            .map(|_| Semaphore::new(args.in_flight.max(1)))
+            .collect(),
+        deliveries: AtomicU64::new(0),
+        last_delivery: AtomicU64::new(0),
+        errors: Mutex::new(Vec::new()),
+    });
+    let until = Instant::now() + Duration::from_secs_f64(args.seconds);
+    let deadline = until + Duration::from_secs(60);
+    let cpu_before = args.server_pid.and_then(|pid| cpu_time(pid).ok());
+    let started = run.now();
+    let mut receivers = Vec::new();
+    let mut sending = Vec::new();
+    let mut idle_sinks = Vec::new();
+    for (id, ws) in clients.into_iter().enumerate() {
+        let (sink, stream) = ws.split();
+        receivers.push(tokio::spawn(receive(
+            Arc::clone(&run),
+            id,
+            stream,
+            deadline,
+        )));
+        if id < senders {
+            let max = args.max_updates.unwrap_or(u64::MAX);
+            sending.push(tokio::spawn(send(Arc::clone(&run), id, sink, until, max)));
+        } else {
+            idle_sinks.push(sink);
+        }
+    }
+    for sender in sending {
+        if let Ok((sent, sink)) = sender.await {
+            report.updates += sent;
+            idle_sinks.push(sink);
+        }
+    }
+    for receiver in receivers {
+        let _ = receiver.await;
+    }
+    let cpu_after = args.server_pid.and_then(|pid| cpu_time(pid).ok());
+    let elapsed_ns = run
+        .last_delivery
+        .load(Ordering::Relaxed)
+        .saturating_sub(started)
+        .max(1);
+    report.deliveries = run.deliveries.load(Ordering::Relaxed);
+    report.seconds = elapsed_ns as f64 / 1e9;
+    report.deliveries_per_second = report.deliveries as f64 / report.seconds;
+    let expected = report.updates * run.clients as u64;
+    if report.deliveries != expected {
+        report.errors.push(format!(
+            "{} deliveries, expected {expected}",
+            report.deliveries
+        ));
+    }
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        report.server_cpu_seconds = (after - before).as_secs_f64();
+        report.server_cpu_us_per_delivery =
+            report.server_cpu_seconds * 1e6 / report.deliveries.max(1) as f64;
+    }
+    let mut latencies: Vec<f64> = (0..per_sender.min(report.updates as usize))
+        .filter_map(|q| {
+            let sent = run.sent_at[q].load(Ordering::Relaxed);
+            let done = run.completed_at[q].load(Ordering::Relaxed);
+            (done >= sent && done > 0).then(|| (done - sent) as f64 / 1e6)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    if senders == 1 {
+        report.p50_ms = percentile(&latencies, 0.50);
+        report.p99_ms = percentile(&latencies, 0.99);
+    }
+    report.errors.extend(
+        run.errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..),
+    );
+}
+
+/// Connects and attaches every client, then measures the server's memory.
+async fn idle(args: &Args, report: &mut Report) {
+    let (clients, errors) = connect_all(&args.url, args.clients).await;
+    report.errors.extend(errors);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    report.rss_after = args
+        .server_pid
+        .and_then(|pid| rss_bytes(pid).ok())
+        .unwrap_or(0);
+    drop(clients);
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("loadgen: {message}");
+            std::process::exit(2);
+        }
+    };
+    let mut report = Report {
+        scenario: args.scenario.clone(),
+        clients: args.clients,
+        ..Report::default()
+    };
+    report.rss_before = args
+        .server_pid
+        .and_then(|pid| rss_bytes(pid).ok())
+        .unwrap_or(0);
+    match args.scenario.as_str() {
+        "fanout" | "all-to-all" | "hold" => traffic(&args, &mut report).await,
+        "idle" => idle(&args, &mut report).await,
+        other => {
+            eprintln!("loadgen: unknown scenario {other}");
+            std::process::exit(2);
+        }
+    }
+    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    std::process::exit(i32::from(!report.errors.is_empty()));
+}

@@ -1,0 +1,20 @@
+//! Benchmarks of server-state-sync. Binaries:
+//!
+//! - `bench-server`: our server alone, one empty state named `bench`, no auth, no hooks.
+//! - `floor-server` (baseline): a minimal tokio-tungstenite broadcast server with no
+//!   state logic: what this stack allows on this machine.
+//! - `loadgen`: the load generator (fanout, all-to-all, idle); checks that every client
+//!   received every update exactly once and in order, and fails otherwise.
+//! - `bench`: the runner: starts each server pinned to one core and the load generator
+//!   on the other, reads the server's CPU time and RSS from `/proc`, prints a table and
+//!   writes `docs/benchmarks.md` and its chart.
+//!
+//! The Node.js baseline (`baselines/node-ws/server.js`) speaks the same protocol on the
+//! `ws` package, serializing each broadcast once per recipient like the original.
+//!
+//! # Layout
+//! - `proc_stats`: CPU time and RSS of a process, from `/proc`.
+//! - `report`: the result of one scenario run, as the load generator prints it.
+
+pub mod proc_stats;
+pub mod report;

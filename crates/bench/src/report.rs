@@ -1,0 +1,36 @@
+//! What the load generator reports for one scenario run (one JSON line on stdout).
+
+use serde::{Deserialize, Serialize};
+
+/// The figures of one run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// `fanout`, `all-to-all`, `idle` or `hold`.
+    pub scenario: String,
+    /// Clients connected.
+    pub clients: usize,
+    /// Updates sent.
+    pub updates: u64,
+    /// Update frames received by clients.
+    pub deliveries: u64,
+    /// Seconds from the first send to the last delivery.
+    pub seconds: f64,
+    /// Deliveries per second.
+    pub deliveries_per_second: f64,
+    /// Latency from send to the last receiver, median, in milliseconds.
+    pub p50_ms: f64,
+    /// Same, 99th percentile.
+    pub p99_ms: f64,
+    /// Server CPU time during the run, in seconds (when the server's pid was given).
+    pub server_cpu_seconds: f64,
+    /// Server CPU per delivery, in microseconds.
+    pub server_cpu_us_per_delivery: f64,
+    /// Server RSS before the clients connected, in bytes.
+    pub rss_before: u64,
+    /// Server RSS with every client connected, in bytes.
+    pub rss_after: u64,
+    /// Correctness problems (missing, duplicated or reordered updates, failed
+    /// connections); empty when every client received every update exactly once and
+    /// in order.
+    pub errors: Vec<String>,
+}
