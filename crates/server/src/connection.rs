@@ -81,27 +81,28 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
         closer: Arc::clone(&closer),
         attachment: None,
     };
-    let writer = write_loop(
+    // The writer is a task of its own, woken only when there is something to write
+    // (polling it together with the reader would poll the reader on every broadcast).
+    let mut writer = AbortOnDrop(tokio::spawn(write_loop(
         sink,
         queue,
         Arc::clone(&closer),
         shared.config.write_timeout,
-    );
-    tokio::pin!(writer);
+    )));
     tokio::select! {
-        () = &mut writer => connection.detach(),
+        _ = &mut writer.0 => connection.detach(),
         () = connection.read_loop(source) => {
             // The client closed, or its stream failed: let the writer send what is queued.
             connection.detach();
             closer.close(CloseCode::Normal, "");
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer.0).await;
         }
         () = closer.token().cancelled() => {
             // Overflow, an oversized frame, or shutdown: leave the state at once, then
             // give the writer a moment to send what is queued and the close frame (it
             // may be stuck writing to a client that does not read).
             connection.detach();
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer.0).await;
         }
     }
     shared.unregister(registration);
@@ -187,10 +188,13 @@ async fn write_loop<S>(mut sink: S, mut queue: Queue, closer: Arc<Closer>, write
 where
     S: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
+    // Created once: registering with the token on every frame would cost a lock.
+    let cancelled = closer.token().cancelled();
+    tokio::pin!(cancelled);
     let closing = loop {
         let first = tokio::select! {
             biased;
-            () = closer.token().cancelled() => break true,
+            () = &mut cancelled => break true,
             frame = queue.recv() => match frame {
                 Some(frame) => frame,
                 None => break true,
@@ -233,8 +237,8 @@ where
     closer.close(CloseCode::Error, "");
 }
 
-/// Aborts a task when dropped: the authorization middleware must not outlive its
-/// connection (a hanging middleware would otherwise pile up tasks).
+/// Aborts a task when dropped: neither the authorization middleware nor a writer stuck
+/// on a client that does not read may outlive its connection.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
@@ -248,10 +252,17 @@ enum WriteFailure {
     TimedOut,
 }
 
+/// Runs one write. The timer is armed only when the write does not complete at once,
+/// so the common case (the socket has room) costs no timer.
 async fn timed(
     limit: Duration,
     write: impl std::future::Future<Output = Result<(), WsError>>,
 ) -> Result<(), WriteFailure> {
+    let mut write = std::pin::pin!(write);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(result) = first {
+        return result.map_err(WriteFailure::Error);
+    }
     match tokio::time::timeout(limit, write).await {
         Ok(result) => result.map_err(WriteFailure::Error),
         Err(_) => Err(WriteFailure::TimedOut),

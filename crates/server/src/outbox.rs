@@ -10,7 +10,7 @@
 //! of this project then reconnects, resyncs the whole state and resends what was not
 //! acknowledged (see `docs/protocol.md`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::mpsc;
@@ -27,6 +27,9 @@ pub const OVERFLOW_REASON: &str = "outgoing queue overflow: the client does not 
 pub(crate) struct Closer {
     token: CancellationToken,
     frame: Mutex<Option<CloseFrame>>,
+    /// Set by [`Closer::close`]; read on every queued frame, so an atomic rather than
+    /// the token (whose `is_cancelled` takes a lock).
+    closing: AtomicBool,
 }
 
 impl Closer {
@@ -35,11 +38,13 @@ impl Closer {
         Closer {
             token: parent.child_token(),
             frame: Mutex::new(None),
+            closing: AtomicBool::new(false),
         }
     }
 
     /// Asks the connection to close; the first reason given wins.
     pub(crate) fn close(&self, code: CloseCode, reason: &str) {
+        self.closing.store(true, Ordering::Relaxed);
         let mut frame = self.frame.lock().unwrap_or_else(PoisonError::into_inner);
         if frame.is_none() && !self.token.is_cancelled() {
             *frame = Some(CloseFrame {
@@ -106,7 +111,7 @@ impl Outbox {
     /// closed (see the module documentation). Once a connection is closing, nothing
     /// more is queued for it, so it never sees a gap in what it receives.
     pub(crate) fn push(&self, frame: Message) {
-        if self.closer.token().is_cancelled() {
+        if self.closer.closing.load(Ordering::Relaxed) {
             return;
         }
         let size = size_of(&frame);

@@ -1,4 +1,4 @@
-//! Benchmark runner: `bench [--smoke] [--servers ours,floor,node] [--write docs/benchmarks.md]`
+//! Benchmark runner: `bench [--smoke] [--servers ours,floor,node] [--scenarios fanout,idle] [--write docs/benchmarks.md]`
 //!
 //! Starts each server pinned to core 1 and the load generator pinned to core 0 (with
 //! `taskset`, where the machine has two cores or more), runs the scenarios against
@@ -491,9 +491,20 @@ fn main() {
     if !setup.pinned {
         eprintln!("note: not pinning (needs 2 cores and taskset); figures are noisier");
     }
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--scenarios")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').map(str::to_owned).collect());
     let mut outcomes = Vec::new();
     let mut failed = false;
     for scenario in scenarios(smoke, &servers) {
+        if only
+            .as_ref()
+            .is_some_and(|only| !only.iter().any(|name| name == scenario.name))
+        {
+            continue;
+        }
         for &server in &scenario.servers {
             if !servers.contains(&server) {
                 continue;
