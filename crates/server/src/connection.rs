@@ -50,9 +50,11 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
     remote_addr: SocketAddr,
     closer: Arc<Closer>,
 ) {
+    // Boxed: the handshake's state lives only while it runs, not in every connection's
+    // task for its whole life.
     let upgrade = tokio::time::timeout(
         shared.config.handshake_timeout,
-        upgrade(&shared, tcp, remote_addr),
+        Box::pin(upgrade(&shared, tcp, remote_addr)),
     );
     let (ws, client, identifier) = tokio::select! {
         result = upgrade => match result {
@@ -202,12 +204,12 @@ where
         };
         // Every write must make progress within the timeout; the batch as a whole may
         // take longer.
-        let mut written = timed(write_timeout, sink.feed(first)).await;
+        let mut written = timed(write_timeout, sink.feed(Message::Text(first))).await;
         for _ in 1..MAX_BATCH {
             let Some(frame) = queue.try_recv().filter(|_| written.is_ok()) else {
                 break;
             };
-            written = timed(write_timeout, sink.feed(frame)).await;
+            written = timed(write_timeout, sink.feed(Message::Text(frame))).await;
         }
         if written.is_ok() {
             written = timed(write_timeout, sink.flush()).await;
@@ -228,7 +230,7 @@ where
     if closing {
         let close = async {
             while let Some(frame) = queue.try_recv() {
-                sink.feed(frame).await?;
+                sink.feed(Message::Text(frame)).await?;
             }
             sink.send(Message::Close(Some(closer.frame()))).await
         };
@@ -277,10 +279,13 @@ impl<K: Send + Sync + 'static> Connection<K> {
         while let Some(item) = source.next().await {
             match item {
                 Ok(Message::Text(text)) => match ClientMessage::from_json(text.as_str()) {
+                    // Boxed, so that an idle connection does not carry their state.
                     Ok(ClientMessage::ConnectToState(request)) => {
-                        self.connect_to_state(request).await
+                        Box::pin(self.connect_to_state(request)).await
                     }
-                    Ok(ClientMessage::UpdateState(request)) => self.update_state(request).await,
+                    Ok(ClientMessage::UpdateState(request)) => {
+                        Box::pin(self.update_state(request)).await
+                    }
                     Ok(other) => self.reply(&ServerMessage::UnsupportedMessageType {
                         message: format!("Message type {} is not supported", other.code()),
                     }),
@@ -457,5 +462,25 @@ fn prior_reply(prior: Prior, request_id: u64) -> Option<ServerMessage> {
             FailureReason::OutcomeUnknown,
             Some(request_id),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every connection's tasks hold these futures for its whole life: keep the
+    /// handshake and message handling boxed (see `serve` and `read_loop`).
+    #[test]
+    fn connection_tasks_stay_small() {
+        type Sink = futures_util::stream::SplitSink<WebSocketStream<Stream>, Message>;
+        let serve_size = future_size(serve::<()>);
+        let writer_size = future_size(write_loop::<Sink>);
+        assert!(serve_size <= 1024, "serve future: {serve_size} bytes");
+        assert!(writer_size <= 1024, "writer future: {writer_size} bytes");
     }
 }

@@ -123,7 +123,8 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
     remote_addr: SocketAddr,
 ) -> Result<Option<Head>, Refusal> {
     let mut buffer = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
+    // On the heap: an array here would live in every connection's task for its whole life.
+    let mut chunk = vec![0u8; 1024];
     loop {
         let read = stream.read(&mut chunk).await.map_err(|e| {
             Refusal::new(StatusCode::BAD_REQUEST, format!("reading the request: {e}"))

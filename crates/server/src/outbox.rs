@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
@@ -76,7 +76,7 @@ impl Closer {
 /// The sending side of a connection's outgoing queue. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Utf8Bytes>,
     queued_bytes: Arc<AtomicUsize>,
     max_bytes: usize,
     closer: Arc<Closer>,
@@ -85,11 +85,11 @@ pub(crate) struct Outbox {
 /// The receiving side, drained by the connection's writer.
 #[derive(Debug)]
 pub(crate) struct Queue {
-    rx: mpsc::Receiver<Message>,
+    rx: mpsc::Receiver<Utf8Bytes>,
     queued_bytes: Arc<AtomicUsize>,
 }
 
-fn size_of(frame: &Message) -> usize {
+fn size_of(frame: &Utf8Bytes) -> usize {
     frame.len()
 }
 
@@ -110,7 +110,7 @@ impl Outbox {
     /// Queues a frame without waiting; on overflow (frames or bytes) the connection is
     /// closed (see the module documentation). Once a connection is closing, nothing
     /// more is queued for it, so it never sees a gap in what it receives.
-    pub(crate) fn push(&self, frame: Message) {
+    pub(crate) fn push(&self, frame: Utf8Bytes) {
         if self.closer.closing.load(Ordering::Relaxed) {
             return;
         }
@@ -135,7 +135,7 @@ impl Outbox {
 
 impl Queue {
     /// The next frame, waiting for one.
-    pub(crate) async fn recv(&mut self) -> Option<Message> {
+    pub(crate) async fn recv(&mut self) -> Option<Utf8Bytes> {
         let frame = self.rx.recv().await?;
         self.queued_bytes
             .fetch_sub(size_of(&frame), Ordering::Relaxed);
@@ -143,7 +143,7 @@ impl Queue {
     }
 
     /// The next frame if one is queued.
-    pub(crate) fn try_recv(&mut self) -> Option<Message> {
+    pub(crate) fn try_recv(&mut self) -> Option<Utf8Bytes> {
         let frame = self.rx.try_recv().ok()?;
         self.queued_bytes
             .fetch_sub(size_of(&frame), Ordering::Relaxed);

@@ -17,7 +17,7 @@ use state_sync_protocol::{
     DEDUP_WINDOW, FailureReason, JsonObject, ServerMessage, StateConnectionEstablished,
     StateRemoved, StateUpdated,
 };
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::options::{AllowHook, InterceptHook, SelfDestructHook, StateOptions};
 use crate::outbox::Outbox;
@@ -28,8 +28,8 @@ const MAX_DETACHED_SESSIONS: usize = 4096;
 
 /// Encodes a message as a frame that can be queued for many connections (cloning it
 /// clones a reference count, not the text).
-pub(crate) fn frame(message: &ServerMessage) -> Message {
-    Message::Text(message.to_json().into())
+pub(crate) fn frame(message: &ServerMessage) -> Utf8Bytes {
+    message.to_json().into()
 }
 
 /// The outcome of an update, as remembered for its session.

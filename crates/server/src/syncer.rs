@@ -49,7 +49,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             hook_timeout: Duration::from_secs(5),
             session_retention: Duration::from_secs(600),
-            read_buffer_size: 4096,
+            read_buffer_size: 1024,
             static_files: None,
         }
     }
@@ -566,7 +566,8 @@ impl<K: Send + Sync + 'static> Builder<K> {
         self
     }
 
-    /// Size of each connection's read buffer, in bytes. Default: 4 KiB.
+    /// Size of each connection's read buffer, in bytes (larger frames are read in
+    /// several steps). Default: 1 KiB, which keeps an idle connection small.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.config.read_buffer_size = bytes.max(256);
         self
