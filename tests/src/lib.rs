@@ -18,6 +18,17 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long a test waits for a frame that should come.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// Waits (up to [`PATIENCE`]) until `condition` holds; panics naming `what` otherwise.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    tokio::time::timeout(PATIENCE, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never happened: {what}"));
+}
+
 /// Installs a log subscriber once (set `RUST_LOG=debug` to see the server's logs).
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()

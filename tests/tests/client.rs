@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use state_sync_client::{Client, ConnectionStatus, Error, ReconnectPolicy, UpdateFailure};
 use state_sync_protocol::FailureReason;
 use state_sync_server::{StateOptions, StateSyncer};
-use state_sync_tests::{PATIENCE, serve, start_legacy_server};
+use state_sync_tests::{PATIENCE, eventually, serve, start_legacy_server};
 
 type Heard = Arc<Mutex<Vec<(Value, Value)>>>;
 
@@ -22,16 +22,6 @@ fn recorder(client: &Client, id: &str, properties: &[&str]) -> Heard {
         sink.lock().unwrap().push((json!(updates), json!(previous)));
     });
     heard
-}
-
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    tokio::time::timeout(PATIENCE, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("never happened: {what}"));
 }
 
 fn fast_reconnect() -> ReconnectPolicy {

@@ -6,18 +6,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use state_sync_server::{CreateStateError, StateOptions, StateSyncer};
-use state_sync_tests::{PATIENCE, RawClient, serve};
+use state_sync_tests::{RawClient, eventually, serve};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
-async fn eventually(mut condition: impl FnMut() -> bool) {
-    tokio::time::timeout(PATIENCE, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("condition never became true");
-}
 
 #[tokio::test]
 async fn create_state_generates_identifiers_and_refuses_duplicates() {
@@ -60,13 +50,19 @@ async fn self_destruct_is_asked_on_every_disconnect_and_removes_the_state() {
     b.attach("room").await;
     a.send_message(tokio_tungstenite::tungstenite::Message::Close(None))
         .await;
-    eventually(|| syncer.clients_of_state("room") == Some(1)).await;
+    eventually("syncer.clients_of_state(\"room\") == Some(1)", || {
+        syncer.clients_of_state("room") == Some(1)
+    })
+    .await;
     assert!(
         syncer.value_of_state("room").is_some(),
         "one client is left"
     );
     drop(b);
-    eventually(|| syncer.value_of_state("room").is_none()).await;
+    eventually("syncer.value_of_state(\"room\").is_none()", || {
+        syncer.value_of_state("room").is_none()
+    })
+    .await;
     server.shutdown().await;
 }
 
@@ -95,7 +91,10 @@ async fn re_attaching_to_the_same_state_is_not_leaving_it() {
     assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
     // Moving to another state is leaving: the hook removes the empty room.
     client.attach("other").await;
-    eventually(|| syncer.value_of_state("room").is_none()).await;
+    eventually("syncer.value_of_state(\"room\").is_none()", || {
+        syncer.value_of_state("room").is_none()
+    })
+    .await;
     server.shutdown().await;
 }
 

@@ -34,20 +34,9 @@ pub(crate) fn object_from_js(value: JsValue) -> Result<JsonObject, String> {
         Ok(Value::Object(object)) => Ok(object),
         Ok(other) => Err(format!(
             "updates must be an object, got {}",
-            kind_of(&other)
+            state_sync_protocol::json_kind(&other)
         )),
         Err(error) => Err(format!("updates must be plain JSON data: {error}")),
-    }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

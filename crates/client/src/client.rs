@@ -224,7 +224,7 @@ impl Client {
                     Err(Error::Closed)
                 }
             }
-            other => Err(Error::NotAnObject(kind_of(&other))),
+            other => Err(Error::NotAnObject(state_sync_protocol::json_kind(&other))),
         };
         async move { queued?.await.unwrap_or(Err(Error::Closed)) }
     }
@@ -299,16 +299,5 @@ impl Client {
         if self.send(Command::Close { reply }) {
             let _ = done.await;
         }
-    }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }

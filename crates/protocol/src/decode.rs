@@ -81,7 +81,9 @@ fn looks_like_object(text: &str) -> bool {
     text.trim_start().starts_with('{')
 }
 
-fn kind_of(value: &Value) -> &'static str {
+/// How a JSON value is described in error messages: "null", "a boolean", "a number",
+/// "a string", "an array" or "an object".
+pub fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -134,7 +136,7 @@ impl ClientMessage {
                         message: format!(
                             "Message type undefined is not supported: a message is a JSON \
                              object {{\"type\": number, \"data\": object}}, got {}",
-                            kind_of(&other)
+                            json_kind(&other)
                         ),
                     },
                 },
@@ -174,7 +176,7 @@ fn parse_connect(data: Option<&RawValue>) -> Result<ClientMessage, ClientMessage
         Some(Ok(other)) => {
             return Err(ClientMessageError::connect(format!(
                 "{NO_STATE_IDENTIFIER}: data must be an object, got {}",
-                kind_of(&other)
+                json_kind(&other)
             )));
         }
         Some(Err(e)) => return Err(ClientMessageError::connect(format!("Invalid data: {e}"))),
@@ -194,7 +196,7 @@ fn parse_connect(data: Option<&RawValue>) -> Result<ClientMessage, ClientMessage
         Some(other) => {
             return Err(ClientMessageError::connect(format!(
                 "{NO_STATE_IDENTIFIER}: data.stateIdentifier must be a string, got {}",
-                kind_of(&other)
+                json_kind(&other)
             )));
         }
     };
@@ -265,7 +267,7 @@ fn parse_update(data: Option<&RawValue>) -> Result<ClientMessage, ClientMessageE
         Some(other) => Err(ClientMessageError::invalid(
             format!(
                 "{COULD_NOT_UPDATE}: data.updates must be a JSON object, got {}",
-                kind_of(&other)
+                json_kind(&other)
             ),
             request_id,
         )),

@@ -55,7 +55,7 @@ pub use client_core::{ClientCore, Event, UpdateFailure};
 pub use listeners::Listeners;
 
 pub use codes::{client_code, server_code};
-pub use decode::{ClientMessageError, ServerMessageError};
+pub use decode::{ClientMessageError, ServerMessageError, json_kind};
 pub use merge::{Merge, StateDiff, apply_updates, diff, shallow_merge};
 pub use message::{
     ClientMessage, ConnectToState, FailureReason, ServerMessage, StateConnectionEstablished,

@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::error::{CreateStateError, UpdateError, kind_of};
+use crate::error::{CreateStateError, UpdateError};
 use crate::handshake::{Authorizer, Rejection, UpgradeRequest, authorizer};
 use crate::hooks::run_hook;
 use crate::options::StateOptions;
@@ -22,6 +22,7 @@ use crate::server::Server;
 use crate::store::{NotApplied, Origin, Prior, StateEntry, Store};
 #[cfg(feature = "tls")]
 use crate::tls::TlsConfig;
+use state_sync_protocol::json_kind;
 
 /// Settings of a [`StateSyncer`]; see the [`Builder`] methods for each default.
 #[derive(Debug, Clone)]
@@ -272,7 +273,7 @@ impl<K: Send + Sync + 'static> StateSyncer<K> {
         };
         let value = match &options.initial_value {
             Value::Object(map) => map.clone(),
-            other => return Err(CreateStateError::InitialValueNotAnObject(kind_of(other))),
+            other => return Err(CreateStateError::InitialValueNotAnObject(json_kind(other))),
         };
         let entry = self.shared.store.create(id.clone(), value, options)?;
         if let Some(expires_at) = entry.expires_at {
@@ -401,7 +402,7 @@ impl<K: Send + Sync + 'static> StateSyncer<K> {
     ) -> Result<Applied, UpdateError> {
         let updates = match updates.into() {
             Value::Object(map) => map,
-            other => return Err(UpdateError::NotAnObject(kind_of(&other))),
+            other => return Err(UpdateError::NotAnObject(json_kind(&other))),
         };
         let gone = || UpdateError::StateDoesNotExist(id.to_owned());
         let entry = self.shared.store.get(id).ok_or_else(gone)?;
