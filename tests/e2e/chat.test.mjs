@@ -99,8 +99,13 @@ async function send(page, text) {
   await page.getByRole('button', { name: 'Send' }).click();
 }
 
+/** The messages the server applied (not the page's own ones still being sent). */
 function messages(page) {
-  return page.getByTestId('messages').locator('li').allInnerTexts();
+  return page.getByTestId('message').allInnerTexts();
+}
+
+function message(page, text) {
+  return page.getByTestId('message').filter({ hasText: text });
 }
 
 test('two pages chat, see vetoes, and survive a server restart', async () => {
@@ -109,9 +114,9 @@ test('two pages chat, see vetoes, and survive a server restart', async () => {
   assert.equal(await alice.getByTestId('me').innerText(), 'alice');
 
   await send(alice, 'hello from alice');
-  await bob.getByText('hello from alice').waitFor();
+  await message(bob, 'hello from alice').waitFor();
   await send(bob, 'hi alice, bob here');
-  await alice.getByText('hi alice, bob here').waitFor();
+  await message(alice, 'hi alice, bob here').waitFor();
   assert.deepEqual(await messages(alice), await messages(bob));
   await alice.screenshot({ path: join(shots, '1-alice-chatting.png') });
 
@@ -128,6 +133,7 @@ test('two pages chat, see vetoes, and survive a server restart', async () => {
   await alice.getByTestId('status').filter({ hasText: 'Reconnecting' }).waitFor({ timeout: 15000 });
   await bob.getByTestId('status').filter({ hasText: 'Reconnecting' }).waitFor({ timeout: 15000 });
   await send(alice, 'sent while the server was down');
+  await alice.getByTestId('pending-message').filter({ hasText: 'sending' }).waitFor();
   await alice.screenshot({ path: join(shots, '3-alice-offline.png') });
 
   // A new server process on the same port (its state starts empty): both pages
@@ -135,13 +141,13 @@ test('two pages chat, see vetoes, and survive a server restart', async () => {
   server = await startServer(port);
   for (const page of [alice, bob]) {
     await page.getByTestId('status').filter({ hasText: 'Connected' }).waitFor({ timeout: 30000 });
-    await page.getByText('sent while the server was down').waitFor({ timeout: 15000 });
+    await message(page, 'sent while the server was down').waitFor({ timeout: 15000 });
   }
   const afterRestart = await messages(alice);
   assert.deepEqual(afterRestart, await messages(bob));
   assert.equal(afterRestart.filter((m) => m.includes('sent while the server was down')).length, 1);
   await send(bob, 'back online');
-  await alice.getByText('back online').waitFor();
+  await message(alice, 'back online').waitFor();
   await alice.screenshot({ path: join(shots, '4-alice-after-restart.png') });
   await bob.screenshot({ path: join(shots, '4-bob-after-restart.png') });
 });
@@ -190,7 +196,7 @@ test('under StrictMode (development build) each page opens one connection', asyn
     await page.goto(`http://127.0.0.1:${devPort}/?name=strict`);
     await page.getByTestId('status').filter({ hasText: 'Connected' }).waitFor({ timeout: 15000 });
     await send(page, 'strict mode works');
-    await page.getByText('strict mode works').waitFor();
+    await message(page, 'strict mode works').waitFor();
     await page.waitForTimeout(300);
     assert.equal(sockets.length, 1, `WebSockets opened: ${sockets.join(', ')}`);
   } finally {

@@ -31,6 +31,8 @@ export function Chat() {
   // Own messages not applied yet: each update carries them all, so a message typed
   // before the previous one came back (or while offline) is not overwritten.
   const unconfirmed = useRef([]);
+  // The same, for rendering them as "sending…" until the server applied them.
+  const [pending, setPending] = useState([]);
   const messages = useMemo(() => state?.chatMessages ?? [], [state]);
 
   function send(event) {
@@ -39,6 +41,7 @@ export function Chat() {
     if (!content) return;
     const message = { id: crypto.randomUUID(), sender: name, content, sentAt: Date.now() };
     unconfirmed.current = [...unconfirmed.current, message];
+    setPending(unconfirmed.current);
     const known = new Set(messages.map((m) => m.id));
     const chatMessages = [...messages, ...unconfirmed.current.filter((m) => !known.has(m.id))];
     setDraft('');
@@ -47,6 +50,7 @@ export function Chat() {
       .catch((e) => setSendError(e.reason === 'vetoed' ? `Not sent: the server refused "${content}"` : `Not sent: ${e.message}`))
       .finally(() => {
         unconfirmed.current = unconfirmed.current.filter((m) => m.id !== message.id);
+        setPending(unconfirmed.current);
       });
   }
 
@@ -63,11 +67,24 @@ export function Chat() {
       </p>
       <ul className="messages" data-testid="messages">
         {messages.map((message) => (
-          <li key={message.id ?? `${message.sender}-${message.content}`} className={message.sender === name ? 'mine' : ''}>
+          <li
+            key={message.id ?? `${message.sender}-${message.content}`}
+            className={message.sender === name ? 'mine' : ''}
+            data-testid="message"
+          >
             <span className="sender">{message.sender}</span>
             <span className="content">{message.content}</span>
           </li>
         ))}
+        {pending
+          .filter((message) => !messages.some((m) => m.id === message.id))
+          .map((message) => (
+            <li key={message.id} className="mine pending" data-testid="pending-message">
+              <span className="sender">{message.sender}</span>
+              <span className="content">{message.content}</span>
+              <span className="note">sending…</span>
+            </li>
+          ))}
       </ul>
       {sendError && (
         <p className="error" role="alert" data-testid="send-error">
