@@ -168,15 +168,19 @@ fn number_after(text: &str, key: &str) -> Option<u64> {
 async fn receive(run: Arc<Run>, client: usize, mut stream: SplitStream<Ws>, deadline: Instant) {
     let mut expected = vec![0u64; run.senders];
     let mut finished = 0;
+    // One timer for the whole run, not one per frame.
+    let give_up = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(give_up);
     while finished < run.senders {
-        let frame = match tokio::time::timeout_at(deadline.into(), stream.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => text,
-            Ok(Some(Ok(_))) => continue,
-            Ok(other) => return run.error(format!("client {client}: connection ended: {other:?}")),
-            Err(_) => {
-                return run.error(format!(
-                    "client {client}: timed out waiting (expected {expected:?})"
-                ));
+        let frame = tokio::select! {
+            biased;
+            frame = stream.next() => match frame {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(_)) => continue,
+                other => return run.error(format!("client {client}: connection ended: {other:?}")),
+            },
+            () = &mut give_up => {
+                return run.error(format!("client {client}: timed out waiting (expected {expected:?})"));
             }
         };
         let text = frame.as_str();
