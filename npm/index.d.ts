@@ -23,6 +23,12 @@ export interface StateSyncError extends Error {
   reason: FailureReason;
 }
 
+/**
+ * A change of the state as listeners hear it: the keys that changed with their new
+ * values. After a reconnect, a key the state lost is `null`.
+ */
+export type Changes<T> = { [K in keyof T]?: T[K] | null };
+
 /** An update the server applied. */
 export interface Applied<T> {
   /** The updates as applied (the server's interceptor may have rewritten them). */
@@ -64,12 +70,12 @@ export declare class Client<T extends object = Record<string, unknown>> {
   /** Listens to changes of `properties` (all when absent); the same id replaces. */
   addStateUpdateListener<K extends keyof T & string>(
     listenerId: string,
-    handler: (updates: Partial<T>, previousValues: Partial<T>) => void,
+    handler: (updates: Changes<T>, previousValues: Partial<T>) => void,
     properties?: K[],
   ): void;
   removeStateUpdateListener(listenerId: string): boolean;
-  /** The local copy of the state. */
-  getState(): T;
+  /** The local copy of the state (`{}` until attached). */
+  getState(): Partial<T>;
   /** The local copy's version (`undefined` before attaching or with the original server). */
   readonly stateVersion: number | undefined;
   readonly status: ConnectionStatus;

@@ -16,10 +16,16 @@ export function initialize(moduleOrPath) {
   return loading.then(() => undefined);
 }
 
+// Open clients, so that one kept only through its listeners is not garbage-collected
+// (which would close it) until close() is called.
+const open = new Set();
+
 export class Client {
   #inner = null;
   #queue;
+  #queued = 0;
   #closed = false;
+  #listenerIds = new Set();
 
   constructor(endpoint, identifier, accessToken, options) {
     if (typeof endpoint !== 'string' || !/^wss?:\/\//.test(endpoint)) {
@@ -30,6 +36,7 @@ export class Client {
     }
     const token = accessToken == null ? undefined : String(accessToken);
     // Calls made before the module is loaded wait in this chain, in order.
+    open.add(this);
     this.#queue = initialize().then(() => {
       this.#inner = new WasmClient(endpoint, identifier, token, options);
       if (this.#closed) this.#inner.close();
@@ -37,11 +44,21 @@ export class Client {
     });
   }
 
+  // Calls made before the module is loaded wait in a chain and run in call order;
+  // later calls run at once, but only after every queued one.
   #call(f) {
-    if (this.#inner) return f(this.#inner);
-    const result = this.#queue.then(f);
-    this.#queue = this.#queue.then(() => this.#inner);
-    return result;
+    if (this.#inner && this.#queued === 0) return f(this.#inner);
+    this.#queued += 1;
+    const ran = this.#queue.then((inner) => {
+      this.#queued -= 1;
+      // Boxed, so that a returned promise is not awaited before the next call runs.
+      return [f(inner)];
+    });
+    this.#queue = ran.then(
+      () => this.#inner,
+      () => this.#inner,
+    );
+    return ran.then(([value]) => value);
   }
 
   /** Resolves once connected. */
@@ -60,13 +77,14 @@ export class Client {
   }
 
   addStateUpdateListener(listenerId, handler, properties) {
+    this.#listenerIds.add(listenerId);
     this.#call((c) => c.addStateUpdateListener(listenerId, handler, properties));
   }
 
   removeStateUpdateListener(listenerId) {
-    if (this.#inner) return this.#inner.removeStateUpdateListener(listenerId);
+    const had = this.#listenerIds.delete(listenerId);
     this.#call((c) => c.removeStateUpdateListener(listenerId));
-    return true;
+    return had;
   }
 
   getState() {
@@ -105,6 +123,7 @@ export class Client {
   /** Closes the connection for good; pending updates reject with reason "closed". */
   close() {
     this.#closed = true;
+    open.delete(this);
     if (this.#inner) this.#inner.close();
   }
 }

@@ -56,7 +56,12 @@ class SyncedStore {
     const client = new Client(endpoint, identifier, accessToken, options);
     this.client = client;
     const refresh = () => this.emit({ state: client.getState(), version: client.stateVersion });
-    client.addStatusListener('react', (status) => this.emit({ status }));
+    client.addStatusListener('react', (status) => {
+      // Back online: the error that was shown is over, and a resync may have changed
+      // the version without changing any key.
+      if (status === 'connected') this.emit({ status, error: null, version: client.stateVersion });
+      else this.emit({ status });
+    });
     client.addErrorListener('react', (error) => this.emit({ error }));
     client.addStateUpdateListener('react', refresh);
     client
@@ -93,6 +98,9 @@ function storeFor(endpoint, identifier, stateIdentifier, accessToken, options) {
   if (!store) {
     store = new SyncedStore(key, endpoint, identifier, stateIdentifier, accessToken, options);
     stores.set(key, store);
+    // A render that never commits (or server rendering) never subscribes: forget the
+    // store after a while so the map does not grow.
+    if (typeof window !== 'undefined') store.closeTimer = setTimeout(() => store.stop(), 10000);
   }
   return store;
 }

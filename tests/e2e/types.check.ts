@@ -20,7 +20,8 @@ client.updateState({ topic: 5 });
 client.addStateUpdateListener(
   'topic',
   (updates, previous) => {
-    const now: string | undefined = updates.topic;
+    // After a reconnect, a key the state lost is null.
+    const now: string | null | undefined = updates.topic;
     const before: string | undefined = previous.topic;
     void now;
     void before;

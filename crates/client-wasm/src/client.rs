@@ -71,9 +71,11 @@ struct Inner {
     listeners: Listeners<Function>,
     status_listeners: Vec<(String, Function)>,
     error_listeners: Vec<(String, Function)>,
-    connection_waiters: Vec<Function>,
+    /// Callers of `onConnection` (resolve, reject).
+    connection_waiters: Vec<(Function, Function)>,
     error_waiters: Vec<Function>,
-    attach_waiters: Vec<(Function, Function)>,
+    /// Callers of `connectToState` (resolve, reject), with the state they asked for.
+    attach_waiters: Vec<(String, Function, Function)>,
     update_waiters: HashMap<u64, (Function, Function)>,
 }
 
@@ -205,7 +207,7 @@ impl Inner {
     fn on_open(&mut self, effects: &mut Effects) {
         self.attempt = 0;
         self.set_status(Status::Connected, effects);
-        for resolve in self.connection_waiters.drain(..) {
+        for (resolve, _) in self.connection_waiters.drain(..) {
             effects.push((resolve, vec![]));
         }
         let events = self.core.transport_up();
@@ -273,8 +275,15 @@ impl Inner {
         }
         let events = self.core.close();
         self.dispatch(events, effects);
-        for (_, reject) in self.attach_waiters.drain(..) {
+        for (_, _, reject) in self.attach_waiters.drain(..) {
             effects.push((reject, vec![error(why, "closed")]));
+        }
+        for reject in self.connection_waiters.drain(..).map(|(_, reject)| reject) {
+            effects.push((reject, vec![error(why, "closed")]));
+        }
+        let closed = error(why, "closed");
+        for resolve in self.error_waiters.drain(..) {
+            effects.push((resolve, vec![closed.clone()]));
         }
         self.set_status(Status::Closed, effects);
     }
@@ -311,9 +320,16 @@ impl Inner {
                         let _ = socket.ws.send_with_str(&text);
                     }
                 }
-                Event::Attached { state, changes } => {
+                Event::Attached {
+                    state_identifier,
+                    state,
+                    changes,
+                } => {
                     let state_js = to_js(&state);
-                    for (resolve, _) in self.attach_waiters.drain(..) {
+                    for (_, resolve, _) in self
+                        .attach_waiters
+                        .extract_if(.., |(id, _, _)| *id == state_identifier)
+                    {
                         effects.push((resolve, vec![state_js.clone()]));
                     }
                     if let Some(changes) = changes.filter(|c| !c.is_empty()) {
@@ -344,15 +360,25 @@ impl Inner {
                         effects.push((reject, vec![update_error(&failure)]));
                     }
                 }
-                Event::AttachFailed { message } => {
-                    if self.attach_waiters.is_empty() {
+                Event::AttachFailed {
+                    state_identifier,
+                    message,
+                } => {
+                    let waiting: Vec<_> = self
+                        .attach_waiters
+                        .extract_if(.., |(id, _, _)| *id == state_identifier)
+                        .collect();
+                    if waiting.is_empty() {
+                        // A re-attach after a reconnect was refused: nobody is waiting.
                         self.report(&message, "attachFailed", effects);
                     }
-                    for (_, reject) in self.attach_waiters.drain(..) {
+                    for (_, _, reject) in waiting {
                         effects.push((reject, vec![error(&message, "attachFailed")]));
                     }
                 }
-                Event::StateRemoved { message } => self.report(&message, "stateRemoved", effects),
+                Event::StateRemoved { message, .. } => {
+                    self.report(&message, "stateRemoved", effects)
+                }
                 Event::ServerError { message } => self.report(&message, "server", effects),
                 _ => {}
             }
@@ -364,6 +390,26 @@ impl Inner {
 #[wasm_bindgen]
 pub struct Client {
     inner: Rc<RefCell<Inner>>,
+}
+
+/// A random session identifier. `crypto.randomUUID` exists only in secure contexts
+/// (https, localhost); elsewhere `crypto.getRandomValues` does the job.
+fn session_identifier() -> String {
+    let crypto = web_sys::window().and_then(|w| w.crypto().ok());
+    let secure = web_sys::window().is_some_and(|w| w.is_secure_context());
+    if let (Some(crypto), true) = (&crypto, secure) {
+        return crypto.random_uuid();
+    }
+    let mut bytes = [0u8; 16];
+    if let Some(crypto) = crypto {
+        let _ = crypto.get_random_values_with_u8_array(&mut bytes);
+    }
+    if bytes == [0u8; 16] {
+        for byte in &mut bytes {
+            *byte = (js_sys::Math::random() * 256.0) as u8;
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn new_promise(register: impl FnOnce(Function, Function)) -> Promise {
@@ -416,10 +462,7 @@ impl Client {
             encode(identifier),
             encode(access_token.as_deref().unwrap_or(""))
         );
-        let session = web_sys::window()
-            .and_then(|w| w.crypto().ok())
-            .map(|crypto| crypto.random_uuid())
-            .unwrap_or_else(|| format!("{}-{}", js_sys::Date::now(), js_sys::Math::random()));
+        let session = session_identifier();
         let inner = Rc::new_cyclic(|this| {
             RefCell::new(Inner {
                 this: this.clone(),
@@ -453,7 +496,7 @@ impl Client {
                 Status::Closed => {
                     effects.push((reject, vec![error("the client is closed", "closed")]))
                 }
-                _ => inner.connection_waiters.push(resolve),
+                _ => inner.connection_waiters.push((resolve, reject)),
             });
         })
     }
@@ -468,7 +511,17 @@ impl Client {
                     effects.push((reject, vec![error("the client is closed", "closed")]));
                     return;
                 }
-                inner.attach_waiters.push((resolve, reject));
+                // Callers waiting for another state are answered: that attach is superseded.
+                let superseded = format!("superseded by attaching to {state_identifier}");
+                for (_, _, rejected) in inner
+                    .attach_waiters
+                    .extract_if(.., |(id, _, _)| id != state_identifier)
+                {
+                    effects.push((rejected, vec![error(&superseded, "attachFailed")]));
+                }
+                inner
+                    .attach_waiters
+                    .push((state_identifier.to_owned(), resolve, reject));
                 let events = inner.core.connect_to_state(state_identifier);
                 inner.dispatch(events, effects);
             });

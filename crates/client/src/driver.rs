@@ -45,7 +45,8 @@ pub(crate) struct Driver {
     commands: mpsc::UnboundedReceiver<Command>,
     target: Target,
     policy: ReconnectPolicy,
-    attach_waiters: Vec<oneshot::Sender<Result<JsonObject>>>,
+    /// Callers of `connect_to_state`, with the state they asked for.
+    attach_waiters: Vec<(String, oneshot::Sender<Result<JsonObject>>)>,
     update_waiters: HashMap<u64, oneshot::Sender<Result<Applied>>>,
     close_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -129,7 +130,7 @@ impl Driver {
         }
         let events = self.core.close();
         let _ = self.dispatch(events);
-        for waiter in self.attach_waiters.drain(..) {
+        for (_, waiter) in self.attach_waiters.drain(..) {
             let _ = waiter.send(Err(Error::Closed));
         }
         self.set_status(ConnectionStatus::Closed);
@@ -161,8 +162,17 @@ impl Driver {
                 state_identifier,
                 reply,
             } => {
+                // Callers waiting for another state are answered: that attach is superseded.
+                let superseded = format!("superseded by attaching to {state_identifier}");
+                for (_, waiter) in self
+                    .attach_waiters
+                    .extract_if(.., |(id, _)| *id != state_identifier)
+                {
+                    let _ = waiter.send(Err(Error::AttachFailed(superseded.clone())));
+                }
                 let events = self.core.connect_to_state(&state_identifier);
-                self.attach_waiters.push(reply);
+                *lock(&self.shared.state) = self.core.state().clone();
+                self.attach_waiters.push((state_identifier, reply));
                 self.dispatch(events)
             }
             Command::Update { updates, reply } => {
@@ -235,9 +245,16 @@ impl Driver {
         for event in events {
             match event {
                 Event::Send(text) => outgoing.push(text),
-                Event::Attached { state, changes } => {
+                Event::Attached {
+                    state_identifier,
+                    state,
+                    changes,
+                } => {
                     *lock(&self.shared.state) = state.clone();
-                    for waiter in self.attach_waiters.drain(..) {
+                    let waiting = self
+                        .attach_waiters
+                        .extract_if(.., |(id, _)| *id == state_identifier);
+                    for (_, waiter) in waiting {
                         let _ = waiter.send(Ok(state.clone()));
                     }
                     if let Some(changes) = changes.filter(|c| !c.is_empty()) {
@@ -265,16 +282,24 @@ impl Driver {
                         let _ = waiter.send(Err(Error::Update(failure)));
                     }
                 }
-                Event::AttachFailed { message } => {
-                    if self.attach_waiters.is_empty() {
-                        self.report(Error::AttachFailed(message));
-                    } else {
-                        for waiter in self.attach_waiters.drain(..) {
-                            let _ = waiter.send(Err(Error::AttachFailed(message.clone())));
-                        }
+                Event::AttachFailed {
+                    state_identifier,
+                    message,
+                } => {
+                    *lock(&self.shared.state) = self.core.state().clone();
+                    let waiting: Vec<_> = self
+                        .attach_waiters
+                        .extract_if(.., |(id, _)| *id == state_identifier)
+                        .collect();
+                    if waiting.is_empty() {
+                        // A re-attach after a reconnect was refused: nobody is waiting.
+                        self.report(Error::AttachFailed(message.clone()));
+                    }
+                    for (_, waiter) in waiting {
+                        let _ = waiter.send(Err(Error::AttachFailed(message.clone())));
                     }
                 }
-                Event::StateRemoved { message } => self.report(Error::StateRemoved(message)),
+                Event::StateRemoved { message, .. } => self.report(Error::StateRemoved(message)),
                 Event::ServerError { message } => self.report(Error::Server(message)),
                 _ => {}
             }

@@ -27,11 +27,13 @@
 //! ```
 //!
 //! Against a server that speaks only the original protocol (no versions, no request
-//! ids) the client works as the original did: an update resolves once sent (the
-//! original acknowledges nothing), a veto goes unnoticed, and an update sent just
-//! before the connection dropped fails with
-//! [`UpdateFailure::Unconfirmed`] instead of being resent (the original server could
-//! apply it twice).
+//! ids) the client works as the original did: an update counts as applied once sent
+//! (the original acknowledges nothing, and its vetoes are silent), and nothing is
+//! deduplicated; it still re-attaches and resyncs after a reconnect.
+//!
+//! An update that was sent but whose outcome the client stopped waiting for (it was
+//! closed, or attached to another state, or the state was removed) fails with
+//! [`UpdateFailure::Unconfirmed`]: the server may have applied it.
 //!
 //! # Layout
 //! - `client`: [`Client`], [`ClientBuilder`] and the types they return.

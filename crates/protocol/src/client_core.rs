@@ -17,27 +17,32 @@ use crate::{
     UpdateFailed, UpdateState, diff, shallow_merge,
 };
 
+/// Largest UPDATE_STATE frame a client sends by default: the server's default limit.
+pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+
 /// Why an update was not applied, as a client reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum UpdateFailure {
-    /// The server refused it (vetoed, invalid, state gone, …).
+    /// The server refused it (vetoed, invalid, state gone, …), or the client did
+    /// before sending it (too large, not attached).
     Rejected {
         /// Why, for programs.
         reason: FailureReason,
-        /// Why, for people (the server's message).
+        /// Why, for people.
         message: String,
     },
-    /// The connection to a server that does not deduplicate (the original) was lost
-    /// after the update was sent: it may or may not have been applied.
+    /// The update was sent, but the client stopped waiting for its outcome (it was
+    /// closed, attached to another state, or the state went away): the server may or
+    /// may not have applied it. Check the state before sending it again.
     Unconfirmed,
-    /// The client is no longer attached to the update's state (it was removed, the
-    /// re-attach was refused, or the client attached to another state).
+    /// The update was never sent: the client is no longer attached to its state (it
+    /// was removed, the attach was refused, or the client attached to another state).
     Detached {
         /// Why.
         message: String,
     },
-    /// The client was closed, or gave up reconnecting, before the update was applied.
+    /// The update was never sent: the client was closed, or gave up reconnecting.
     Closed,
 }
 
@@ -46,14 +51,17 @@ impl std::fmt::Display for UpdateFailure {
         match self {
             UpdateFailure::Rejected { message, .. } => f.write_str(message),
             UpdateFailure::Unconfirmed => f.write_str(
-                "the connection was lost before the server acknowledged the update, and this \
-                 server cannot tell whether it was applied",
+                "the update was sent, but the client stopped waiting for its outcome; the \
+                 server may or may not have applied it",
             ),
             UpdateFailure::Detached { message } => {
-                write!(f, "not attached to the state: {message}")
+                write!(
+                    f,
+                    "not sent, the client is not attached to the state: {message}"
+                )
             }
             UpdateFailure::Closed => {
-                f.write_str("the client was closed before the update was applied")
+                f.write_str("not sent: the client was closed before the update could be sent")
             }
         }
     }
@@ -71,6 +79,8 @@ pub enum Event {
     /// what differs from the local copy on a re-attach (listeners should hear it);
     /// `None` on the first attach.
     Attached {
+        /// The state attached to.
+        state_identifier: String,
         /// The whole state.
         state: JsonObject,
         /// What changed while the client was away.
@@ -92,20 +102,26 @@ pub enum Event {
         /// The state's version after it (`None` from the original server).
         version: Option<u64>,
     },
-    /// The client's update `request_id` was not applied.
+    /// The client's update `request_id` was not applied (or its outcome is unknown).
     Failed {
         /// The update's request id.
         request_id: u64,
         /// Why.
         failure: UpdateFailure,
     },
-    /// Attaching was refused (STATE_CONNECTION_ERROR).
+    /// Attaching was refused (STATE_CONNECTION_ERROR); the client is attached to no
+    /// state now.
     AttachFailed {
+        /// The state the client tried to attach to.
+        state_identifier: String,
         /// The server's message.
         message: String,
     },
-    /// The attached state was removed on the server.
+    /// The attached state was removed on the server; the client is attached to no
+    /// state now.
     StateRemoved {
+        /// The state that was removed.
+        state_identifier: String,
         /// The server's message.
         message: String,
     },
@@ -137,12 +153,16 @@ pub struct ClientCore {
     session: String,
     target: Option<String>,
     phase: Phase,
+    /// CONNECT_TO_STATE frames sent on this connection and not answered yet; only the
+    /// answer to the last one counts.
+    attaches_in_flight: u32,
     attached_before: bool,
     state: JsonObject,
     version: Option<u64>,
     legacy: bool,
     next_request_id: u64,
     pending: VecDeque<Pending>,
+    max_frame: usize,
 }
 
 impl ClientCore {
@@ -152,13 +172,23 @@ impl ClientCore {
             session: session.into(),
             target: None,
             phase: Phase::Disconnected,
+            attaches_in_flight: 0,
             attached_before: false,
             state: JsonObject::new(),
             version: None,
             legacy: false,
             next_request_id: 1,
             pending: VecDeque::new(),
+            max_frame: DEFAULT_MAX_FRAME,
         }
+    }
+
+    /// Refuse, without sending them, updates whose frame is larger than this (the
+    /// server closes a connection that sends a frame over its limit). Default:
+    /// [`DEFAULT_MAX_FRAME`].
+    pub fn with_max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
     }
 
     /// The local copy of the state.
@@ -191,97 +221,116 @@ impl ClientCore {
         self.pending.len()
     }
 
-    fn connect_frame(&self) -> Option<Event> {
-        let state_identifier = self.target.clone()?;
+    /// Sends CONNECT_TO_STATE for the target, if there is one and a connection.
+    fn attach(&mut self, events: &mut Vec<Event>) {
+        let Some(state_identifier) = self.target.clone() else {
+            return;
+        };
+        if self.phase == Phase::Disconnected {
+            return;
+        }
         let message = ClientMessage::ConnectToState(ConnectToState {
             state_identifier,
             session: Some(self.session.clone()),
         });
-        Some(Event::Send(message.to_json()))
+        self.phase = Phase::Attaching;
+        self.attaches_in_flight += 1;
+        events.push(Event::Send(message.to_json()));
     }
 
+    /// Fails every pending update: `Unconfirmed` for those already sent, `failure`
+    /// for the others.
     fn fail_all(&mut self, failure: &UpdateFailure, events: &mut Vec<Event>) {
         for pending in self.pending.drain(..) {
+            let failure = if pending.sent {
+                UpdateFailure::Unconfirmed
+            } else {
+                failure.clone()
+            };
             events.push(Event::Failed {
                 request_id: pending.request_id,
-                failure: failure.clone(),
+                failure,
             });
         }
     }
 
+    /// Leaves the target state: nothing is attached any more.
+    fn detach(&mut self, failure: &UpdateFailure, events: &mut Vec<Event>) {
+        self.fail_all(failure, events);
+        self.target = None;
+        self.attached_before = false;
+        if self.phase != Phase::Disconnected {
+            self.phase = Phase::Connected;
+        }
+    }
+
+    fn frame(&self, pending: &Pending) -> String {
+        ClientMessage::UpdateState(UpdateState {
+            updates: pending.updates.clone(),
+            request_id: (!self.legacy).then_some(pending.request_id),
+        })
+        .to_json()
+    }
+
     /// Sends unsent pending updates, keeping at most [`DEDUP_WINDOW`] unacknowledged
-    /// on the wire. Against the original server, which acknowledges nothing, an update
-    /// counts as applied once sent.
+    /// on the wire. The original server acknowledges nothing: there an update counts
+    /// as applied once sent.
     fn flush(&mut self, events: &mut Vec<Event>) {
         if self.phase != Phase::Attached {
             return;
         }
-        let in_flight = self.pending.iter().filter(|p| p.sent).count();
-        let room = DEDUP_WINDOW.saturating_sub(in_flight);
-        let legacy = self.legacy;
-        for pending in self.pending.iter_mut().filter(|p| !p.sent).take(room) {
-            let message = ClientMessage::UpdateState(UpdateState {
-                updates: pending.updates.clone(),
-                request_id: (!legacy).then_some(pending.request_id),
-            });
-            events.push(Event::Send(message.to_json()));
-            pending.sent = true;
-        }
-        if legacy {
+        if self.legacy {
             while let Some(pending) = self.pending.pop_front() {
+                events.push(Event::Send(self.frame(&pending)));
                 events.push(Event::Acknowledged {
                     request_id: pending.request_id,
                     updates: Arc::new(pending.updates),
                     version: None,
                 });
             }
+            return;
+        }
+        let in_flight = self.pending.iter().filter(|p| p.sent).count();
+        let room = DEDUP_WINDOW.saturating_sub(in_flight);
+        let frames: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|p| !p.sent)
+            .take(room)
+            .map(|p| self.frame(p))
+            .collect();
+        for (pending, frame) in self.pending.iter_mut().filter(|p| !p.sent).zip(frames) {
+            pending.sent = true;
+            events.push(Event::Send(frame));
         }
     }
 
     /// The transport connected (first time or again).
     pub fn transport_up(&mut self) -> Vec<Event> {
         self.phase = Phase::Connected;
+        self.attaches_in_flight = 0;
         let mut events = Vec::new();
-        if let Some(frame) = self.connect_frame() {
-            self.phase = Phase::Attaching;
-            events.push(frame);
-        }
+        self.attach(&mut events);
         events
     }
 
-    /// The transport was lost. Sent updates become unsent (they are resent after the
-    /// re-attach), except against the original server, where they fail as
-    /// [`UpdateFailure::Unconfirmed`].
+    /// The transport was lost. Sent updates become unsent: they are resent after the
+    /// re-attach, and the server answers those it already applied with their outcome.
     pub fn transport_down(&mut self) -> Vec<Event> {
         self.phase = Phase::Disconnected;
-        let mut events = Vec::new();
-        if self.legacy {
-            let mut kept = VecDeque::new();
-            for pending in self.pending.drain(..) {
-                if pending.sent {
-                    events.push(Event::Failed {
-                        request_id: pending.request_id,
-                        failure: UpdateFailure::Unconfirmed,
-                    });
-                } else {
-                    kept.push_back(pending);
-                }
-            }
-            self.pending = kept;
-        } else {
-            for pending in &mut self.pending {
-                pending.sent = false;
-            }
+        self.attaches_in_flight = 0;
+        for pending in &mut self.pending {
+            pending.sent = false;
         }
-        events
+        Vec::new()
     }
 
-    /// The client is closed for good: every pending update fails with
-    /// [`UpdateFailure::Closed`].
+    /// The client is closed for good: pending updates fail ([`UpdateFailure::Closed`],
+    /// or [`UpdateFailure::Unconfirmed`] for those already sent).
     pub fn close(&mut self) -> Vec<Event> {
-        self.phase = Phase::Disconnected;
         let mut events = Vec::new();
         self.fail_all(&UpdateFailure::Closed, &mut events);
+        self.phase = Phase::Disconnected;
         events
     }
 
@@ -291,17 +340,13 @@ impl ClientCore {
     pub fn connect_to_state(&mut self, state_identifier: &str) -> Vec<Event> {
         let mut events = Vec::new();
         if self.target.as_deref() != Some(state_identifier) {
-            let message = format!("the client attached to state {state_identifier}");
-            self.fail_all(&UpdateFailure::Detached { message }, &mut events);
+            let message = format!("the client attached to state {state_identifier} instead");
+            self.detach(&UpdateFailure::Detached { message }, &mut events);
             self.target = Some(state_identifier.to_owned());
             self.state = JsonObject::new();
             self.version = None;
-            self.attached_before = false;
         }
-        if self.phase != Phase::Disconnected {
-            self.phase = Phase::Attaching;
-            events.extend(self.connect_frame());
-        }
+        self.attach(&mut events);
         events
     }
 
@@ -312,22 +357,31 @@ impl ClientCore {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
         let mut events = Vec::new();
+        let refuse = |reason, message: String| Event::Failed {
+            request_id,
+            failure: UpdateFailure::Rejected { reason, message },
+        };
         if self.target.is_none() {
-            events.push(Event::Failed {
-                request_id,
-                failure: UpdateFailure::Rejected {
-                    reason: FailureReason::NotAttached,
-                    message: "Could not update state: the client is not attached to a state; call connectToState first"
-                        .to_owned(),
-                },
-            });
+            let message =
+                "Could not update state: the client is not attached to a state; attach first";
+            events.push(refuse(FailureReason::NotAttached, message.to_owned()));
             return (request_id, events);
         }
-        self.pending.push_back(Pending {
+        let pending = Pending {
             request_id,
             updates,
             sent: false,
-        });
+        };
+        let size = self.frame(&pending).len();
+        if size > self.max_frame {
+            let message = format!(
+                "Could not update state: the update is {size} bytes, over the limit of {} bytes",
+                self.max_frame
+            );
+            events.push(refuse(FailureReason::Invalid, message));
+            return (request_id, events);
+        }
+        self.pending.push_back(pending);
         self.flush(&mut events);
         (request_id, events)
     }
@@ -337,43 +391,44 @@ impl ClientCore {
         let mut events = Vec::new();
         match ServerMessage::from_json(text) {
             Ok(ServerMessage::StateConnectionEstablished(established)) => {
-                self.on_established(established, &mut events)
+                self.on_established(established, &mut events);
             }
             Ok(ServerMessage::StateUpdated(updated)) => self.on_updated(updated, &mut events),
             Ok(ServerMessage::StateUpdateFailed(failed)) => self.on_failed(failed, &mut events),
             Ok(ServerMessage::StateConnectionError { message }) => {
-                if self.phase == Phase::Attaching {
-                    self.phase = Phase::Connected;
-                }
-                if self.attached_before {
-                    // The state we were attached to is not there anymore.
-                    self.fail_all(
+                if self.answers_last_attach() {
+                    let state_identifier = self.target.clone().unwrap_or_default();
+                    self.detach(
                         &UpdateFailure::Detached {
                             message: message.clone(),
                         },
                         &mut events,
                     );
+                    events.push(Event::AttachFailed {
+                        state_identifier,
+                        message,
+                    });
                 }
-                events.push(Event::AttachFailed { message });
             }
             Ok(ServerMessage::StateRemoved(StateRemoved {
                 state_identifier,
                 message,
             })) => {
                 if self.target.as_deref() == Some(state_identifier.as_str()) {
-                    self.phase = Phase::Connected;
-                    self.attached_before = false;
-                    self.fail_all(
+                    self.detach(
                         &UpdateFailure::Detached {
                             message: message.clone(),
                         },
                         &mut events,
                     );
-                    events.push(Event::StateRemoved { message });
+                    events.push(Event::StateRemoved {
+                        state_identifier,
+                        message,
+                    });
                 }
             }
             Ok(ServerMessage::UnsupportedMessageType { message }) => {
-                events.push(Event::ServerError { message })
+                events.push(Event::ServerError { message });
             }
             Err(ServerMessageError::UnknownType(_)) => {}
             Err(error) => events.push(Event::ServerError {
@@ -383,7 +438,26 @@ impl ClientCore {
         events
     }
 
+    /// Counts an answer to a CONNECT_TO_STATE; `true` when it answers the last one sent
+    /// (answers to superseded ones are ignored).
+    fn answers_last_attach(&mut self) -> bool {
+        match self.attaches_in_flight {
+            0 => false,
+            1 => {
+                self.attaches_in_flight = 0;
+                true
+            }
+            _ => {
+                self.attaches_in_flight -= 1;
+                false
+            }
+        }
+    }
+
     fn on_established(&mut self, established: StateConnectionEstablished, events: &mut Vec<Event>) {
+        if !self.answers_last_attach() {
+            return;
+        }
         let StateConnectionEstablished { state, version } = established;
         let changes = self.attached_before.then(|| diff(&self.state, &state));
         self.legacy = version.is_none();
@@ -391,7 +465,12 @@ impl ClientCore {
         self.version = version;
         self.attached_before = true;
         self.phase = Phase::Attached;
-        events.push(Event::Attached { state, changes });
+        let state_identifier = self.target.clone().unwrap_or_default();
+        events.push(Event::Attached {
+            state_identifier,
+            state,
+            changes,
+        });
         self.flush(events);
     }
 
@@ -401,10 +480,13 @@ impl ClientCore {
             version,
             request_id,
         } = updated;
-        let fresh = match (self.version, version) {
-            (Some(local), Some(remote)) => remote > local,
-            _ => true,
-        };
+        // While (re-)attaching, broadcasts belong to a state being left, or are
+        // covered by the whole state that is coming.
+        let fresh = self.phase == Phase::Attached
+            && match (self.version, version) {
+                (Some(local), Some(remote)) => remote > local,
+                _ => true,
+            };
         if fresh {
             let merge = shallow_merge(&mut self.state, &updates);
             let gap = matches!((self.version, version), (Some(local), Some(remote)) if remote > local + 1);
@@ -415,22 +497,21 @@ impl ClientCore {
                 updates: Arc::clone(&updates),
                 previous: merge.previous,
             });
-            if gap && self.phase == Phase::Attached {
+            if gap {
                 // Something was missed: re-attach to get the whole state.
-                self.phase = Phase::Attaching;
-                events.extend(self.connect_frame());
+                self.attach(events);
             }
         }
-        if let Some(request_id) = request_id {
-            if let Some(index) = self.pending.iter().position(|p| p.request_id == request_id) {
-                self.pending.remove(index);
-                events.push(Event::Acknowledged {
-                    request_id,
-                    updates,
-                    version,
-                });
-                self.flush(events);
-            }
+        if let Some(request_id) = request_id
+            && let Some(index) = self.pending.iter().position(|p| p.request_id == request_id)
+        {
+            self.pending.remove(index);
+            events.push(Event::Acknowledged {
+                request_id,
+                updates,
+                version,
+            });
+            self.flush(events);
         }
     }
 
@@ -665,7 +746,7 @@ mod tests {
             &events[0],
             Event::Failed {
                 request_id: 1,
-                failure: UpdateFailure::Detached { .. }
+                failure: UpdateFailure::Unconfirmed
             }
         ));
         assert!(matches!(&events[1], Event::StateRemoved { .. }));
@@ -688,5 +769,151 @@ mod tests {
             }
         ));
         assert!(matches!(&events[1], Event::AttachFailed { .. }));
+    }
+
+    #[test]
+    fn a_refused_attach_detaches_and_fails_what_waits() {
+        let mut core = ClientCore::new("s");
+        core.transport_up();
+        core.connect_to_state("missing");
+        core.update(object(json!({"x": 1})));
+        let events = core.on_text(
+            r#"{"type":8,"data":{"message":"State with identifier missing does not exist"}}"#,
+        );
+        assert!(matches!(
+            &events[0],
+            Event::Failed {
+                failure: UpdateFailure::Detached { .. },
+                ..
+            }
+        ));
+        assert!(
+            matches!(&events[1], Event::AttachFailed { state_identifier, .. } if state_identifier == "missing")
+        );
+        let (_, events) = core.update(object(json!({"y": 1})));
+        assert!(
+            matches!(
+                &events[..],
+                [Event::Failed {
+                    failure: UpdateFailure::Rejected {
+                        reason: FailureReason::NotAttached,
+                        ..
+                    },
+                    ..
+                }]
+            ),
+            "later updates fail at once instead of waiting forever: {events:?}"
+        );
+    }
+
+    #[test]
+    fn switching_states_ignores_the_old_state_and_superseded_answers() {
+        let mut core = ClientCore::new("s");
+        core.transport_up();
+        core.connect_to_state("a");
+        attach(&mut core, json!({"in_a": 1}), 10);
+        core.connect_to_state("b");
+        // A broadcast of state a, sent before the server saw the switch.
+        let events = core.on_text(r#"{"type":3,"data":{"updates":{"in_a":2},"version":11}}"#);
+        assert!(events.is_empty(), "{events:?}");
+        assert!(core.state().is_empty());
+        let events = attach(&mut core, json!({"in_b": true}), 3);
+        assert!(
+            matches!(&events[0], Event::Attached { state_identifier, changes: None, .. } if state_identifier == "b")
+        );
+        assert_eq!(core.state(), &object(json!({"in_b": true})));
+
+        // Two attaches in a row: only the answer to the last one counts.
+        let mut core = ClientCore::new("s");
+        core.transport_up();
+        core.connect_to_state("a");
+        core.connect_to_state("b");
+        assert!(
+            attach(&mut core, json!({"in_a": 1}), 1).is_empty(),
+            "the answer for a is stale"
+        );
+        let events = attach(&mut core, json!({"in_b": 1}), 1);
+        assert!(
+            matches!(&events[0], Event::Attached { state_identifier, .. } if state_identifier == "b")
+        );
+        assert_eq!(core.state(), &object(json!({"in_b": 1})));
+    }
+
+    #[test]
+    fn an_update_over_the_frame_limit_is_refused_before_sending() {
+        let mut core = ClientCore::new("s").with_max_frame(100);
+        core.transport_up();
+        core.connect_to_state("room");
+        attach(&mut core, json!({}), 0);
+        let (_, events) = core.update(object(json!({"blob": "x".repeat(200)})));
+        assert!(matches!(
+            &events[..],
+            [Event::Failed {
+                failure: UpdateFailure::Rejected {
+                    reason: FailureReason::Invalid,
+                    ..
+                },
+                ..
+            }]
+        ));
+        assert_eq!(core.pending_updates(), 0);
+    }
+
+    #[test]
+    fn against_the_original_server_every_queued_update_is_sent() {
+        let mut core = ClientCore::new("s");
+        core.transport_up();
+        core.connect_to_state("room");
+        core.on_text(r#"{"type":7,"data":{"state":{}}}"#);
+        core.transport_down();
+        for i in 0..DEDUP_WINDOW + 10 {
+            core.update(object(json!({"i": i})));
+        }
+        core.transport_up();
+        let events = core.on_text(r#"{"type":7,"data":{"state":{}}}"#);
+        let acks = events
+            .iter()
+            .filter(|e| matches!(e, Event::Acknowledged { .. }))
+            .count();
+        assert_eq!(sent(&events).len(), DEDUP_WINDOW + 10);
+        assert_eq!(acks, DEDUP_WINDOW + 10);
+    }
+
+    #[test]
+    fn closing_tells_sent_from_unsent() {
+        let mut core = ClientCore::new("s");
+        core.transport_up();
+        core.connect_to_state("room");
+        attach(&mut core, json!({}), 0);
+        core.update(object(json!({"sent": 1})));
+        core.transport_down();
+        core.transport_up();
+        let events = core.close();
+        assert!(
+            matches!(
+                &events[..],
+                [Event::Failed {
+                    failure: UpdateFailure::Closed,
+                    ..
+                }]
+            ),
+            "{events:?}"
+        );
+        let mut core = ClientCore::new("s");
+        core.transport_up();
+        core.connect_to_state("room");
+        attach(&mut core, json!({}), 0);
+        core.update(object(json!({"sent": 1})));
+        let events = core.close();
+        assert!(
+            matches!(
+                &events[..],
+                [Event::Failed {
+                    failure: UpdateFailure::Unconfirmed,
+                    ..
+                }]
+            ),
+            "{events:?}"
+        );
     }
 }

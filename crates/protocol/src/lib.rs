@@ -51,7 +51,7 @@ mod merge;
 mod message;
 
 pub use backoff::ReconnectPolicy;
-pub use client_core::{ClientCore, Event, UpdateFailure};
+pub use client_core::{ClientCore, DEFAULT_MAX_FRAME, Event, UpdateFailure};
 pub use listeners::Listeners;
 
 pub use codes::{client_code, server_code};

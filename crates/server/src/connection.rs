@@ -388,10 +388,10 @@ impl<K: Send + Sync + 'static> Connection<K> {
         let session = attachment.session.clone();
         let subscriber = attachment.subscriber;
         let tracked = session.as_deref().zip(request_id);
-        if let Some((session, request_id)) = tracked {
-            if let Some(reply) = prior_reply(entry.prior(session, request_id), request_id) {
-                return self.reply(&reply);
-            }
+        if let Some((session, request_id)) = tracked
+            && let Some(reply) = prior_reply(entry.prior(session, request_id), request_id)
+        {
+            return self.reply(&reply);
         }
         let origin = Origin {
             subscriber,
@@ -430,10 +430,10 @@ impl<K: Send + Sync + 'static> Connection<K> {
                 format!("Could not update state: its interceptStateUpdate hook failed ({why})"),
             ),
         };
-        if let Some((session, request_id)) = tracked {
-            if reason != FailureReason::StateDoesNotExist {
-                entry.record_failure(session, request_id, reason, &message);
-            }
+        if let Some((session, request_id)) = tracked
+            && reason != FailureReason::StateDoesNotExist
+        {
+            entry.record_failure(session, request_id, reason, &message);
         }
         // The original vetoes silently; clients that send a request id are told.
         if reason != FailureReason::Vetoed || request_id.is_some() {

@@ -244,11 +244,11 @@ impl<K> StateEntry<K> {
     pub(crate) fn detach(&self, subscriber: usize) -> Option<usize> {
         let mut inner = self.lock();
         let removed = inner.subscribers.try_remove(subscriber)?;
-        if let Some(session) = removed.session {
-            if let Some(log) = inner.sessions.get_mut(&session) {
-                log.attached = log.attached.saturating_sub(1);
-                log.last_seen = Instant::now();
-            }
+        if let Some(session) = removed.session
+            && let Some(log) = inner.sessions.get_mut(&session)
+        {
+            log.attached = log.attached.saturating_sub(1);
+            log.last_seen = Instant::now();
         }
         Some(inner.subscribers.len())
     }
@@ -293,12 +293,11 @@ impl<K> StateEntry<K> {
             return Err(NotApplied::Gone);
         }
         let tracked = origin.and_then(|o| Some((o.session?, o.request_id?)));
-        if let Some((session, request_id)) = tracked {
-            if let Some(log) = inner.sessions.get(session) {
-                if !log.is_new(request_id) {
-                    return Err(NotApplied::Duplicate(log.prior(request_id)));
-                }
-            }
+        if let Some((session, request_id)) = tracked
+            && let Some(log) = inner.sessions.get(session)
+            && !log.is_new(request_id)
+        {
+            return Err(NotApplied::Duplicate(log.prior(request_id)));
         }
         state_sync_protocol::apply_updates(&mut inner.value, &updates);
         inner.version += 1;
@@ -335,16 +334,16 @@ impl<K> StateEntry<K> {
                 }
             }
         }
-        if let Some((session, request_id)) = tracked {
-            if let Some(log) = inner.sessions.get_mut(session) {
-                log.record(
-                    request_id,
-                    Outcome::Applied {
-                        version,
-                        updates: Arc::clone(&updates),
-                    },
-                );
-            }
+        if let Some((session, request_id)) = tracked
+            && let Some(log) = inner.sessions.get_mut(session)
+        {
+            log.record(
+                request_id,
+                Outcome::Applied {
+                    version,
+                    updates: Arc::clone(&updates),
+                },
+            );
         }
         Ok((version, updates))
     }

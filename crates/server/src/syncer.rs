@@ -293,13 +293,12 @@ impl<K: Send + Sync + 'static> StateSyncer<K> {
         let entry = Arc::downgrade(entry);
         runtime.spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            if let (Some(shared), Some(entry)) = (shared.upgrade(), entry.upgrade()) {
-                if shared
+            if let (Some(shared), Some(entry)) = (shared.upgrade(), entry.upgrade())
+                && shared
                     .store
                     .remove_entry(&entry, &format!("State {} expired", entry.id))
-                {
-                    tracing::info!(state = %entry.id, "state expired");
-                }
+            {
+                tracing::info!(state = %entry.id, "state expired");
             }
         });
     }

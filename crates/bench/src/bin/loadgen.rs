@@ -215,16 +215,16 @@ async fn receive(run: Arc<Run>, client: usize, mut stream: SplitStream<Ws>, dead
         run.deliveries.fetch_add(1, Ordering::Relaxed);
         run.last_delivery.fetch_max(now, Ordering::Relaxed);
         let index = sender * run.per_sender + usize::try_from(sequence).unwrap_or(0);
-        if let Some(remaining) = run.remaining.get(index) {
-            if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                // The last client got it: one more update may go.
-                if sender == 0 {
-                    if let Some(done) = run.completed_at.get(index) {
-                        done.store(now, Ordering::Relaxed);
-                    }
-                }
-                run.permits[sender].add_permits(1);
+        if let Some(remaining) = run.remaining.get(index)
+            && remaining.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            // The last client got it: one more update may go.
+            if sender == 0
+                && let Some(done) = run.completed_at.get(index)
+            {
+                done.store(now, Ordering::Relaxed);
             }
+            run.permits[sender].add_permits(1);
         }
     }
 }
