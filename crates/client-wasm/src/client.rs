@@ -205,7 +205,12 @@ impl Inner {
     }
 
     fn on_open(&mut self, effects: &mut Effects) {
-        self.attempt = 0;
+        if self.core.state_identifier().is_none() {
+            // Nothing to attach to: the connection itself is the success. Otherwise the
+            // backoff restarts only once attached (a server that accepts and drops at
+            // once still gets it).
+            self.attempt = 0;
+        }
         self.set_status(Status::Connected, effects);
         for (resolve, _) in self.connection_waiters.drain(..) {
             effects.push((resolve, vec![]));
@@ -325,6 +330,7 @@ impl Inner {
                     state,
                     changes,
                 } => {
+                    self.attempt = 0;
                     let state_js = to_js(&state);
                     for (_, resolve, _) in self
                         .attach_waiters

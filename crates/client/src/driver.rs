@@ -49,6 +49,9 @@ pub(crate) struct Driver {
     attach_waiters: Vec<(String, oneshot::Sender<Result<JsonObject>>)>,
     update_waiters: HashMap<u64, oneshot::Sender<Result<Applied>>>,
     close_waiters: Vec<oneshot::Sender<()>>,
+    /// Reconnection attempts since the last successful attach: a server that accepts
+    /// connections and drops them at once still gets the backoff.
+    attempt: u32,
 }
 
 impl Driver {
@@ -67,6 +70,7 @@ impl Driver {
             attach_waiters: Vec::new(),
             update_waiters: HashMap::new(),
             close_waiters: Vec::new(),
+            attempt: 0,
         }
     }
 
@@ -83,10 +87,13 @@ impl Driver {
     /// attempts with backoff.
     pub(crate) async fn run(mut self, socket: Socket) {
         let mut socket = Some(socket);
-        let mut attempt = 0u32;
+        self.attempt = 0;
         loop {
             if let Some(connected) = socket.take() {
-                attempt = 0;
+                if self.core.state_identifier().is_none() {
+                    // Nothing to attach to: the connection itself is the success.
+                    self.attempt = 0;
+                }
                 self.set_status(ConnectionStatus::Connected);
                 let events = self.core.transport_up();
                 let ended = self.connected(connected, events).await;
@@ -97,11 +104,12 @@ impl Driver {
                 }
                 self.set_status(ConnectionStatus::Reconnecting);
             }
+            let attempt = self.attempt;
             let Some(delay) = self.policy.delay(attempt, fastrand::f64()) else {
                 tracing::debug!("not reconnecting (attempt {attempt})");
                 break;
             };
-            attempt = attempt.saturating_add(1);
+            self.attempt = attempt.saturating_add(1);
             let target = self.target.clone();
             let attempt_connect = async move {
                 tokio::time::sleep(delay).await;
@@ -250,6 +258,7 @@ impl Driver {
                     state,
                     changes,
                 } => {
+                    self.attempt = 0;
                     *lock(&self.shared.state) = state.clone();
                     let waiting = self
                         .attach_waiters
