@@ -525,3 +525,32 @@ async fn over_wss() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_update_over_the_servers_limit_fails_and_does_not_loop() {
+    // The server's limit is lower than the client's default, so the server closes the
+    // connection with 1009; the client must fail that update, not resend it forever.
+    let syncer = StateSyncer::builder().max_message_size(2048).build();
+    syncer
+        .create_state(StateOptions::new().identifier("s"))
+        .unwrap();
+    let (server, url) = serve(&syncer).await;
+    let client = Client::builder(&url, "c")
+        .reconnect(fast_reconnect())
+        .connect()
+        .await
+        .unwrap();
+    client.connect_to_state("s").await.unwrap();
+    let big = client.update_state(json!({"blob": "x".repeat(4096)}));
+    match big.await {
+        Err(Error::Update(UpdateFailure::Rejected {
+            reason: FailureReason::Invalid,
+            ..
+        })) => {}
+        other => panic!("expected the update to be refused as invalid, got {other:?}"),
+    }
+    let applied = client.update_state(json!({"small": true})).await.unwrap();
+    assert_eq!(applied.version, Some(1), "the big one was never applied");
+    assert_eq!(syncer.version_of_state("s"), Some(1));
+    server.shutdown().await;
+}

@@ -177,8 +177,13 @@ impl Inner {
             }
         });
         let this = self.this.clone();
-        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |_| {
+        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
             with_inner(&this, |inner, effects| {
+                if event.code() == 1009 {
+                    // The server found a frame too large: fail that update, do not resend it.
+                    let events = inner.core.frame_too_large();
+                    inner.dispatch(events, effects);
+                }
                 inner.socket = None;
                 inner.connection_lost(effects);
             });

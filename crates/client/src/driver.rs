@@ -219,6 +219,10 @@ impl Driver {
                     }
                     Some(Ok(Message::Close(frame))) => {
                         tracing::debug!("the server closed the connection: {frame:?}");
+                        if frame.is_some_and(|f| f.code == CloseCode::Size) {
+                            let events = self.core.frame_too_large();
+                            let _ = self.dispatch(events);
+                        }
                         return Ended::Lost;
                     }
                     Some(Ok(_)) => {}

@@ -325,6 +325,26 @@ impl ClientCore {
         Vec::new()
     }
 
+    /// The server closed the connection because a frame was over its size limit
+    /// (close code 1009). The oldest update on the wire is the one: earlier ones were
+    /// answered before the close. It fails instead of being resent after every
+    /// reconnect. Call this before [`ClientCore::transport_down`].
+    pub fn frame_too_large(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        if let Some(index) = self.pending.iter().position(|p| p.sent)
+            && let Some(pending) = self.pending.remove(index)
+        {
+            events.push(Event::Failed {
+                    request_id: pending.request_id,
+                    failure: UpdateFailure::Rejected {
+                        reason: FailureReason::Invalid,
+                        message: "Could not update state: the server closed the connection because the update is over its size limit".to_owned(),
+                    },
+                });
+        }
+        events
+    }
+
     /// The client is closed for good: pending updates fail ([`UpdateFailure::Closed`],
     /// or [`UpdateFailure::Unconfirmed`] for those already sent).
     pub fn close(&mut self) -> Vec<Event> {
@@ -915,5 +935,30 @@ mod tests {
             ),
             "{events:?}"
         );
+    }
+
+    #[test]
+    fn a_frame_the_server_found_too_large_fails_instead_of_looping() {
+        let mut core = ClientCore::new("s");
+        core.transport_up();
+        core.connect_to_state("room");
+        attach(&mut core, json!({}), 0);
+        core.update(object(json!({"big": 1})));
+        core.update(object(json!({"next": 1})));
+        let events = core.frame_too_large();
+        assert!(matches!(
+            &events[..],
+            [Event::Failed {
+                request_id: 1,
+                failure: UpdateFailure::Rejected {
+                    reason: FailureReason::Invalid,
+                    ..
+                }
+            }]
+        ));
+        core.transport_down();
+        core.transport_up();
+        let events = attach(&mut core, json!({}), 0);
+        assert_eq!(sent(&events).len(), 1, "only the next update is resent");
     }
 }
