@@ -24,11 +24,13 @@ ensure_wasm_tools() {
 }
 
 apt_install() {
+  local sudo=
+  [ "$(id -u)" = 0 ] || sudo=sudo
   if [ -z "${APT_UPDATED:-}" ]; then
-    apt-get update -qq
+    $sudo apt-get update -qq
     APT_UPDATED=1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
 ensure_debian_packages() {
