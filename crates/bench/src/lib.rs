@@ -15,6 +15,8 @@
 //! # Layout
 //! - `proc_stats`: CPU time and RSS of a process, from `/proc`.
 //! - `report`: the result of one scenario run, as the load generator prints it.
+//! - `server_args`: the command line of the benchmark servers.
 
 pub mod proc_stats;
 pub mod report;
+pub mod server_args;

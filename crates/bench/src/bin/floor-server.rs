@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::{SinkExt, StreamExt};
+use state_sync_bench::server_args::{ServerArgs, server_args};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -64,21 +65,7 @@ async fn serve(tcp: tokio::net::TcpStream, registry: Registry) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut addr = "127.0.0.1:5001".to_owned();
-    let mut threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--addr" => addr = value,
-            "--threads" => threads = value.parse()?,
-            other => return Err(format!("unknown option {other}").into()),
-        }
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()?;
+    let ServerArgs { addr, runtime } = server_args("floor-server")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
         println!("listening on {}", listener.local_addr()?);
