@@ -38,21 +38,41 @@
 //! - `message`: typed client-to-server and server-to-client messages and their JSON.
 //! - `decode`: reading a client's frame with an error that says what was wrong.
 //! - `merge`: the shallow-merge rule and the diff used to resync.
-//! - `client_core`: a client's logic without I/O ([`ClientCore`]), shared by both clients.
-//! - `listeners`: state-update listeners with property filters.
+//! - `client_core`: a client's logic without I/O ([`ClientCore`]), shared by both
+//!   clients; its behaviour tests in `client_core/tests.rs`.
+//! - `event`: what the core tells its driver ([`Event`], [`UpdateFailure`]).
+//! - `waiters`: callers waiting for an attach or an update's outcome, and the
+//!   superseding rules ([`Waiters`]).
+//! - `listeners`: listeners by identifier, replaced in place, with property filters
+//!   for state updates ([`Listeners`]).
+//! - `status`: the connection status both clients show ([`ConnectionStatus`]).
 //! - `backoff`: reconnection delays ([`ReconnectPolicy`]).
+//! - `reconnect`: counting reconnection attempts and when the count starts over
+//!   ([`Reconnect`]).
+//! - `endpoint`: checking the `ws://`/`wss://` endpoint and the URL with the
+//!   identifier and token ([`Endpoint`]).
 
 mod backoff;
 mod client_core;
 mod codes;
 mod decode;
+mod endpoint;
+mod event;
 mod listeners;
 mod merge;
 mod message;
+mod reconnect;
+mod status;
+mod waiters;
 
 pub use backoff::ReconnectPolicy;
-pub use client_core::{ClientCore, DEFAULT_MAX_FRAME, Event, UpdateFailure};
+pub use client_core::{ClientCore, DEFAULT_MAX_FRAME};
+pub use endpoint::{Endpoint, EndpointError};
+pub use event::{Event, UpdateFailure};
 pub use listeners::Listeners;
+pub use reconnect::Reconnect;
+pub use status::ConnectionStatus;
+pub use waiters::{Superseded, Waiters};
 
 pub use codes::{client_code, server_code};
 pub use decode::{ClientMessageError, ServerMessageError, json_kind};

@@ -1,12 +1,15 @@
-//! State-update listeners: identified, optionally filtered by property, shared by both
-//! clients (which differ only in what a listener is: a Rust closure or a JS function).
+//! Listeners registered under an identifier: the state-update listeners of both clients
+//! (optionally filtered by property), and the browser client's error and status
+//! listeners (no filter). The clients differ only in what a listener is: a Rust closure
+//! or a JS function.
 
 use crate::JsonObject;
 
 /// The registered listeners of a client, in registration order.
 ///
-/// Adding a listener with an identifier already present replaces it in place (the
-/// original's behaviour, handy for React effects that run again).
+/// Adding a listener with an identifier already present replaces it in place: it keeps
+/// its place in the calling order (the original's behaviour, handy for React effects
+/// that run again).
 #[derive(Debug, Clone)]
 pub struct Listeners<L> {
     entries: Vec<Entry<L>>,
@@ -65,6 +68,11 @@ impl<L> Listeners<L> {
         self.entries.is_empty()
     }
 
+    /// Every listener, in calling order (for listeners registered without properties).
+    pub fn iter(&self) -> impl Iterator<Item = &L> + '_ {
+        self.entries.iter().map(|e| &e.listener)
+    }
+
     /// The listeners that should hear an update with these keys.
     pub fn matching<'a>(&'a self, updates: &'a JsonObject) -> impl Iterator<Item = &'a L> + 'a {
         self.entries
@@ -112,5 +120,42 @@ mod tests {
         assert!(listeners.remove("all"));
         assert!(!listeners.remove("all"));
         assert_eq!(listeners.matching(&keys(json!({"x": 1}))).count(), 0);
+    }
+
+    #[test]
+    fn replacing_a_listener_keeps_its_place_in_the_calling_order() {
+        // The browser client's error and status listeners: no property filter.
+        let mut listeners = Listeners::new();
+        listeners.add("first", vec![], "first");
+        listeners.add("second", vec![], "second");
+        listeners.add("third", vec![], "third");
+        listeners.add("first", vec![], "first, replaced");
+        let order: Vec<_> = listeners.iter().copied().collect();
+        assert_eq!(order, ["first, replaced", "second", "third"]);
+        let heard: Vec<_> = listeners
+            .matching(&keys(json!({"any": 1})))
+            .copied()
+            .collect();
+        assert_eq!(
+            heard, order,
+            "without properties a listener hears everything"
+        );
+    }
+
+    #[test]
+    fn a_removed_listener_is_gone_and_removal_says_whether_there_was_one() {
+        let mut listeners = Listeners::new();
+        listeners.add("a", vec![], 1);
+        listeners.add("b", vec![], 2);
+        assert!(listeners.remove("a"));
+        assert!(!listeners.remove("a"), "already removed");
+        assert!(!listeners.remove("never added"));
+        assert_eq!(listeners.iter().copied().collect::<Vec<_>>(), [2]);
+        listeners.add("a", vec![], 3);
+        assert_eq!(
+            listeners.iter().copied().collect::<Vec<_>>(),
+            [2, 3],
+            "added again after removal: at the end"
+        );
     }
 }
