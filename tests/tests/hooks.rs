@@ -174,7 +174,10 @@ async fn a_veto_is_silent_for_original_clients_and_reported_to_clients_with_a_re
 #[tokio::test]
 async fn a_panicking_or_hanging_hook_fails_one_operation_and_the_server_carries_on() {
     let syncer = StateSyncer::builder()
-        .hook_timeout(Duration::from_millis(300))
+        // Long enough that a panicking hook is reported as a panic even on a loaded
+        // machine (spawning onto the blocking pool can take a while there); the hanging
+        // hook sleeps a little longer than this.
+        .hook_timeout(Duration::from_secs(2))
         .build();
     syncer
         .create_state(
@@ -194,7 +197,7 @@ async fn a_panicking_or_hanging_hook_fails_one_operation_and_the_server_carries_
                 .identifier("hangs")
                 .intercept_state_update(|updates, _| {
                     if updates.contains_key("sleep") {
-                        std::thread::sleep(Duration::from_secs(3));
+                        std::thread::sleep(Duration::from_millis(2500));
                     }
                     Some(updates)
                 }),

@@ -50,7 +50,7 @@ impl ClientMessageError {
     fn unsupported(code: &str) -> Self {
         ClientMessageError {
             reply: ServerMessage::UnsupportedMessageType {
-                message: format!("Message type {code} is not supported"),
+                message: crate::texts::unsupported_message_type(code),
             },
         }
     }
@@ -134,8 +134,9 @@ impl ClientMessage {
                 Ok(other) => ClientMessageError {
                     reply: ServerMessage::UnsupportedMessageType {
                         message: format!(
-                            "Message type undefined is not supported: a message is a JSON \
-                             object {{\"type\": number, \"data\": object}}, got {}",
+                            "{}: a message is a JSON object {{\"type\": number, \"data\": \
+                             object}}, got {}",
+                            crate::texts::unsupported_message_type("undefined"),
                             json_kind(&other)
                         ),
                     },
@@ -162,7 +163,7 @@ impl ClientMessage {
     }
 }
 
-const NO_STATE_IDENTIFIER: &str = "No stateIdentifier was supplied";
+use crate::texts::{COULD_NOT_UPDATE, NO_STATE_IDENTIFIER};
 
 fn parse_connect(data: Option<&RawValue>) -> Result<ClientMessage, ClientMessageError> {
     let raw: RawConnect = match data.map(|raw| serde_json::from_str::<Value>(raw.get())) {
@@ -219,8 +220,6 @@ fn parse_connect(data: Option<&RawValue>) -> Result<ClientMessage, ClientMessage
         session,
     }))
 }
-
-const COULD_NOT_UPDATE: &str = "Could not update state";
 
 fn parse_update(data: Option<&RawValue>) -> Result<ClientMessage, ClientMessageError> {
     let data = data.filter(|raw| raw.get() != "null");

@@ -51,6 +51,7 @@
 //!   ([`Reconnect`]).
 //! - `endpoint`: checking the `ws://`/`wss://` endpoint and the URL with the
 //!   identifier and token ([`Endpoint`]).
+//! - [`texts`]: every message text that crosses the wire (the original's kept exactly).
 
 mod backoff;
 mod client_core;
@@ -63,6 +64,7 @@ mod merge;
 mod message;
 mod reconnect;
 mod status;
+pub mod texts;
 mod waiters;
 
 pub use backoff::ReconnectPolicy;

@@ -1,41 +1,35 @@
-//! One client connection: handshake, then a reader that handles the client's messages
-//! and a writer that drains the connection's outgoing queue in batches.
+//! One client connection: the handshake, then a reader that handles the client's
+//! messages (attach, update) beside a writer task ([`crate::writer`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use http::StatusCode;
+use futures_util::StreamExt;
 use state_sync_protocol::{
-    ClientMessage, ConnectToState, FailureReason, ServerMessage, UpdateState,
+    ClientMessage, ConnectToState, FailureReason, ServerMessage, UpdateState, texts,
 };
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
 
-use crate::handshake::{self, Refusal};
-use crate::hooks::{panic_message, run_hook};
-use crate::outbox::{Closer, Outbox, Queue};
-use crate::store::{Origin, Prior, StateEntry, frame};
-use crate::syncer::{ApplyFailure, Shared};
-use crate::tls::Stream;
-
-/// Most frames written before one flush.
-const MAX_BATCH: usize = 256;
-/// How long a closing connection may take to send what is queued and its close frame.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::failure::Failure;
+use crate::fanout::frame;
+use crate::handshake::{self, Upgraded};
+use crate::hooks::run_hook;
+use crate::outbox::{Closer, Outbox};
+use crate::runtime::Runtime;
+use crate::session_log::SessionKey;
+use crate::state::{Origin, State};
+use crate::writer::{AbortOnDrop, CLOSE_TIMEOUT, write_loop};
 
 struct Attachment<K> {
-    entry: Arc<StateEntry<K>>,
+    state: Arc<State<K>>,
     subscriber: usize,
-    session: Option<String>,
+    session: Option<SessionKey>,
 }
 
 struct Connection<K> {
-    shared: Arc<Shared<K>>,
+    runtime: Arc<Runtime<K>>,
     client: Arc<K>,
     identifier: String,
     outbox: Outbox,
@@ -45,7 +39,7 @@ struct Connection<K> {
 
 /// Serves one accepted TCP connection until it closes or the server shuts down.
 pub(crate) async fn serve<K: Send + Sync + 'static>(
-    shared: Arc<Shared<K>>,
+    runtime: Arc<Runtime<K>>,
     tcp: TcpStream,
     remote_addr: SocketAddr,
     closer: Arc<Closer>,
@@ -53,10 +47,14 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
     // Boxed: the handshake's state lives only while it runs, not in every connection's
     // task for its whole life.
     let upgrade = tokio::time::timeout(
-        shared.config.handshake_timeout,
-        Box::pin(upgrade(&shared, tcp, remote_addr)),
+        runtime.config.handshake_timeout,
+        Box::pin(handshake::perform(&runtime, tcp, remote_addr)),
     );
-    let (ws, client, identifier) = tokio::select! {
+    let Upgraded {
+        ws,
+        client,
+        identifier,
+    } = tokio::select! {
         result = upgrade => match result {
             Ok(Some(upgraded)) => upgraded,
             Ok(None) => return,
@@ -68,15 +66,15 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
         () = closer.token().cancelled() => return,
     };
     tracing::debug!(%remote_addr, %identifier, "client connected");
-    let registration = shared.register(&identifier, &closer);
+    let registration = runtime.register(&identifier, &closer);
     let (sink, source) = ws.split();
     let (outbox, queue) = Outbox::new(
-        shared.config.outgoing_queue,
-        shared.config.outgoing_queue_bytes,
+        runtime.config.outgoing_queue,
+        runtime.config.outgoing_queue_bytes,
         Arc::clone(&closer),
     );
     let mut connection = Connection {
-        shared: Arc::clone(&shared),
+        runtime: Arc::clone(&runtime),
         client,
         identifier: identifier.clone(),
         outbox,
@@ -89,7 +87,7 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
         sink,
         queue,
         Arc::clone(&closer),
-        shared.config.write_timeout,
+        runtime.config.write_timeout,
     )));
     tokio::select! {
         _ = &mut writer.0 => connection.detach(),
@@ -107,168 +105,8 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer.0).await;
         }
     }
-    shared.unregister(registration);
+    runtime.unregister(registration);
     tracing::debug!(%remote_addr, %identifier, "client disconnected");
-}
-
-/// TLS, the request head, authorization and the 101 answer. `None` when the client was
-/// refused or went away (already logged).
-async fn upgrade<K: Send + Sync + 'static>(
-    shared: &Shared<K>,
-    tcp: TcpStream,
-    remote_addr: SocketAddr,
-) -> Option<(WebSocketStream<Stream>, Arc<K>, String)> {
-    let mut stream = match shared.tls() {
-        #[cfg(feature = "tls")]
-        Some(tls) => match tls.acceptor.accept(tcp).await {
-            Ok(tls_stream) => Stream::Tls(Box::new(tls_stream)),
-            Err(e) => {
-                tracing::debug!(%remote_addr, "TLS handshake failed: {e}");
-                return None;
-            }
-        },
-        _ => Stream::Plain(tcp),
-    };
-    let head = match handshake::read_head(&mut stream, remote_addr).await {
-        Ok(Some(head)) => head,
-        Ok(None) => return None,
-        Err(refusal) => {
-            if let (Some(root), Some((method, target))) =
-                (&shared.config.static_files, &refusal.plain_request)
-            {
-                let _ = crate::static_files::answer(&mut stream, root, method, target).await;
-                return None;
-            }
-            tracing::debug!(%remote_addr, status = %refusal.status, "upgrade refused: {}", refusal.body);
-            let _ = handshake::refuse(&mut stream, &refusal).await;
-            return None;
-        }
-    };
-    let identifier = head.request.identifier.clone();
-    // The middleware runs in its own task so that a panic in it is caught.
-    let mut authorization = AbortOnDrop(tokio::spawn((shared.authorizer)(head.request.clone())));
-    let refusal = match tokio::time::timeout(shared.config.hook_timeout, &mut authorization.0).await
-    {
-        Ok(Ok(Ok(client))) => {
-            if let Err(e) = handshake::accept(&mut stream, &head).await {
-                tracing::debug!(%remote_addr, "writing the upgrade response failed: {e}");
-                return None;
-            }
-            let config = shared.config.websocket_config();
-            let ws = WebSocketStream::from_partially_read(
-                stream,
-                head.leftover,
-                Role::Server,
-                Some(config),
-            )
-            .await;
-            return Some((ws, Arc::new(client), identifier));
-        }
-        Ok(Ok(Err(rejection))) => Refusal::new(StatusCode::UNAUTHORIZED, rejection.reason),
-        Ok(Err(join_error)) => {
-            let message = match join_error.try_into_panic() {
-                Ok(payload) => panic_message(payload.as_ref()),
-                Err(e) => e.to_string(),
-            };
-            tracing::error!(%remote_addr, %identifier, "authorization middleware panicked: {message}");
-            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "authorization failed")
-        }
-        Err(_) => {
-            tracing::error!(%remote_addr, %identifier, "authorization middleware timed out");
-            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "authorization timed out")
-        }
-    };
-    tracing::debug!(%remote_addr, %identifier, status = %refusal.status, "upgrade refused: {}", refusal.body);
-    let _ = handshake::refuse(&mut stream, &refusal).await;
-    None
-}
-
-/// Drains the outgoing queue: waits for one frame, takes whatever else is queued (up
-/// to [`MAX_BATCH`]) and flushes once. When asked to close, sends what is queued and
-/// the close frame.
-async fn write_loop<S>(mut sink: S, mut queue: Queue, closer: Arc<Closer>, write_timeout: Duration)
-where
-    S: futures_util::Sink<Message, Error = WsError> + Unpin,
-{
-    // Created once: registering with the token on every frame would cost a lock.
-    let cancelled = closer.token().cancelled();
-    tokio::pin!(cancelled);
-    let closing = loop {
-        let first = tokio::select! {
-            biased;
-            () = &mut cancelled => break true,
-            frame = queue.recv() => match frame {
-                Some(frame) => frame,
-                None => break true,
-            },
-        };
-        // Every write must make progress within the timeout; the batch as a whole may
-        // take longer.
-        let mut written = timed(write_timeout, sink.feed(Message::Text(first))).await;
-        for _ in 1..MAX_BATCH {
-            let Some(frame) = queue.try_recv().filter(|_| written.is_ok()) else {
-                break;
-            };
-            written = timed(write_timeout, sink.feed(Message::Text(frame))).await;
-        }
-        if written.is_ok() {
-            written = timed(write_timeout, sink.flush()).await;
-        }
-        match written {
-            Ok(()) => {}
-            Err(WriteFailure::Error(e)) => {
-                tracing::debug!("writing to a client failed: {e}");
-                break false;
-            }
-            Err(WriteFailure::TimedOut) => {
-                tracing::warn!("closing a connection that accepted nothing for {write_timeout:?}");
-                closer.close(CloseCode::Policy, "write timeout");
-                break true;
-            }
-        }
-    };
-    if closing {
-        let close = async {
-            while let Some(frame) = queue.try_recv() {
-                sink.feed(Message::Text(frame)).await?;
-            }
-            sink.send(Message::Close(Some(closer.frame()))).await
-        };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
-    }
-    closer.close(CloseCode::Error, "");
-}
-
-/// Aborts a task when dropped: neither the authorization middleware nor a writer stuck
-/// on a client that does not read may outlive its connection.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-enum WriteFailure {
-    Error(WsError),
-    TimedOut,
-}
-
-/// Runs one write. The timer is armed only when the write does not complete at once,
-/// so the common case (the socket has room) costs no timer.
-async fn timed(
-    limit: Duration,
-    write: impl std::future::Future<Output = Result<(), WsError>>,
-) -> Result<(), WriteFailure> {
-    let mut write = std::pin::pin!(write);
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
-    if let std::task::Poll::Ready(result) = first {
-        return result.map_err(WriteFailure::Error);
-    }
-    match tokio::time::timeout(limit, write).await {
-        Ok(result) => result.map_err(WriteFailure::Error),
-        Err(_) => Err(WriteFailure::TimedOut),
-    }
 }
 
 impl<K: Send + Sync + 'static> Connection<K> {
@@ -287,7 +125,7 @@ impl<K: Send + Sync + 'static> Connection<K> {
                         Box::pin(self.update_state(request)).await
                     }
                     Ok(other) => self.reply(&ServerMessage::UnsupportedMessageType {
-                        message: format!("Message type {} is not supported", other.code()),
+                        message: texts::unsupported_message_type(&other.code().to_string()),
                     }),
                     Err(error) => {
                         tracing::debug!("invalid message from a client: {error}");
@@ -323,28 +161,26 @@ impl<K: Send + Sync + 'static> Connection<K> {
         self.outbox.push(frame(message));
     }
 
-    fn connection_error(&self, message: String) {
-        self.reply(&ServerMessage::StateConnectionError { message });
+    /// Tells the client why its request did nothing (when the protocol says anything).
+    fn fail(&self, failure: &Failure, request_id: Option<u64>) {
+        if let Some(reply) = failure.reply(request_id) {
+            self.reply(&reply);
+        }
     }
 
     async fn connect_to_state(&mut self, request: ConnectToState) {
         let id = request.state_identifier;
-        let Some(entry) = self.shared.store.get(&id) else {
-            self.connection_error(format!("State with identifier {id} does not exist"));
-            return;
+        let Some(state) = self.runtime.states.get(&id) else {
+            return self.fail(&Failure::NoSuchState(id), None);
         };
-        if let Some(allow) = entry.allow_connecting_client.clone() {
+        if let Some(allow) = state.hooks.allow_connecting_client.clone() {
             let client = Arc::clone(&self.client);
-            let limit = self.shared.config.hook_timeout;
+            let limit = self.runtime.config.hook_timeout;
             match run_hook("allow_connecting_client", limit, move || allow(&client)).await {
                 Ok(true) => {}
-                Ok(false) => {
-                    return self.connection_error("Not allowed to connect to this state".into());
-                }
-                Err(failure) => {
-                    return self.connection_error(format!(
-                        "Could not connect to state {id}: its allowConnectingClient hook failed ({failure})"
-                    ));
+                Ok(false) => return self.fail(&Failure::NotAllowed, None),
+                Err(cause) => {
+                    return self.fail(&Failure::AllowHookFailed { state: id, cause }, None);
                 }
             }
         }
@@ -353,20 +189,22 @@ impl<K: Send + Sync + 'static> Connection<K> {
         // asked afterwards, and not at all when re-attaching to the same state.
         let previous = self.attachment.take();
         if let Some(previous) = &previous {
-            previous.entry.detach(previous.subscriber);
+            previous.state.detach(previous.subscriber);
         }
-        // Sessions are kept per client identifier, so that clients cannot collide.
-        let session = request.session.map(|s| format!("{}\n{s}", self.identifier));
-        let attached = entry.attach(self.outbox.clone(), session.clone());
+        let session = request.session.map(|session| SessionKey {
+            client: self.identifier.clone(),
+            session,
+        });
+        let attached = state.attach(self.outbox.clone(), session.clone());
         if let Some(previous) = previous {
-            let left_for_good = !Arc::ptr_eq(&previous.entry, &entry);
-            self.shared.after_detach(previous.entry, left_for_good);
+            let left_for_good = !Arc::ptr_eq(&previous.state, &state);
+            self.runtime.after_detach(previous.state, left_for_good);
         }
         let Some(subscriber) = attached else {
-            return self.connection_error(format!("State with identifier {id} does not exist"));
+            return self.fail(&Failure::NoSuchState(id), None);
         };
         self.attachment = Some(Attachment {
-            entry,
+            state,
             subscriber,
             session,
         });
@@ -378,90 +216,42 @@ impl<K: Send + Sync + 'static> Connection<K> {
             request_id,
         } = request;
         let Some(attachment) = &self.attachment else {
-            return self.reply(&ServerMessage::update_failed(
-                "Could not update state: this connection is not attached to a state; send CONNECT_TO_STATE first",
-                FailureReason::NotAttached,
-                request_id,
-            ));
+            return self.fail(&Failure::NotAttached, request_id);
         };
-        let entry = Arc::clone(&attachment.entry);
+        let state = Arc::clone(&attachment.state);
         let session = attachment.session.clone();
         let subscriber = attachment.subscriber;
-        let tracked = session.as_deref().zip(request_id);
+        let tracked = session.as_ref().zip(request_id);
+        // A retry is answered before the interceptor runs again.
         if let Some((session, request_id)) = tracked
-            && let Some(reply) = prior_reply(entry.prior(session, request_id), request_id)
+            && let Err(answer) = state.check(session, request_id)
         {
-            return self.reply(&reply);
+            return self.fail(&answer, Some(request_id));
         }
         let origin = Origin {
             subscriber,
             request_id,
-            session: session.as_deref(),
+            session: session.as_ref(),
         };
         let client = Some(Arc::clone(&self.client));
-        let failure = match self
-            .shared
-            .intercept_and_apply(&entry, updates, client, Some(origin))
-            .await
-        {
-            Ok(_) => return,
-            Err(failure) => failure,
-        };
-        let (reason, message) = match failure {
-            ApplyFailure::Duplicate(prior) => {
-                if let Some(reply) = request_id.and_then(|id| prior_reply(prior, id)) {
-                    self.reply(&reply);
-                }
-                return;
+        let applied = self
+            .runtime
+            .intercept_and_apply(&state, updates, client, Some(origin))
+            .await;
+        if let Err(failure) = applied {
+            if let Some((session, request_id)) = tracked
+                && failure.is_remembered()
+            {
+                state.record_failure(session, request_id, failure.clone());
             }
-            ApplyFailure::Gone => (
-                FailureReason::StateDoesNotExist,
-                format!(
-                    "Could not update state: state {} does not exist anymore",
-                    entry.id
-                ),
-            ),
-            ApplyFailure::Vetoed => (
-                FailureReason::Vetoed,
-                "Update vetoed by the server".to_owned(),
-            ),
-            ApplyFailure::InterceptorFailed(why) => (
-                FailureReason::InterceptorFailed,
-                format!("Could not update state: its interceptStateUpdate hook failed ({why})"),
-            ),
-        };
-        if let Some((session, request_id)) = tracked
-            && reason != FailureReason::StateDoesNotExist
-        {
-            entry.record_failure(session, request_id, reason, &message);
-        }
-        // The original vetoes silently; clients that send a request id are told.
-        if reason != FailureReason::Vetoed || request_id.is_some() {
-            self.reply(&ServerMessage::update_failed(message, reason, request_id));
+            self.fail(&failure, request_id);
         }
     }
 
     fn detach(&mut self) {
         if let Some(attachment) = self.attachment.take() {
-            self.shared.detach(attachment.entry, attachment.subscriber);
+            self.runtime.detach(attachment.state, attachment.subscriber);
         }
-    }
-}
-
-/// The answer to a retried update, or `None` when it is new.
-fn prior_reply(prior: Prior, request_id: u64) -> Option<ServerMessage> {
-    match prior {
-        Prior::New => None,
-        Prior::Seen(outcome) => Some(outcome.reply(request_id)),
-        Prior::Forgotten => Some(ServerMessage::update_failed(
-            format!(
-                "Could not update state: request {request_id} is older than the {} updates this \
-                 server remembers of the session, so whether it was applied is unknown",
-                state_sync_protocol::DEDUP_WINDOW
-            ),
-            FailureReason::OutcomeUnknown,
-            Some(request_id),
-        )),
     }
 }
 
@@ -477,6 +267,8 @@ mod tests {
     /// handshake and message handling boxed (see `serve` and `read_loop`).
     #[test]
     fn connection_tasks_stay_small() {
+        use crate::tls::Stream;
+        use tokio_tungstenite::WebSocketStream;
         type Sink = futures_util::stream::SplitSink<WebSocketStream<Stream>, Message>;
         let serve_size = future_size(serve::<()>);
         let writer_size = future_size(write_loop::<Sink>);

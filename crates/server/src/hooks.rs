@@ -1,6 +1,7 @@
 //! Running user code (hooks) so that a panic or a hang fails one operation, not the server.
 
 use std::any::Any;
+use std::future::Future;
 use std::time::Duration;
 
 /// Why a hook gave no answer.
@@ -19,7 +20,7 @@ impl std::fmt::Display for HookFailure {
     }
 }
 
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(text) = payload.downcast_ref::<&str>() {
         (*text).to_owned()
     } else if let Some(text) = payload.downcast_ref::<String>() {
@@ -42,8 +43,34 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    let outcome = tokio::time::timeout(limit, tokio::task::spawn_blocking(hook)).await;
-    let failure = match outcome {
+    settle(name, limit, tokio::task::spawn_blocking(hook)).await
+}
+
+/// Runs an asynchronous hook (the authorization middleware) in a task of its own, so
+/// that a panic in it is caught; one still running after `limit` is aborted.
+pub(crate) async fn run_async_hook<R, F>(
+    name: &'static str,
+    limit: Duration,
+    hook: F,
+) -> Result<R, HookFailure>
+where
+    F: Future<Output = R> + Send + 'static,
+    R: Send + 'static,
+{
+    let task = tokio::spawn(hook);
+    let abort = task.abort_handle();
+    let outcome = settle(name, limit, task).await;
+    abort.abort();
+    outcome
+}
+
+/// Waits for a hook's task within `limit` and logs a failure.
+async fn settle<R>(
+    name: &'static str,
+    limit: Duration,
+    task: tokio::task::JoinHandle<R>,
+) -> Result<R, HookFailure> {
+    let failure = match tokio::time::timeout(limit, task).await {
         Ok(Ok(value)) => return Ok(value),
         Ok(Err(join_error)) => match join_error.try_into_panic() {
             Ok(payload) => HookFailure::Panicked(panic_message(payload.as_ref())),

@@ -43,30 +43,48 @@
 //! - Malformed input gets an error message saying what was wrong, and changes nothing.
 //!
 //! # Layout
-//! - `syncer`: [`StateSyncer`], its [`Builder`] and the update path.
-//! - `options`: [`StateOptions`], a state's hooks and lifetime.
-//! - `store`: where states live and how updates fan out (the seam for a cluster backend).
+//! - `syncer`: [`StateSyncer`], the public API; `builder`: its [`Builder`]; `config`: the
+//!   settings and their defaults; `options`: [`StateOptions`], a state's hooks and ttl.
+//! - `runtime`: what the API handle and the connections share, and the orchestration
+//!   around user code (interceptor, self-destruct, expiry).
+//! - `registry`: the states by identifier; `state`: one state, its lock and ordering.
+//! - `storage`: what a storage backend owns of a state (value, version, session logs);
+//!   `session_log`: the per-session outcome logs behind exactly-once retries.
+//! - `fanout`: a state's subscribers, and frames encoded once for all of them.
+//! - `failure`: why an attach or update did nothing, mapped to the wire in one place.
 //! - `server`: the accept loop, the connection limit and [`Server`] (shutdown).
-//! - `connection`: one client: reader, writer, message handling.
-//! - `handshake`: the HTTP upgrade and the authorization middleware ([`UpgradeRequest`]).
-//! - `outbox`: per-connection bounded queues.
+//! - `handshake`: TLS, the authorization middleware ([`UpgradeRequest`], [`Rejection`])
+//!   and the upgrade; `http_io`: reading the request head, writing HTTP answers.
+//! - `connection`: one client's reader and message handling; `writer`: its writer task;
+//!   `outbox`: its bounded outgoing queue and the slow-client policy.
 //! - `hooks`: running user code safely.
 //! - `static_files`: plain HTTP requests answered from a folder ([`Builder::static_files`]).
 //! - `tls`: [`TlsConfig`] for `wss://`.
 //! - `error`: [`Error`], [`CreateStateError`], [`UpdateError`].
 
+mod builder;
+mod config;
 mod connection;
 mod error;
+mod failure;
+mod fanout;
 mod handshake;
 mod hooks;
+mod http_io;
 mod options;
 mod outbox;
+mod registry;
+mod runtime;
 mod server;
+mod session_log;
+mod state;
 mod static_files;
-mod store;
+mod storage;
 mod syncer;
 mod tls;
+mod writer;
 
+pub use builder::Builder;
 pub use error::{CreateStateError, Error, Result, UpdateError};
 pub use handshake::{Rejection, UpgradeRequest};
 pub use options::StateOptions;
@@ -74,6 +92,6 @@ pub use outbox::OVERFLOW_REASON;
 pub use server::Server;
 pub use state_sync_protocol as protocol;
 pub use state_sync_protocol::JsonObject;
-pub use syncer::{Applied, Builder, StateSyncer};
+pub use syncer::{Applied, StateSyncer};
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;

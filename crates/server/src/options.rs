@@ -34,10 +34,15 @@ pub(crate) type SelfDestructHook = Arc<dyn Fn(usize, SystemTime) -> bool + Send 
 pub struct StateOptions<K> {
     pub(crate) identifier: Option<String>,
     pub(crate) initial_value: Value,
+    pub(crate) hooks: StateHooks<K>,
+    pub(crate) ttl: Option<Duration>,
+}
+
+/// The user code a state calls (each optional).
+pub(crate) struct StateHooks<K> {
     pub(crate) allow_connecting_client: Option<AllowHook<K>>,
     pub(crate) intercept_state_update: Option<InterceptHook<K>>,
     pub(crate) self_destruct: Option<SelfDestructHook>,
-    pub(crate) ttl: Option<Duration>,
 }
 
 impl<K> Default for StateOptions<K> {
@@ -45,9 +50,11 @@ impl<K> Default for StateOptions<K> {
         StateOptions {
             identifier: None,
             initial_value: Value::Object(JsonObject::new()),
-            allow_connecting_client: None,
-            intercept_state_update: None,
-            self_destruct: None,
+            hooks: StateHooks {
+                allow_connecting_client: None,
+                intercept_state_update: None,
+                self_destruct: None,
+            },
             ttl: None,
         }
     }
@@ -60,13 +67,13 @@ impl<K> fmt::Debug for StateOptions<K> {
             .field("initial_value", &self.initial_value)
             .field(
                 "allow_connecting_client",
-                &self.allow_connecting_client.is_some(),
+                &self.hooks.allow_connecting_client.is_some(),
             )
             .field(
                 "intercept_state_update",
-                &self.intercept_state_update.is_some(),
+                &self.hooks.intercept_state_update.is_some(),
             )
-            .field("self_destruct", &self.self_destruct.is_some())
+            .field("self_destruct", &self.hooks.self_destruct.is_some())
             .field("ttl", &self.ttl)
             .finish()
     }
@@ -99,7 +106,7 @@ impl<K> StateOptions<K> {
         mut self,
         hook: impl Fn(&K) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.allow_connecting_client = Some(Arc::new(hook));
+        self.hooks.allow_connecting_client = Some(Arc::new(hook));
         self
     }
 
@@ -111,7 +118,7 @@ impl<K> StateOptions<K> {
         mut self,
         hook: impl Fn(JsonObject, Option<&K>) -> Option<JsonObject> + Send + Sync + 'static,
     ) -> Self {
-        self.intercept_state_update = Some(Arc::new(hook));
+        self.hooks.intercept_state_update = Some(Arc::new(hook));
         self
     }
 
@@ -122,7 +129,7 @@ impl<K> StateOptions<K> {
         mut self,
         hook: impl Fn(usize, SystemTime) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.self_destruct = Some(Arc::new(hook));
+        self.hooks.self_destruct = Some(Arc::new(hook));
         self
     }
 

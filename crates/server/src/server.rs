@@ -10,9 +10,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handshake::{Refusal, refuse};
+use crate::http_io::{ErrorResponse, respond_error};
 use crate::outbox::Closer;
-use crate::syncer::Shared;
+use crate::runtime::Runtime;
 
 /// How long [`Server::shutdown`] waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -30,14 +30,14 @@ pub struct Server {
 
 impl Server {
     pub(crate) fn spawn<K: Send + Sync + 'static>(
-        shared: Arc<Shared<K>>,
+        runtime: Arc<Runtime<K>>,
         listener: TcpListener,
     ) -> crate::Result<Server> {
         let local_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();
         let accept_loop = tokio::spawn(accept_loop(
-            shared,
+            runtime,
             listener,
             shutdown.clone(),
             connections.clone(),
@@ -76,12 +76,12 @@ impl Server {
 }
 
 async fn accept_loop<K: Send + Sync + 'static>(
-    shared: Arc<Shared<K>>,
+    runtime: Arc<Runtime<K>>,
     listener: TcpListener,
     shutdown: CancellationToken,
     connections: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+    let limit = Arc::new(Semaphore::new(runtime.config.max_connections));
     let mut backoff = Duration::from_millis(1);
     loop {
         let accepted = tokio::select! {
@@ -105,12 +105,12 @@ async fn accept_loop<K: Send + Sync + 'static>(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let shared = Arc::clone(&shared);
+        let runtime = Arc::clone(&runtime);
         match Arc::clone(&limit).try_acquire_owned() {
             Ok(permit) => {
                 let closer = Arc::new(Closer::child_of(&shutdown));
                 connections.spawn(async move {
-                    crate::connection::serve(shared, tcp, remote_addr, closer).await;
+                    crate::connection::serve(runtime, tcp, remote_addr, closer).await;
                     drop(permit);
                 });
             }
@@ -118,13 +118,15 @@ async fn accept_loop<K: Send + Sync + 'static>(
                 tracing::warn!(%remote_addr, "connection limit reached; refusing a connection");
                 connections.spawn(async move {
                     let mut tcp = tcp;
-                    let refusal = Refusal::new(
+                    let refusal = ErrorResponse::new(
                         http::StatusCode::SERVICE_UNAVAILABLE,
                         "too many connections; try again later",
                     );
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(1), refuse(&mut tcp, &refusal))
-                            .await;
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        respond_error(&mut tcp, &refusal),
+                    )
+                    .await;
                 });
             }
         }

@@ -1,0 +1,180 @@
+//! [`Builder`]: how a [`StateSyncer`] is configured.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::StateSyncer;
+use crate::config::Config;
+use crate::handshake::{Authorizer, Rejection, UpgradeRequest, authorizer};
+use crate::runtime::Runtime;
+#[cfg(feature = "tls")]
+use crate::tls::TlsConfig;
+
+/// Configures a [`StateSyncer`].
+///
+/// ```
+/// use std::time::Duration;
+/// use state_sync_server::{Rejection, StateSyncer};
+///
+/// #[derive(Clone)]
+/// struct User { name: String }
+///
+/// let syncer = StateSyncer::builder()
+///     .authorize(|request| async move {
+///         match request.token.as_deref() {
+///             Some("secret") => Ok(User { name: request.identifier }),
+///             _ => Err(Rejection::new("invalid token")),
+///         }
+///     })
+///     .max_connections(10_000)
+///     .hook_timeout(Duration::from_secs(1))
+///     .build();
+/// # let _: state_sync_server::StateSyncer<User> = syncer;
+/// ```
+pub struct Builder<K> {
+    config: Config,
+    authorizer: Authorizer<K>,
+    #[cfg(feature = "tls")]
+    tls: Option<TlsConfig>,
+}
+
+impl<K> std::fmt::Debug for Builder<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder<()> {
+    /// Default settings; every client with an `identifier` is accepted.
+    pub fn new() -> Self {
+        Builder {
+            config: Config::default(),
+            authorizer: authorizer(|_request| std::future::ready(Ok(()))),
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+}
+
+impl Default for Builder<()> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Send + Sync + 'static> Builder<K> {
+    /// Sets the authorization middleware (the original's `useAuthorizationMiddleware`).
+    /// It runs on every upgrade request, before any state is touched, and returns the
+    /// connection's client information, or a [`Rejection`] that the client receives as
+    /// `HTTP/1.1 401 Unauthorized`. A middleware that panics refuses the client with 500;
+    /// one that exceeds [`hook_timeout`](Self::hook_timeout), with 503.
+    pub fn authorize<K2, F, Fut>(self, middleware: F) -> Builder<K2>
+    where
+        K2: Send + Sync + 'static,
+        F: Fn(UpgradeRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<K2, Rejection>> + Send + 'static,
+    {
+        Builder {
+            config: self.config,
+            authorizer: authorizer(middleware),
+            #[cfg(feature = "tls")]
+            tls: self.tls,
+        }
+    }
+
+    /// Serves `wss://` with this certificate and key.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Most connections served at once; further ones are answered
+    /// `503 Service Unavailable` before the upgrade. Default: 25,000.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.config.max_connections = max;
+        self
+    }
+
+    /// Largest frame or message accepted from a client, in bytes; a larger one is
+    /// answered with STATE_UPDATE_FAILED and the connection is closed with 1009.
+    /// Default: 1 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// Frames queued for one connection at most; past it the connection is closed
+    /// (see the policy in the crate documentation). Default: 1,024.
+    pub fn outgoing_queue(mut self, frames: usize) -> Self {
+        self.config.outgoing_queue = frames.max(1);
+        self
+    }
+
+    /// Bytes of frames queued for one connection at most (a single frame larger than
+    /// this still goes through an empty queue); past it the connection is closed like
+    /// on [`outgoing_queue`](Self::outgoing_queue) overflow. Default: 16 MiB.
+    pub fn outgoing_queue_bytes(mut self, bytes: usize) -> Self {
+        self.config.outgoing_queue_bytes = bytes.max(1);
+        self
+    }
+
+    /// How long one write to a client may make no progress before the connection is
+    /// closed. Default: 10 s.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.config.write_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to complete TLS and the upgrade request. Default: 10 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long a hook or the authorization middleware may run before the operation
+    /// that called it fails. Default: 5 s.
+    pub fn hook_timeout(mut self, timeout: Duration) -> Self {
+        self.config.hook_timeout = timeout;
+        self
+    }
+
+    /// How long a state remembers a session with no connection, for retried updates.
+    /// Default: 10 minutes.
+    pub fn session_retention(mut self, retention: Duration) -> Self {
+        self.config.session_retention = retention;
+        self
+    }
+
+    /// Size of each connection's read buffer, in bytes (larger frames are read in
+    /// several steps). Default: 1 KiB, which keeps an idle connection small.
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.config.read_buffer_size = bytes.max(256);
+        self
+    }
+
+    /// Answers plain HTTP `GET`/`HEAD` requests (those that are not WebSocket upgrades)
+    /// with the files under `folder`, so that a web app and its state syncer share one
+    /// port: `/` is `index.html`, paths without an extension that name no file get
+    /// `index.html` too (client-side routes), `.wasm` is served as `application/wasm`.
+    /// Meant for small deployments and demos; put a real web server in front for more.
+    /// Without it, such requests get `426 Upgrade Required`.
+    pub fn static_files(mut self, folder: impl Into<std::path::PathBuf>) -> Self {
+        self.config.static_files = Some(folder.into());
+        self
+    }
+
+    /// Builds the syncer.
+    pub fn build(self) -> StateSyncer<K> {
+        let runtime = Runtime::new(
+            self.config,
+            self.authorizer,
+            #[cfg(feature = "tls")]
+            self.tls,
+        );
+        StateSyncer::from_runtime(Arc::new(runtime))
+    }
+}

@@ -1,0 +1,49 @@
+//! The settings of a server, with their defaults (each documented on its
+//! [`Builder`](crate::Builder) method).
+
+use std::time::Duration;
+
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Settings of a [`StateSyncer`]; see the [`Builder`] methods for each default.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) max_connections: usize,
+    pub(crate) max_message_size: usize,
+    pub(crate) outgoing_queue: usize,
+    pub(crate) outgoing_queue_bytes: usize,
+    pub(crate) write_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) hook_timeout: Duration,
+    pub(crate) session_retention: Duration,
+    pub(crate) read_buffer_size: usize,
+    pub(crate) static_files: Option<std::path::PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_connections: 25_000,
+            max_message_size: 1 << 20,
+            outgoing_queue: 1024,
+            outgoing_queue_bytes: 16 << 20,
+            write_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            hook_timeout: Duration::from_secs(5),
+            session_retention: Duration::from_secs(600),
+            read_buffer_size: 1024,
+            static_files: None,
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn websocket_config(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(self.read_buffer_size)
+            .write_buffer_size(64 * 1024)
+            .max_write_buffer_size(usize::MAX)
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_message_size))
+    }
+}

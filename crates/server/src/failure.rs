@@ -1,0 +1,138 @@
+//! Why an operation of a client or of server code did nothing: the server's one
+//! internal failure type, and its one mapping to the wire (texts from
+//! [`state_sync_protocol::texts`]) and to the public [`UpdateError`].
+
+use std::sync::Arc;
+
+use state_sync_protocol::texts::{self, NOT_ALLOWED_TO_CONNECT, UPDATE_VETOED};
+use state_sync_protocol::{DEDUP_WINDOW, FailureReason, ServerMessage, StateUpdated};
+
+use crate::error::UpdateError;
+use crate::hooks::HookFailure;
+use crate::session_log::Outcome;
+
+/// Why an attach or an update did nothing.
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    /// Attach: no state has this identifier.
+    NoSuchState(String),
+    /// Attach: the state's `allow_connecting_client` said no.
+    NotAllowed,
+    /// Attach: the state's `allow_connecting_client` panicked or hung.
+    AllowHookFailed { state: String, cause: HookFailure },
+    /// Update: the state was removed (or expired) before the update was applied.
+    StateGone(String),
+    /// Update: the connection is not attached to a state.
+    NotAttached,
+    /// Update: the interceptor returned `None`.
+    Vetoed,
+    /// Update: the interceptor panicked or hung.
+    InterceptorFailed(HookFailure),
+    /// Update: a retry older than what the state remembers of its session.
+    OutcomeUnknown,
+    /// Update: a retry of a request the state has answered; it gets the same answer.
+    Repeated(Box<Outcome>),
+}
+
+impl Failure {
+    /// Whether a session remembers this failure, so that a retry fails the same way.
+    /// A state that is gone has no session logs, and a repeat is already remembered.
+    pub(crate) fn is_remembered(&self) -> bool {
+        matches!(self, Failure::Vetoed | Failure::InterceptorFailed(_))
+    }
+
+    /// The message for the client, `None` when the original protocol says nothing
+    /// (a veto of an update without a request id).
+    pub(crate) fn reply(&self, request_id: Option<u64>) -> Option<ServerMessage> {
+        let connection_error = |message| Some(ServerMessage::StateConnectionError { message });
+        let update_failed = |message: String, reason| {
+            Some(ServerMessage::update_failed(message, reason, request_id))
+        };
+        match self {
+            Failure::NoSuchState(id) => connection_error(texts::state_does_not_exist(id)),
+            Failure::NotAllowed => connection_error(NOT_ALLOWED_TO_CONNECT.to_owned()),
+            Failure::AllowHookFailed { state, cause } => connection_error(format!(
+                "Could not connect to state {state}: its allowConnectingClient hook failed ({cause})"
+            )),
+            Failure::StateGone(id) => update_failed(
+                texts::could_not_update(format_args!("state {id} does not exist anymore")),
+                FailureReason::StateDoesNotExist,
+            ),
+            Failure::NotAttached => update_failed(
+                texts::could_not_update(
+                    "this connection is not attached to a state; send CONNECT_TO_STATE first",
+                ),
+                FailureReason::NotAttached,
+            ),
+            // The original vetoes silently; clients that send a request id are told.
+            Failure::Vetoed => request_id
+                .and_then(|_| update_failed(UPDATE_VETOED.to_owned(), FailureReason::Vetoed)),
+            Failure::InterceptorFailed(cause) => update_failed(
+                texts::could_not_update(format_args!(
+                    "its interceptStateUpdate hook failed ({cause})"
+                )),
+                FailureReason::InterceptorFailed,
+            ),
+            Failure::OutcomeUnknown => update_failed(
+                texts::could_not_update(format_args!(
+                    "request {} is older than the {DEDUP_WINDOW} updates this server remembers \
+                     of the session, so whether it was applied is unknown",
+                    request_id.unwrap_or_default()
+                )),
+                FailureReason::OutcomeUnknown,
+            ),
+            Failure::Repeated(outcome) => match outcome.as_ref() {
+                Outcome::Applied { version, updates } => {
+                    Some(ServerMessage::StateUpdated(StateUpdated {
+                        updates: Arc::clone(updates),
+                        version: Some(*version),
+                        request_id,
+                    }))
+                }
+                Outcome::Failed(failure) => failure.reply(request_id),
+            },
+        }
+    }
+}
+
+impl Failure {
+    /// What [`StateSyncer::update_state_value`](crate::StateSyncer::update_state_value)
+    /// of `state` reports. Server code attaches nothing and sends no request ids, so
+    /// besides a veto or a failed interceptor its update can only fail because the
+    /// state is gone.
+    pub(crate) fn into_update_error(self, state: &str) -> UpdateError {
+        match self {
+            Failure::Vetoed => UpdateError::Vetoed,
+            Failure::InterceptorFailed(cause) => UpdateError::InterceptorFailed(cause.to_string()),
+            _ => UpdateError::StateDoesNotExist(state.to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_veto_is_silent_without_a_request_id_as_in_the_original() {
+        assert!(Failure::Vetoed.reply(None).is_none());
+        assert_eq!(
+            Failure::Vetoed
+                .reply(Some(3))
+                .map(|m| m.to_json())
+                .as_deref(),
+            Some(
+                r#"{"type":9,"data":{"message":"Update vetoed by the server","requestId":3,"reason":"vetoed"}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn a_repeated_failure_answers_like_the_first() {
+        let repeated = Failure::Repeated(Box::new(Outcome::Failed(Failure::Vetoed)));
+        assert_eq!(
+            repeated.reply(Some(5)).map(|m| m.to_json()),
+            Failure::Vetoed.reply(Some(5)).map(|m| m.to_json())
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! What a running syncer shares between its API handle ([`StateSyncer`](crate::StateSyncer))
+//! and its connections: the states, the open connections, the settings, and the
+//! orchestration around user code (interceptor before an update, self-destruct after a
+//! client leaves, expiry timers).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Instant;
+
+use state_sync_protocol::{JsonObject, texts};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::config::Config;
+use crate::failure::Failure;
+use crate::handshake::Authorizer;
+use crate::hooks::run_hook;
+use crate::outbox::Closer;
+use crate::registry::States;
+use crate::state::{Origin, State};
+#[cfg(feature = "tls")]
+use crate::tls::TlsConfig;
+
+/// The shared core of a syncer.
+pub(crate) struct Runtime<K> {
+    pub(crate) states: States<K>,
+    /// Live connections by id: their client identifier and how to close them.
+    connections: Mutex<HashMap<u64, (String, Arc<Closer>)>>,
+    next_connection: AtomicU64,
+    pub(crate) config: Config,
+    pub(crate) authorizer: Authorizer<K>,
+    #[cfg(feature = "tls")]
+    tls: Option<TlsConfig>,
+}
+
+impl<K: Send + Sync + 'static> Runtime<K> {
+    pub(crate) fn new(
+        config: Config,
+        authorizer: Authorizer<K>,
+        #[cfg(feature = "tls")] tls: Option<TlsConfig>,
+    ) -> Self {
+        Runtime {
+            states: States::new(config.session_retention),
+            connections: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(0),
+            config,
+            authorizer,
+            #[cfg(feature = "tls")]
+            tls,
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref()
+    }
+
+    #[cfg(not(feature = "tls"))]
+    pub(crate) fn tls(&self) -> Option<std::convert::Infallible> {
+        None
+    }
+
+    /// Runs the state's interceptor (if any), then applies and broadcasts.
+    pub(crate) async fn intercept_and_apply(
+        &self,
+        state: &State<K>,
+        updates: JsonObject,
+        client: Option<Arc<K>>,
+        origin: Option<Origin<'_>>,
+    ) -> Result<(u64, Arc<JsonObject>), Failure> {
+        let updates = match state.hooks.intercept_state_update.clone() {
+            None => updates,
+            Some(intercept) => {
+                let limit = self.config.hook_timeout;
+                run_hook("intercept_state_update", limit, move || {
+                    intercept(updates, client.as_deref())
+                })
+                .await
+                .map_err(Failure::InterceptorFailed)?
+                .ok_or(Failure::Vetoed)?
+            }
+        };
+        state.apply(updates, origin)
+    }
+
+    /// Registers a live connection; returns its id for [`Runtime::unregister`].
+    pub(crate) fn register(&self, identifier: &str, closer: &Arc<Closer>) -> u64 {
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        self.connections()
+            .insert(id, (identifier.to_owned(), Arc::clone(closer)));
+        id
+    }
+
+    pub(crate) fn unregister(&self, id: u64) {
+        self.connections().remove(&id);
+    }
+
+    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (String, Arc<Closer>)>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn connection_count(&self) -> usize {
+        self.connections().len()
+    }
+
+    /// Closes every connection of a client identifier; returns how many.
+    pub(crate) fn disconnect_client(&self, identifier: &str) -> usize {
+        let connections = self.connections();
+        let mut closed = 0;
+        for (client, closer) in connections.values() {
+            if client == identifier {
+                closer.close(CloseCode::from(4000), "disconnected by the server");
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// Detaches a subscriber, then asks the state's self-destruct hook whether to
+    /// remove the state.
+    pub(crate) fn detach(self: &Arc<Self>, state: Arc<State<K>>, subscriber: usize) {
+        if state.detach(subscriber).is_some() {
+            self.after_detach(state, true);
+        }
+    }
+
+    /// After a client left a state: asks its self-destruct hook (in a task of its own,
+    /// so that the answer is acted on even if the connection goes away) whether to
+    /// remove it. Nothing happens when `left_for_good` is false (the client re-attached
+    /// to the same state).
+    pub(crate) fn after_detach(self: &Arc<Self>, state: Arc<State<K>>, left_for_good: bool) {
+        let Some(self_destruct) = state.hooks.self_destruct.clone().filter(|_| left_for_good)
+        else {
+            return;
+        };
+        let clients_left = state.clients();
+        let runtime = Arc::clone(self);
+        tokio::spawn(async move {
+            let created_at = state.created_at;
+            let limit = runtime.config.hook_timeout;
+            let verdict = run_hook("self_destruct", limit, move || {
+                self_destruct(clients_left, created_at)
+            })
+            .await;
+            // Remove only if nobody attached while the hook ran; a client that did will
+            // ask the hook again when it leaves.
+            let message = texts::state_self_destructed(&state.id);
+            if verdict == Ok(true) && runtime.states.remove_state(&state, &message, clients_left) {
+                tracing::info!(state = %state.id, clients_left, "state self-destructed");
+            }
+        });
+    }
+
+    /// Removes the state when its time to live is over. Without a runtime the state
+    /// still expires: lookups treat it as gone and remove it.
+    pub(crate) fn expire_at(self: &Arc<Self>, state: &Arc<State<K>>, at: Instant) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let runtime: Weak<Self> = Arc::downgrade(self);
+        let state = Arc::downgrade(state);
+        handle.spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            if let (Some(runtime), Some(state)) = (runtime.upgrade(), state.upgrade())
+                && runtime
+                    .states
+                    .remove_state(&state, &texts::state_expired(&state.id), usize::MAX)
+            {
+                tracing::info!(state = %state.id, "state expired");
+            }
+        });
+    }
+}
