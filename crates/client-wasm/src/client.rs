@@ -391,7 +391,6 @@ impl Inner {
                     self.report(&message, "stateRemoved", effects)
                 }
                 Event::ServerError { message } => self.report(&message, "server", effects),
-                _ => {}
             }
         }
     }

@@ -57,7 +57,6 @@ pub(crate) fn update_error(failure: &UpdateFailure) -> JsValue {
         UpdateFailure::Unconfirmed => "unconfirmed".to_owned(),
         UpdateFailure::Detached { .. } => "detached".to_owned(),
         UpdateFailure::Closed => "closed".to_owned(),
-        _ => "other".to_owned(),
     };
     error(&failure.to_string(), &reason)
 }

@@ -314,7 +314,6 @@ impl Driver {
                 }
                 Event::StateRemoved { message, .. } => self.report(Error::StateRemoved(message)),
                 Event::ServerError { message } => self.report(Error::Server(message)),
-                _ => {}
             }
         }
         outgoing

@@ -1,5 +1,9 @@
 //! What a [`ClientCore`](crate::ClientCore) tells its driver ([`Event`]), and why an
 //! update failed ([`UpdateFailure`]).
+//!
+//! Both enums are contracts the two clients consume, so they are exhaustive: a new
+//! variant does not compile until both clients handle it (and, for `UpdateFailure`,
+//! which the native client passes on, until applications that match on it do).
 
 use std::sync::Arc;
 
@@ -7,7 +11,6 @@ use crate::{FailureReason, JsonObject, StateDiff};
 
 /// Why an update was not applied, as a client reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum UpdateFailure {
     /// The server refused it (vetoed, invalid, state gone, …), or the client did
     /// before sending it (too large, not attached).
@@ -56,7 +59,6 @@ impl std::error::Error for UpdateFailure {}
 
 /// What the core asks its driver to do or tell.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum Event {
     /// Send this text frame.
     Send(String),

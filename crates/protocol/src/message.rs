@@ -8,8 +8,9 @@ use crate::JsonObject;
 use crate::codes::{client_code, server_code};
 
 /// A message a client sends to the server.
+///
+/// Exhaustive: a new message does not compile until the server handles it.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum ClientMessage {
     /// Type 2: attach this connection to a state.
     ConnectToState(ConnectToState),
