@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use state_sync_protocol::{
-    ClientMessage, ConnectToState, FailureReason, ServerMessage, UpdateState, texts,
+    ClientMessage, ConnectToState, FailureReason, ServerMessage, UpdateState,
 };
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -124,9 +124,6 @@ impl<K: Send + Sync + 'static> Connection<K> {
                     Ok(ClientMessage::UpdateState(request)) => {
                         Box::pin(self.update_state(request)).await
                     }
-                    Ok(other) => self.reply(&ServerMessage::UnsupportedMessageType {
-                        message: texts::unsupported_message_type(&other.code().to_string()),
-                    }),
                     Err(error) => {
                         tracing::debug!("invalid message from a client: {error}");
                         self.reply(error.reply());
