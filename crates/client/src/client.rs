@@ -6,29 +6,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use state_sync_protocol::{JsonObject, Listeners, ReconnectPolicy};
+use state_sync_protocol::{ClientCore, ConnectionStatus, JsonObject, Listeners, ReconnectPolicy};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::driver::{Command, Driver};
 use crate::error::{Error, Result};
 use crate::transport::{self, Target};
-
-/// Where the connection to the server stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ConnectionStatus {
-    /// The first connection is being opened. A native [`Client`] is never seen in it
-    /// ([`ClientBuilder::connect`] returns once connected); the browser client, whose
-    /// constructor returns at once, starts in it.
-    Connecting,
-    /// Connected (attached to the state, or about to be).
-    Connected,
-    /// The connection was lost; the client is waiting or trying to reconnect.
-    Reconnecting,
-    /// Closed for good: by [`Client::close`], by giving up reconnecting, or because the
-    /// server refused the client.
-    Closed,
-}
 
 /// An update the server applied, as the caller of [`Client::update_state`] gets it.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,7 +38,9 @@ pub(crate) type SharedListener = Arc<Mutex<ListenerFn>>;
 
 /// What the handle and the driver share.
 pub(crate) struct Shared {
-    pub(crate) state: Mutex<JsonObject>,
+    /// The protocol logic and the one copy of the local state. The driver locks it to
+    /// feed it and takes the events out; nobody holds the lock while user code runs.
+    pub(crate) core: Mutex<ClientCore>,
     pub(crate) listeners: Mutex<Listeners<SharedListener>>,
     pub(crate) status: watch::Sender<ConnectionStatus>,
     pub(crate) errors: broadcast::Sender<Error>,
@@ -139,7 +124,7 @@ impl ClientBuilder {
         let socket = transport::connect(&target).await?;
         let (status, _) = watch::channel(ConnectionStatus::Connected);
         let shared = Arc::new(Shared {
-            state: Mutex::new(JsonObject::new()),
+            core: Mutex::new(ClientCore::new(uuid::Uuid::new_v4().to_string())),
             listeners: Mutex::new(Listeners::new()),
             status,
             errors: broadcast::channel(64).0,
@@ -252,7 +237,7 @@ impl Client {
 
     /// A snapshot of the local state (the original's `getState()`).
     pub fn state(&self) -> JsonObject {
-        lock(&self.shared.state).clone()
+        lock(&self.shared.core).state().clone()
     }
 
     /// The local state as the caller's type.

@@ -1,30 +1,39 @@
-//! The client's task: owns the socket and the [`ClientCore`], turns commands and frames
-//! into core calls, performs what the core asks, and reconnects.
+//! The client's task: owns the socket, feeds the shared [`ClientCore`] the commands and
+//! frames, performs what the core asks, and reconnects. The bookkeeping around the core
+//! (who waits for what, when the backoff starts over) is the protocol crate's
+//! ([`Waiters`], [`Reconnect`]); what is this crate's own is the socket, the timers and
+//! how user code is called.
 
-use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
-use state_sync_protocol::{ClientCore, Event, JsonObject, ReconnectPolicy, apply_updates};
+use state_sync_protocol::{
+    ClientCore, ConnectionStatus, Event, JsonObject, Reconnect, ReconnectPolicy, Waiters,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::client::{Applied, ConnectionStatus, Shared, StateUpdate, lock};
+use crate::client::{Applied, Shared, StateUpdate, lock};
 use crate::error::{Error, Result};
 use crate::transport::{self, Socket, Target};
+
+/// A caller of `connect_to_state`.
+type AttachWaiter = oneshot::Sender<Result<JsonObject>>;
+/// A caller of `update_state`.
+type UpdateWaiter = oneshot::Sender<Result<Applied>>;
 
 /// What a [`Client`](crate::Client) handle asks of the driver.
 pub(crate) enum Command {
     ConnectToState {
         state_identifier: String,
-        reply: oneshot::Sender<Result<JsonObject>>,
+        reply: AttachWaiter,
     },
     Update {
         updates: JsonObject,
-        reply: oneshot::Sender<Result<Applied>>,
+        reply: UpdateWaiter,
     },
     Close {
         reply: oneshot::Sender<()>,
@@ -40,18 +49,12 @@ enum Ended {
 }
 
 pub(crate) struct Driver {
-    core: ClientCore,
     shared: Arc<Shared>,
     commands: mpsc::UnboundedReceiver<Command>,
     target: Target,
-    policy: ReconnectPolicy,
-    /// Callers of `connect_to_state`, with the state they asked for.
-    attach_waiters: Vec<(String, oneshot::Sender<Result<JsonObject>>)>,
-    update_waiters: HashMap<u64, oneshot::Sender<Result<Applied>>>,
+    reconnect: Reconnect,
+    waiters: Waiters<AttachWaiter, UpdateWaiter>,
     close_waiters: Vec<oneshot::Sender<()>>,
-    /// Reconnection attempts since the last successful attach: a server that accepts
-    /// connections and drops them at once still gets the backoff.
-    attempt: u32,
 }
 
 impl Driver {
@@ -62,16 +65,23 @@ impl Driver {
         policy: ReconnectPolicy,
     ) -> Self {
         Driver {
-            core: ClientCore::new(uuid::Uuid::new_v4().to_string()),
             shared,
             commands,
             target,
-            policy,
-            attach_waiters: Vec::new(),
-            update_waiters: HashMap::new(),
+            reconnect: Reconnect::new(policy),
+            waiters: Waiters::new(),
             close_waiters: Vec::new(),
-            attempt: 0,
         }
+    }
+
+    /// Runs `f` on the core. The lock is released before the events it returns are
+    /// performed, so listeners may read the state.
+    fn core<R>(&self, f: impl FnOnce(&mut ClientCore) -> R) -> R {
+        f(&mut lock(&self.shared.core))
+    }
+
+    fn status(&self) -> ConnectionStatus {
+        *self.shared.status.borrow()
     }
 
     fn set_status(&self, status: ConnectionStatus) {
@@ -87,29 +97,27 @@ impl Driver {
     /// attempts with backoff.
     pub(crate) async fn run(mut self, socket: Socket) {
         let mut socket = Some(socket);
-        self.attempt = 0;
         loop {
             if let Some(connected) = socket.take() {
-                if self.core.state_identifier().is_none() {
-                    // Nothing to attach to: the connection itself is the success.
-                    self.attempt = 0;
-                }
+                let (attaching, events) = self.core(|core| {
+                    let attaching = core.state_identifier().is_some();
+                    (attaching, core.transport_up())
+                });
+                self.reconnect.connected(attaching);
                 self.set_status(ConnectionStatus::Connected);
-                let events = self.core.transport_up();
                 let ended = self.connected(connected, events).await;
-                let events = self.core.transport_down();
+                let events = self.core(ClientCore::transport_down);
                 let _ = self.dispatch(events);
                 if let Ended::Closed = ended {
                     break;
                 }
-                self.set_status(ConnectionStatus::Reconnecting);
+                self.set_status(self.status().retrying());
             }
-            let attempt = self.attempt;
-            let Some(delay) = self.policy.delay(attempt, fastrand::f64()) else {
+            let attempt = self.reconnect.attempt();
+            let Some(delay) = self.reconnect.next_delay(fastrand::f64()) else {
                 tracing::debug!("not reconnecting (attempt {attempt})");
                 break;
             };
-            self.attempt = attempt.saturating_add(1);
             let target = self.target.clone();
             let attempt_connect = async move {
                 tokio::time::sleep(delay).await;
@@ -136,9 +144,13 @@ impl Driver {
                 }
             }
         }
-        let events = self.core.close();
+        let events = self.core(ClientCore::close);
         let _ = self.dispatch(events);
-        for (_, waiter) in self.attach_waiters.drain(..) {
+        let (attaching, updating) = self.waiters.close();
+        for waiter in attaching {
+            let _ = waiter.send(Err(Error::Closed));
+        }
+        for waiter in updating {
             let _ = waiter.send(Err(Error::Closed));
         }
         self.set_status(ConnectionStatus::Closed);
@@ -170,22 +182,16 @@ impl Driver {
                 state_identifier,
                 reply,
             } => {
-                // Callers waiting for another state are answered: that attach is superseded.
-                let superseded = format!("superseded by attaching to {state_identifier}");
-                for (_, waiter) in self
-                    .attach_waiters
-                    .extract_if(.., |(id, _)| *id != state_identifier)
-                {
-                    let _ = waiter.send(Err(Error::AttachFailed(superseded.clone())));
+                let superseded = self.waiters.attach(&state_identifier, reply);
+                for waiter in superseded.waiters {
+                    let _ = waiter.send(Err(Error::AttachFailed(superseded.message.clone())));
                 }
-                let events = self.core.connect_to_state(&state_identifier);
-                *lock(&self.shared.state) = self.core.state().clone();
-                self.attach_waiters.push((state_identifier, reply));
+                let events = self.core(|core| core.connect_to_state(&state_identifier));
                 self.dispatch(events)
             }
             Command::Update { updates, reply } => {
-                let (request_id, events) = self.core.update(updates);
-                self.update_waiters.insert(request_id, reply);
+                let (request_id, events) = self.core(|core| core.update(updates));
+                self.waiters.update(request_id, reply);
                 self.dispatch(events)
             }
             Command::Close { reply } => {
@@ -214,13 +220,13 @@ impl Driver {
             tokio::select! {
                 frame = stream.next() => match frame {
                     Some(Ok(Message::Text(text))) => {
-                        let events = self.core.on_text(text.as_str());
+                        let events = self.core(|core| core.on_text(text.as_str()));
                         outgoing = self.dispatch(events);
                     }
                     Some(Ok(Message::Close(frame))) => {
                         tracing::debug!("the server closed the connection: {frame:?}");
                         if frame.is_some_and(|f| f.code == CloseCode::Size) {
-                            let events = self.core.frame_too_large();
+                            let events = self.core(ClientCore::frame_too_large);
                             let _ = self.dispatch(events);
                         }
                         return Ended::Lost;
@@ -262,28 +268,21 @@ impl Driver {
                     state,
                     changes,
                 } => {
-                    self.attempt = 0;
-                    *lock(&self.shared.state) = state.clone();
-                    let waiting = self
-                        .attach_waiters
-                        .extract_if(.., |(id, _)| *id == state_identifier);
-                    for (_, waiter) in waiting {
+                    self.reconnect.attached();
+                    for waiter in self.waiters.answered(&state_identifier) {
                         let _ = waiter.send(Ok(state.clone()));
                     }
-                    if let Some(changes) = changes.filter(|c| !c.is_empty()) {
+                    if let Some(changes) = changes {
                         self.notify(Arc::new(changes.updates), changes.previous);
                     }
                 }
-                Event::Updated { updates, previous } => {
-                    apply_updates(&mut lock(&self.shared.state), &updates);
-                    self.notify(updates, previous);
-                }
+                Event::Updated { updates, previous } => self.notify(updates, previous),
                 Event::Acknowledged {
                     request_id,
                     updates,
                     version,
                 } => {
-                    if let Some(waiter) = self.update_waiters.remove(&request_id) {
+                    if let Some(waiter) = self.waiters.settled(request_id) {
                         let _ = waiter.send(Ok(Applied { updates, version }));
                     }
                 }
@@ -291,7 +290,7 @@ impl Driver {
                     request_id,
                     failure,
                 } => {
-                    if let Some(waiter) = self.update_waiters.remove(&request_id) {
+                    if let Some(waiter) = self.waiters.settled(request_id) {
                         let _ = waiter.send(Err(Error::Update(failure)));
                     }
                 }
@@ -299,16 +298,12 @@ impl Driver {
                     state_identifier,
                     message,
                 } => {
-                    *lock(&self.shared.state) = self.core.state().clone();
-                    let waiting: Vec<_> = self
-                        .attach_waiters
-                        .extract_if(.., |(id, _)| *id == state_identifier)
-                        .collect();
+                    let waiting = self.waiters.answered(&state_identifier);
                     if waiting.is_empty() {
                         // A re-attach after a reconnect was refused: nobody is waiting.
                         self.report(Error::AttachFailed(message.clone()));
                     }
-                    for (_, waiter) in waiting {
+                    for waiter in waiting {
                         let _ = waiter.send(Err(Error::AttachFailed(message.clone())));
                     }
                 }

@@ -37,19 +37,24 @@
 //!
 //! # Layout
 //! - `client`: [`Client`], [`ClientBuilder`] and the types they return.
-//! - `driver`: the task that owns the connection and reconnects.
-//! - `transport`: the WebSocket URL and `ws://`/`wss://` connections.
+//! - `driver`: the task that owns the connection, feeds the core, performs its events
+//!   and reconnects.
+//! - `transport`: `ws://`/`wss://` connections (TCP, TLS, handshake).
 //! - `error`: [`Error`].
 //!
-//! The protocol logic itself ([`protocol::ClientCore`]) is shared with the browser
-//! client.
+//! Everything else is shared with the browser client in the protocol crate: the
+//! protocol logic and the one copy of the local state ([`protocol::ClientCore`]), who
+//! waits for what ([`protocol::Waiters`]), when the backoff starts over
+//! ([`protocol::Reconnect`]), the endpoint and its URL ([`protocol::Endpoint`]),
+//! listeners ([`protocol::Listeners`]) and [`ConnectionStatus`]. This crate adds the
+//! socket, the timers, and how user code is called.
 
 mod client;
 mod driver;
 mod error;
 mod transport;
 
-pub use client::{Applied, Client, ClientBuilder, ConnectionStatus, StateUpdate};
+pub use client::{Applied, Client, ClientBuilder, StateUpdate};
 pub use error::{Error, Result, UpdateFailure};
 pub use state_sync_protocol as protocol;
-pub use state_sync_protocol::{JsonObject, ReconnectPolicy};
+pub use state_sync_protocol::{ConnectionStatus, JsonObject, ReconnectPolicy};

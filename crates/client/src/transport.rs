@@ -1,4 +1,4 @@
-//! Opening the WebSocket: URL with the identifier and token, plain or TLS.
+//! Opening the WebSocket, plain or TLS, at the URL the protocol crate builds.
 
 use std::io;
 use std::pin::Pin;
@@ -9,6 +9,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite;
+
+use state_sync_protocol::Endpoint;
 
 use crate::error::Error;
 
@@ -46,47 +48,30 @@ pub(crate) fn default_tls() -> Arc<rustls::ClientConfig> {
 }
 
 impl Target {
-    /// The original's URL, `endpoint?identifier=…&token=…`, with both values URL-encoded.
+    /// The original's URL, `endpoint?identifier=…&token=…`, as the protocol crate
+    /// builds it for both clients ([`Endpoint`]).
     pub(crate) fn new(
         endpoint: &str,
         identifier: &str,
         token: Option<&str>,
         tls: Arc<rustls::ClientConfig>,
     ) -> Result<Self, Error> {
-        let invalid = |reason: &str| Error::InvalidEndpoint {
+        let invalid = |reason: String| Error::InvalidEndpoint {
             endpoint: endpoint.to_owned(),
-            reason: reason.to_owned(),
+            reason,
         };
-        let uri: http::Uri = endpoint
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
-        let secure = match uri.scheme_str() {
-            Some("ws") => false,
-            Some("wss") => true,
-            _ => return Err(invalid("the scheme must be ws:// or wss://")),
-        };
-        let host = uri
-            .host()
-            .ok_or_else(|| invalid("no host"))?
-            .trim_matches(['[', ']'])
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-        let query = form_urlencoded::Serializer::new(String::new())
-            .append_pair("identifier", identifier)
-            .append_pair("token", token.unwrap_or(""))
-            .finish();
-        let base = endpoint.trim_end_matches('?');
-        let separator = if uri.query().is_some() { '&' } else { '?' };
-        let url = if uri.path() == "/" && !base.ends_with('/') && uri.query().is_none() {
-            format!("{base}/?{query}")
-        } else {
-            format!("{base}{separator}{query}")
-        };
+        let parsed = Endpoint::parse(endpoint).map_err(|e| invalid(e.reason().to_owned()))?;
+        let url = parsed.connection_url(identifier, token);
+        // The handshake request needs an `http::Uri`, which refuses a few characters
+        // the browser's URL parser would encode (`<`, `` ` ``, `%` in the host): refuse
+        // such an endpoint here rather than at every connection attempt.
+        url.parse::<http::Uri>()
+            .map_err(|e| invalid(format!("not a valid URI: {e}")))?;
         Ok(Target {
             url,
-            host,
-            port,
-            secure,
+            host: parsed.host().to_owned(),
+            port: parsed.port(),
+            secure: parsed.is_secure(),
             tls,
         })
     }
@@ -177,26 +162,30 @@ impl AsyncWrite for Stream {
 mod tests {
     use super::*;
 
-    fn url(endpoint: &str, identifier: &str, token: Option<&str>) -> String {
-        Target::new(endpoint, identifier, token, default_tls())
-            .map(|t| t.url)
-            .unwrap_or_else(|e| e.to_string())
+    fn target(endpoint: &str) -> Result<Target, Error> {
+        Target::new(endpoint, "a b", Some("t"), default_tls())
     }
 
     #[test]
-    fn builds_the_original_url_with_encoding() {
+    fn connects_where_the_protocol_crates_url_says() {
+        let target = target("wss://[::1]:8443/sync").unwrap();
+        assert_eq!(target.url, "wss://[::1]:8443/sync?identifier=a%20b&token=t");
         assert_eq!(
-            url("ws://localhost:5000", "alice", Some("t")),
-            "ws://localhost:5000/?identifier=alice&token=t"
+            (target.host.as_str(), target.port, target.secure),
+            ("::1", 8443, true)
         );
-        assert_eq!(
-            url("ws://h:1/sync", "a b&c", None),
-            "ws://h:1/sync?identifier=a+b%26c&token="
+    }
+
+    #[test]
+    fn an_invalid_endpoint_is_refused_with_the_protocol_crates_reason() {
+        let Err(Error::InvalidEndpoint { endpoint, reason }) = target("http://h") else {
+            panic!("not refused");
+        };
+        assert_eq!(endpoint, "http://h");
+        assert_eq!(reason, "it must start with ws:// or wss://");
+        assert!(
+            matches!(target("ws://h/<"), Err(Error::InvalidEndpoint { .. })),
+            "not an http::Uri"
         );
-        assert_eq!(
-            url("wss://h/sync?room=1", "a", None),
-            "wss://h/sync?room=1&identifier=a&token="
-        );
-        assert!(url("http://h", "a", None).contains("ws:// or wss://"));
     }
 }
