@@ -47,6 +47,16 @@ pub(crate) fn error(message: &str, reason: &str) -> JsValue {
     error.unchecked_into()
 }
 
+/// What an `updateState` promise resolves with: `{updates, version}` (`version` is
+/// `null` with the original server).
+pub(crate) fn applied(updates: &JsonObject, version: Option<u64>) -> JsValue {
+    let applied = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&applied, &"updates".into(), &to_js(updates));
+    let version = version.map_or(JsValue::NULL, |v| JsValue::from_f64(v as f64));
+    let _ = js_sys::Reflect::set(&applied, &"version".into(), &version);
+    applied.into()
+}
+
 /// The JavaScript error for a failed update.
 pub(crate) fn update_error(failure: &UpdateFailure) -> JsValue {
     let reason = match failure {

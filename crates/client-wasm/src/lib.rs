@@ -17,18 +17,30 @@
 //! and `status` / `addStatusListener` tell the connection status.
 //!
 //! The protocol logic is the protocol crate's [`ClientCore`](state_sync_protocol::ClientCore),
-//! shared with the native client; this crate only moves frames and runs timers.
+//! shared with the native client, and so is the bookkeeping around it: who waits for
+//! what ([`Waiters`](state_sync_protocol::Waiters)), when the backoff starts over
+//! ([`Reconnect`](state_sync_protocol::Reconnect)), the endpoint check and URL
+//! ([`Endpoint`](state_sync_protocol::Endpoint)), listeners
+//! ([`Listeners`](state_sync_protocol::Listeners)) and the status names. This crate
+//! only opens the browser's WebSocket, runs its timer and calls JavaScript.
 //! Nothing here panics on input from the network or from JavaScript; callbacks that
 //! throw are logged and do not stop the client.
 //!
 //! # Layout
 //! - `client`: the exported `Client` class.
+//! - `driver`: the socket, its handlers and the reconnection timer; performs the
+//!   core's events and queues the JavaScript callbacks.
+//! - `options`: the constructor's options.
 //! - `convert`: JSON values and errors across the JavaScript boundary.
 
 #[cfg(target_arch = "wasm32")]
 mod client;
 #[cfg(target_arch = "wasm32")]
 mod convert;
+#[cfg(target_arch = "wasm32")]
+mod driver;
+#[cfg(target_arch = "wasm32")]
+mod options;
 
 #[cfg(target_arch = "wasm32")]
 pub use client::Client;

@@ -1,0 +1,370 @@
+//! What drives the exported `Client`: the WebSocket and its handlers, the reconnection
+//! timer, and the [`ClientCore`] whose events it performs.
+//!
+//! The bookkeeping around the core is the protocol crate's, shared with the native
+//! client: who waits for what ([`Waiters`]), when the backoff starts over
+//! ([`Reconnect`]), listeners by identifier ([`Listeners`]) and the status names. What
+//! is this crate's own is the browser's socket and timer, and how JavaScript is called:
+//! callbacks are queued as [`Effects`] and run once the client's state is no longer
+//! borrowed, so that they may call back into the client.
+
+use std::cell::RefCell;
+use std::rc::Weak;
+use std::time::Duration;
+
+use js_sys::{Array, Function};
+use state_sync_protocol::{
+    ClientCore, ConnectionStatus, Event, JsonObject, Listeners, Reconnect, ReconnectPolicy, Waiters,
+};
+use wasm_bindgen::prelude::*;
+use web_sys::{CloseEvent, MessageEvent, WebSocket};
+
+use crate::convert::{applied, error, to_js, update_error};
+
+/// JavaScript functions to call once the `RefCell` borrow is released, with their
+/// arguments.
+pub(crate) type Effects = Vec<(Function, Vec<JsValue>)>;
+
+/// A promise's `resolve` and `reject` functions.
+pub(crate) type Settle = (Function, Function);
+
+/// The socket and the handlers it holds; dropping it detaches and closes it.
+struct Socket {
+    ws: WebSocket,
+    _on_open: Closure<dyn FnMut(web_sys::Event)>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_close: Closure<dyn FnMut(CloseEvent)>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        let _ = self.ws.close_with_code_and_reason(1000, "client closed");
+    }
+}
+
+/// A scheduled reconnection and the callback it holds.
+struct Timer {
+    handle: i32,
+    _callback: Closure<dyn FnMut()>,
+}
+
+/// The client's state, shared by the exported `Client` and the socket's handlers.
+pub(crate) struct Inner {
+    this: Weak<RefCell<Inner>>,
+    pub(crate) core: ClientCore,
+    url: String,
+    reconnect: Reconnect,
+    socket: Option<Socket>,
+    timer: Option<Timer>,
+    pub(crate) status: ConnectionStatus,
+    pub(crate) listeners: Listeners<Function>,
+    pub(crate) status_listeners: Listeners<Function>,
+    pub(crate) error_listeners: Listeners<Function>,
+    /// Callers of `onConnection`.
+    pub(crate) connection_waiters: Vec<Settle>,
+    /// Callers of `onError` (their `resolve`).
+    pub(crate) error_waiters: Vec<Function>,
+    /// Callers of `connectToState` and `updateState`.
+    waiters: Waiters<Settle, Settle>,
+}
+
+/// Calls the queued JavaScript functions; one that throws is logged.
+fn run(effects: Effects) {
+    for (function, arguments) in effects {
+        let arguments: Array = arguments.into_iter().collect();
+        if let Err(thrown) = function.apply(&JsValue::NULL, &arguments) {
+            web_sys::console::error_2(&"server-state-sync: a callback threw".into(), &thrown);
+        }
+    }
+}
+
+/// Runs `f` on the client's state if it still exists, then the JavaScript callbacks it
+/// queued, outside the borrow.
+pub(crate) fn with_inner(this: &Weak<RefCell<Inner>>, f: impl FnOnce(&mut Inner, &mut Effects)) {
+    let Some(inner) = this.upgrade() else { return };
+    let mut effects = Vec::new();
+    match inner.try_borrow_mut() {
+        Ok(mut inner) => f(&mut inner, &mut effects),
+        // Re-entered from a callback; cannot happen since callbacks run after the borrow.
+        Err(_) => return,
+    }
+    run(effects);
+}
+
+impl Inner {
+    /// A client that has not opened its socket yet ([`Inner::open`] does).
+    pub(crate) fn new(
+        this: Weak<RefCell<Inner>>,
+        session: String,
+        url: String,
+        policy: ReconnectPolicy,
+    ) -> Self {
+        Inner {
+            this,
+            core: ClientCore::new(session),
+            url,
+            reconnect: Reconnect::new(policy),
+            socket: None,
+            timer: None,
+            status: ConnectionStatus::Connecting,
+            listeners: Listeners::new(),
+            status_listeners: Listeners::new(),
+            error_listeners: Listeners::new(),
+            connection_waiters: Vec::new(),
+            error_waiters: Vec::new(),
+            waiters: Waiters::new(),
+        }
+    }
+
+    /// Opens the WebSocket and registers its handlers.
+    pub(crate) fn open(&mut self, effects: &mut Effects) {
+        let ws = match WebSocket::new(&self.url) {
+            Ok(ws) => ws,
+            Err(thrown) => {
+                let message = thrown
+                    .as_string()
+                    .unwrap_or_else(|| "could not open the WebSocket".into());
+                self.report(&message, "connect", effects);
+                self.connection_lost(effects);
+                return;
+            }
+        };
+        let this = self.this.clone();
+        let on_open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+            with_inner(&this, |inner, effects| inner.on_open(effects));
+        });
+        let this = self.this.clone();
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+            if let Some(text) = event.data().as_string() {
+                with_inner(&this, |inner, effects| {
+                    let events = inner.core.on_text(&text);
+                    inner.dispatch(events, effects);
+                });
+            }
+        });
+        let this = self.this.clone();
+        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
+            with_inner(&this, |inner, effects| {
+                if event.code() == 1009 {
+                    // The server found a frame too large: fail that update, do not resend it.
+                    let events = inner.core.frame_too_large();
+                    inner.dispatch(events, effects);
+                }
+                inner.socket = None;
+                inner.connection_lost(effects);
+            });
+        });
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        self.socket = Some(Socket {
+            ws,
+            _on_open: on_open,
+            _on_message: on_message,
+            _on_close: on_close,
+        });
+    }
+
+    fn set_status(&mut self, status: ConnectionStatus, effects: &mut Effects) {
+        if self.status == status {
+            return;
+        }
+        self.status = status;
+        for listener in self.status_listeners.iter() {
+            effects.push((listener.clone(), vec![status.as_str().into()]));
+        }
+    }
+
+    fn on_open(&mut self, effects: &mut Effects) {
+        self.reconnect
+            .connected(self.core.state_identifier().is_some());
+        self.set_status(ConnectionStatus::Connected, effects);
+        for (resolve, _) in self.connection_waiters.drain(..) {
+            effects.push((resolve, vec![]));
+        }
+        let events = self.core.transport_up();
+        self.dispatch(events, effects);
+    }
+
+    fn connection_lost(&mut self, effects: &mut Effects) {
+        if self.status == ConnectionStatus::Closed {
+            return;
+        }
+        let events = self.core.transport_down();
+        self.dispatch(events, effects);
+        match self.reconnect.next_delay(js_sys::Math::random()) {
+            Some(delay) => {
+                self.set_status(self.status.retrying(), effects);
+                self.schedule(delay, effects);
+            }
+            None => self.shut_down(
+                "the connection was lost and reconnecting is off or gave up",
+                effects,
+            ),
+        }
+    }
+
+    fn schedule(&mut self, delay: Duration, effects: &mut Effects) {
+        let this = self.this.clone();
+        let callback = Closure::<dyn FnMut()>::new(move || {
+            with_inner(&this, |inner, effects| {
+                inner.timer = None;
+                if inner.status != ConnectionStatus::Closed {
+                    inner.open(effects);
+                }
+            });
+        });
+        let millis = i32::try_from(delay.as_millis()).unwrap_or(i32::MAX);
+        let scheduled = web_sys::window().map(|window| {
+            window.set_timeout_with_callback_and_timeout_and_arguments_0(
+                callback.as_ref().unchecked_ref(),
+                millis,
+            )
+        });
+        match scheduled {
+            Some(Ok(handle)) => {
+                self.timer = Some(Timer {
+                    handle,
+                    _callback: callback,
+                })
+            }
+            _ => self.shut_down("cannot schedule a reconnection outside a window", effects),
+        }
+    }
+
+    /// Closes for good: pending updates and waiters fail.
+    pub(crate) fn shut_down(&mut self, why: &str, effects: &mut Effects) {
+        if self.status == ConnectionStatus::Closed {
+            return;
+        }
+        self.socket = None;
+        if let (Some(timer), Some(window)) = (self.timer.take(), web_sys::window()) {
+            window.clear_timeout_with_handle(timer.handle);
+        }
+        let events = self.core.close();
+        self.dispatch(events, effects);
+        let (attaching, updating) = self.waiters.close();
+        let waiting = attaching.into_iter().chain(updating);
+        for (_, reject) in waiting.chain(self.connection_waiters.drain(..)) {
+            effects.push((reject, vec![error(why, "closed")]));
+        }
+        let closed = error(why, "closed");
+        for resolve in self.error_waiters.drain(..) {
+            effects.push((resolve, vec![closed.clone()]));
+        }
+        self.set_status(ConnectionStatus::Closed, effects);
+    }
+
+    /// Attaches to a state; `settle` hears the answer.
+    pub(crate) fn connect_to_state(
+        &mut self,
+        state_identifier: &str,
+        settle: Settle,
+        effects: &mut Effects,
+    ) {
+        let superseded = self.waiters.attach(state_identifier, settle);
+        for (_, reject) in superseded.waiters {
+            effects.push((reject, vec![error(&superseded.message, "attachFailed")]));
+        }
+        let events = self.core.connect_to_state(state_identifier);
+        self.dispatch(events, effects);
+    }
+
+    /// Queues an update; `settle` hears its outcome.
+    pub(crate) fn update(&mut self, updates: JsonObject, settle: Settle, effects: &mut Effects) {
+        let (request_id, events) = self.core.update(updates);
+        self.waiters.update(request_id, settle);
+        self.dispatch(events, effects);
+    }
+
+    fn report(&mut self, message: &str, reason: &str, effects: &mut Effects) {
+        let value = error(message, reason);
+        for resolve in self.error_waiters.drain(..) {
+            effects.push((resolve, vec![value.clone()]));
+        }
+        for listener in self.error_listeners.iter() {
+            effects.push((listener.clone(), vec![value.clone()]));
+        }
+    }
+
+    fn notify(&self, updates: &JsonObject, previous: &JsonObject, effects: &mut Effects) {
+        let mut matching = self.listeners.matching(updates).peekable();
+        if matching.peek().is_none() {
+            return;
+        }
+        let (updates_js, previous_js) = (to_js(updates), to_js(previous));
+        for listener in matching {
+            effects.push((
+                listener.clone(),
+                vec![updates_js.clone(), previous_js.clone()],
+            ));
+        }
+    }
+
+    fn dispatch(&mut self, events: Vec<Event>, effects: &mut Effects) {
+        for event in events {
+            match event {
+                Event::Send(text) => {
+                    if let Some(socket) = &self.socket {
+                        let _ = socket.ws.send_with_str(&text);
+                    }
+                }
+                Event::Attached {
+                    state_identifier,
+                    state,
+                    changes,
+                } => {
+                    self.reconnect.attached();
+                    let waiting = self.waiters.answered(&state_identifier);
+                    if !waiting.is_empty() {
+                        let state_js = to_js(&state);
+                        for (resolve, _) in waiting {
+                            effects.push((resolve, vec![state_js.clone()]));
+                        }
+                    }
+                    if let Some(changes) = changes {
+                        self.notify(&changes.updates, &changes.previous, effects);
+                    }
+                }
+                Event::Updated { updates, previous } => self.notify(&updates, &previous, effects),
+                Event::Acknowledged {
+                    request_id,
+                    updates,
+                    version,
+                } => {
+                    if let Some((resolve, _)) = self.waiters.settled(request_id) {
+                        effects.push((resolve, vec![applied(&updates, version)]));
+                    }
+                }
+                Event::Failed {
+                    request_id,
+                    failure,
+                } => {
+                    if let Some((_, reject)) = self.waiters.settled(request_id) {
+                        effects.push((reject, vec![update_error(&failure)]));
+                    }
+                }
+                Event::AttachFailed {
+                    state_identifier,
+                    message,
+                } => {
+                    let waiting = self.waiters.answered(&state_identifier);
+                    if waiting.is_empty() {
+                        // A re-attach after a reconnect was refused: nobody is waiting.
+                        self.report(&message, "attachFailed", effects);
+                    }
+                    for (_, reject) in waiting {
+                        effects.push((reject, vec![error(&message, "attachFailed")]));
+                    }
+                }
+                Event::StateRemoved { message, .. } => {
+                    self.report(&message, "stateRemoved", effects)
+                }
+                Event::ServerError { message } => self.report(&message, "server", effects),
+            }
+        }
+    }
+}
