@@ -13,10 +13,16 @@
 //! `ws` package, serializing each broadcast once per recipient like the original.
 //!
 //! # Layout
+//! - `args`: the one command-line parser of every binary (`--help` included).
 //! - `proc_stats`: CPU time and RSS of a process, from `/proc`.
 //! - `report`: the result of one scenario run, as the load generator prints it.
+//! - `runner`: the scenarios, starting servers pinned to cores, repeated runs.
 //! - `server_args`: the command line of the benchmark servers.
+//! - `summary`: the report's table, chart, targets and document.
 
+pub mod args;
 pub mod proc_stats;
 pub mod report;
+pub mod runner;
 pub mod server_args;
+pub mod summary;

@@ -1,5 +1,7 @@
 //! The command line both benchmark servers take: `--addr HOST:PORT [--threads N]`.
 
+use crate::args::{self, value};
+
 /// A benchmark server's address and tokio runtime.
 #[derive(Debug)]
 pub struct ServerArgs {
@@ -9,28 +11,37 @@ pub struct ServerArgs {
     pub runtime: tokio::runtime::Runtime,
 }
 
-/// Reads `--addr HOST:PORT [--threads N]` from the command line; `program` names the
-/// binary in the usage message.
+/// Reads `--addr HOST:PORT [--threads N]` from the command line (`--help` prints the
+/// options and exits); `program` names the binary in the usage message.
 ///
 /// # Errors
-/// A message for an unknown option or a missing or malformed value, or when the
-/// runtime cannot be built.
+/// A message for a missing address or a malformed value, or when the runtime cannot
+/// be built.
 pub fn server_args(program: &str) -> Result<ServerArgs, Box<dyn std::error::Error>> {
-    let mut addr = None;
-    let mut threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let mut args = std::env::args().skip(1);
-    let usage = format!("usage: {program} --addr HOST:PORT [--threads N]");
-    while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .ok_or(format!("{flag} needs a value; {usage}"))?;
-        match flag.as_str() {
-            "--addr" => addr = Some(value),
-            "--threads" => threads = value.parse()?,
-            other => return Err(format!("unknown option {other}; {usage}").into()),
-        }
-    }
-    let addr = addr.ok_or(usage)?;
+    let args = args::parse(
+        &format!("{program} --addr HOST:PORT [--threads N]"),
+        &[
+            value(
+                "--addr",
+                "HOST:PORT",
+                "where to listen (required; port 0 picks one)",
+            ),
+            value(
+                "--threads",
+                "N",
+                "tokio worker threads (default: one per core)",
+            ),
+        ],
+    );
+    let addr = args
+        .text("--addr")
+        .ok_or(format!(
+            "{program}: --addr HOST:PORT is required (see --help)"
+        ))?
+        .to_owned();
+    let threads = args
+        .get("--threads")?
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .enable_all()

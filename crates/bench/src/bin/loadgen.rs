@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use state_sync_bench::args::{self, value};
 use state_sync_bench::proc_stats::{cpu_time, rss_bytes};
 use state_sync_bench::report::Report;
 use tokio::net::TcpStream;
@@ -41,38 +42,44 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = std::env::args().skip(1);
-    let scenario = args
-        .next()
-        .ok_or("usage: loadgen <fanout|all-to-all|idle|hold> --url ws://HOST:PORT [options]")?;
-    let mut parsed = Args {
-        scenario,
-        url: String::new(),
-        clients: 100,
-        seconds: 5.0,
-        in_flight: 4,
-        senders: None,
-        server_pid: None,
-        max_updates: None,
+    let args = args::parse(
+        "loadgen <fanout|all-to-all|idle|hold> --url ws://HOST:PORT [options]",
+        &[
+            value("--url", "URL", "the server (required)"),
+            value("--clients", "N", "clients to connect (default 100)"),
+            value("--seconds", "S", "seconds of sending (default 5)"),
+            value(
+                "--in-flight",
+                "K",
+                "updates per sender not yet delivered to every client (default 4)",
+            ),
+            value(
+                "--senders",
+                "M",
+                "clients that send (all-to-all: every client; fanout: 1)",
+            ),
+            value(
+                "--server-pid",
+                "PID",
+                "read the server's CPU time and RSS from /proc",
+            ),
+            value("--max-updates", "N", "updates per sender at most"),
+        ],
+    );
+    let [scenario] = args.positional.as_slice() else {
+        return Err("name one scenario: fanout, all-to-all, idle or hold".into());
     };
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        let bad = || format!("{flag}: {value:?} is not a number");
-        match flag.as_str() {
-            "--url" => parsed.url = value.trim_end_matches('/').to_owned(),
-            "--clients" => parsed.clients = value.parse().map_err(|_| bad())?,
-            "--seconds" => parsed.seconds = value.parse().map_err(|_| bad())?,
-            "--in-flight" => parsed.in_flight = value.parse().map_err(|_| bad())?,
-            "--senders" => parsed.senders = Some(value.parse().map_err(|_| bad())?),
-            "--server-pid" => parsed.server_pid = Some(value.parse().map_err(|_| bad())?),
-            "--max-updates" => parsed.max_updates = Some(value.parse().map_err(|_| bad())?),
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    if parsed.url.is_empty() {
-        return Err("--url is required".into());
-    }
-    Ok(parsed)
+    let url = args.text("--url").ok_or("--url is required")?;
+    Ok(Args {
+        scenario: scenario.clone(),
+        url: url.trim_end_matches('/').to_owned(),
+        clients: args.get("--clients")?.unwrap_or(100),
+        seconds: args.get("--seconds")?.unwrap_or(5.0),
+        in_flight: args.get("--in-flight")?.unwrap_or(4),
+        senders: args.get("--senders")?,
+        server_pid: args.get("--server-pid")?,
+        max_updates: args.get("--max-updates")?,
+    })
 }
 
 async fn connect_attached(url: &str, id: usize) -> Result<Ws, String> {

@@ -1,0 +1,266 @@
+//! Running the suite: each server pinned to core 1 and the load generator to core 0
+//! (with `taskset`, where the machine has two cores or more); every throughput run
+//! repeated and the median kept.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::report::Report;
+use crate::summary::{Outcome, Server, median};
+
+/// One scenario: the load generator's arguments and the servers it runs against.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The load generator's scenario.
+    pub name: &'static str,
+    /// Clients to connect.
+    pub clients: usize,
+    /// Seconds of sending.
+    pub seconds: f64,
+    /// More load generator arguments.
+    pub extra: Vec<String>,
+    /// The servers it runs against.
+    pub servers: Vec<Server>,
+}
+
+/// Where the binaries are and whether processes are pinned to cores.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The folder of `bench-server`, `floor-server` and `loadgen`.
+    pub bin_dir: PathBuf,
+    /// The Node.js baseline's script.
+    pub node_server: PathBuf,
+    /// Whether servers and load generator are pinned to their own cores.
+    pub pinned: bool,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn pinned(setup: &Setup, core: u32, command: &str) -> String {
+    let pin = if setup.pinned {
+        format!("taskset -c {core} ")
+    } else {
+        String::new()
+    };
+    format!("ulimit -n 20000 2>/dev/null || ulimit -n 4096; exec {pin}{command}")
+}
+
+fn start_server(setup: &Setup, server: Server, port: u16) -> Result<Child, String> {
+    let addr = format!("127.0.0.1:{port}");
+    let command = match server {
+        Server::Ours => format!(
+            "{} --addr {addr} --threads 1",
+            setup.bin_dir.join("bench-server").display()
+        ),
+        Server::Floor => format!(
+            "{} --addr {addr} --threads 1",
+            setup.bin_dir.join("floor-server").display()
+        ),
+        Server::Node => format!("node {} --addr {addr}", setup.node_server.display()),
+    };
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(pinned(setup, 1, &command))
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", server.name()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    if !line.starts_with("listening on") {
+        let _ = child.kill();
+        return Err(format!("{} did not start: {line:?}", server.name()));
+    }
+    Ok(child)
+}
+
+/// Runs one scenario once against one server.
+pub fn run_one(setup: &Setup, scenario: &Scenario, server: Server) -> Result<Report, String> {
+    let port = free_port().map_err(|e| e.to_string())?;
+    let mut child = start_server(setup, server, port)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let mut command = format!(
+        "{} {} --url ws://127.0.0.1:{port} --clients {} --seconds {} --server-pid {}",
+        setup.bin_dir.join("loadgen").display(),
+        scenario.name,
+        scenario.clients,
+        scenario.seconds,
+        child.id()
+    );
+    for extra in &scenario.extra {
+        command.push(' ');
+        command.push_str(extra);
+    }
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(pinned(setup, 0, &command))
+        .output();
+    let _ = child.kill();
+    let _ = child.wait();
+    let output = output.map_err(|e| format!("loadgen: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(last).map_err(|e| {
+        format!(
+            "loadgen gave no report ({e}): {stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// The scenarios of a full run, or of a smoke run.
+pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
+    let all = servers.to_vec();
+    let ours = vec![Server::Ours];
+    if smoke {
+        return vec![
+            Scenario {
+                name: "fanout",
+                clients: 50,
+                seconds: 1.0,
+                extra: vec![],
+                servers: all.clone(),
+            },
+            Scenario {
+                name: "all-to-all",
+                clients: 8,
+                seconds: 1.0,
+                extra: vec!["--in-flight".into(), "4".into()],
+                servers: all.clone(),
+            },
+            Scenario {
+                name: "idle",
+                clients: 200,
+                seconds: 0.0,
+                extra: vec![],
+                servers: ours,
+            },
+        ];
+    }
+    let mut list = Vec::new();
+    for clients in [100, 1_000, 10_000] {
+        list.push(Scenario {
+            name: "fanout",
+            clients,
+            seconds: 5.0,
+            extra: vec![],
+            servers: all.clone(),
+        });
+    }
+    list.push(Scenario {
+        name: "all-to-all",
+        clients: 32,
+        seconds: 5.0,
+        extra: vec!["--in-flight".into(), "4".into()],
+        servers: all.clone(),
+    });
+    list.push(Scenario {
+        name: "idle",
+        clients: 10_000,
+        seconds: 0.0,
+        extra: vec![],
+        servers: all,
+    });
+    list.push(Scenario {
+        name: "hold",
+        clients: 19_000,
+        seconds: 0.0,
+        extra: vec![
+            "--max-updates".into(),
+            "2".into(),
+            "--in-flight".into(),
+            "1".into(),
+        ],
+        servers: ours,
+    });
+    list
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The machine, for the report: CPU, cores, memory, kernel, rustc and node.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("MemTotal:")
+        .trim()
+        .to_owned();
+    format!(
+        "{model}, {} cores, {memory} of memory, Linux {}, rustc {}, node {}",
+        command_output("nproc", &[]),
+        command_output("uname", &["-r"]),
+        command_output("rustc", &["--version"]).trim_start_matches("rustc "),
+        command_output("node", &["--version"])
+    )
+}
+
+/// Runs every scenario (or those named in `only`) against every server in `servers`,
+/// `repeat` times for throughput scenarios, and returns the outcomes; a run that
+/// failed is an outcome whose report carries the error.
+pub fn run_suite(
+    setup: &Setup,
+    scenarios: &[Scenario],
+    servers: &[Server],
+    only: Option<&[String]>,
+    repeat: usize,
+) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    for scenario in scenarios {
+        if only.is_some_and(|only| !only.iter().any(|name| name == scenario.name)) {
+            continue;
+        }
+        for &server in scenario.servers.iter().filter(|s| servers.contains(s)) {
+            eprintln!(
+                "running {} with {} clients against {}",
+                scenario.name,
+                scenario.clients,
+                server.name()
+            );
+            let traffic = scenario.name == "fanout" || scenario.name == "all-to-all";
+            let runs = if traffic { repeat.max(1) } else { 1 };
+            let results: Vec<_> = (0..runs)
+                .map(|_| run_one(setup, scenario, server))
+                .collect();
+            let report = median(results).unwrap_or_else(|e| {
+                eprintln!("  failed: {e}");
+                Report {
+                    scenario: scenario.name.into(),
+                    clients: scenario.clients,
+                    errors: vec![e],
+                    ..Report::default()
+                }
+            });
+            outcomes.push(Outcome {
+                scenario: scenario.name.to_owned(),
+                server,
+                report,
+            });
+        }
+    }
+    outcomes
+}

@@ -1,0 +1,420 @@
+//! The benchmark report: its table, its chart, the targets and whether they are met,
+//! and the whole `docs/benchmarks.md` document.
+
+use crate::report::Report;
+
+/// A server the suite measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// Our `bench-server`.
+    Ours,
+    /// The tokio-tungstenite broadcast server without state logic.
+    Floor,
+    /// The Node.js `ws` server of the same protocol.
+    Node,
+}
+
+impl Server {
+    /// The name shown in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Ours => "ours",
+            Server::Floor => "floor (baseline)",
+            Server::Node => "node ws (baseline)",
+        }
+    }
+
+    /// The server named on the command line (`ours`, `floor`, `node`).
+    pub fn from_arg(name: &str) -> Option<Server> {
+        match name {
+            "ours" => Some(Server::Ours),
+            "floor" => Some(Server::Floor),
+            "node" => Some(Server::Node),
+            _ => None,
+        }
+    }
+}
+
+/// One scenario's result against one server.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The server it ran against.
+    pub server: Server,
+    /// What the load generator reported.
+    pub report: Report,
+}
+
+/// A rate for people: `1.23 M`, `456 k`, `789`.
+pub fn fmt_rate(value: f64) -> String {
+    if value >= 1e6 {
+        format!("{:.2} M", value / 1e6)
+    } else if value >= 1e3 {
+        format!("{:.0} k", value / 1e3)
+    } else {
+        format!("{value:.0}")
+    }
+}
+
+/// The results as a Markdown table.
+pub fn table(outcomes: &[Outcome]) -> String {
+    let mut out = String::from(
+        "| scenario | clients | server | deliveries/s | p50 ms | p99 ms | server CPU µs/delivery | server RSS per connection | correct |\n|---|---:|---|---:|---:|---:|---:|---:|---|\n",
+    );
+    for o in outcomes {
+        let r = &o.report;
+        let traffic = r.deliveries > 0;
+        let per_connection = if r.scenario == "idle" || r.scenario == "hold" {
+            let bytes = r.rss_after.saturating_sub(r.rss_before) as f64 / r.clients.max(1) as f64;
+            format!("{:.1} KB", bytes / 1024.0)
+        } else {
+            "".into()
+        };
+        let dash = |v: f64, text: String| if traffic && v > 0.0 { text } else { "".into() };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            o.scenario,
+            r.clients,
+            o.server.name(),
+            dash(r.deliveries_per_second, fmt_rate(r.deliveries_per_second)),
+            dash(r.p50_ms, format!("{:.2}", r.p50_ms)),
+            dash(r.p99_ms, format!("{:.2}", r.p99_ms)),
+            dash(
+                r.server_cpu_us_per_delivery,
+                format!("{:.2}", r.server_cpu_us_per_delivery)
+            ),
+            per_connection,
+            if r.errors.is_empty() {
+                "yes".to_owned()
+            } else {
+                format!("NO: {}", r.errors.join("; "))
+            },
+        ));
+    }
+    out
+}
+
+/// Deliveries per second of every traffic run, as an SVG bar chart.
+pub fn svg_chart(outcomes: &[Outcome]) -> String {
+    let groups: Vec<(String, Vec<(Server, f64)>)> = {
+        let mut groups: Vec<(String, Vec<(Server, f64)>)> = Vec::new();
+        for o in outcomes
+            .iter()
+            .filter(|o| o.report.deliveries > 0 && o.report.scenario != "hold")
+        {
+            let label = format!("{} {}", o.scenario, o.report.clients);
+            match groups.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, bars)) => bars.push((o.server, o.report.deliveries_per_second)),
+                None => groups.push((label, vec![(o.server, o.report.deliveries_per_second)])),
+            }
+        }
+        groups
+    };
+    let max = groups
+        .iter()
+        .flat_map(|(_, b)| b.iter().map(|(_, v)| *v))
+        .fold(1.0, f64::max);
+    let (width, height, left, bottom, top) = (760.0, 360.0, 70.0, 60.0, 40.0);
+    let plot_h = height - bottom - top;
+    let group_w = (width - left - 20.0) / groups.len().max(1) as f64;
+    let colors = |s: Server| match s {
+        Server::Ours => "#2f6fdb",
+        Server::Floor => "#9aa5b1",
+        Server::Node => "#e08a2c",
+    };
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"22\" font-size=\"15\">Deliveries per second (higher is better)</text>\n"
+    );
+    for i in 0..=4 {
+        let value = max * f64::from(i) / 4.0;
+        let y = top + plot_h - plot_h * f64::from(i) / 4.0;
+        svg.push_str(&format!(
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#e3e3e3\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+            width - 20.0,
+            left - 6.0,
+            y + 4.0,
+            fmt_rate(value)
+        ));
+    }
+    for (g, (label, bars)) in groups.iter().enumerate() {
+        let x0 = left + group_w * g as f64;
+        let bar_w = (group_w - 24.0) / bars.len().max(1) as f64;
+        for (b, (server, value)) in bars.iter().enumerate() {
+            let h = plot_h * value / max;
+            let x = x0 + 12.0 + bar_w * b as f64;
+            svg.push_str(&format!(
+                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{}\"><title>{}: {}</title></rect>\n",
+                top + plot_h - h,
+                bar_w - 4.0,
+                colors(*server),
+                server.name(),
+                fmt_rate(*value)
+            ));
+        }
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>\n",
+            x0 + group_w / 2.0,
+            height - bottom + 18.0
+        ));
+    }
+    for (i, server) in [Server::Ours, Server::Floor, Server::Node]
+        .iter()
+        .enumerate()
+    {
+        let x = left + 190.0 * i as f64;
+        svg.push_str(&format!(
+            "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
+            height - 24.0,
+            colors(*server),
+            x + 18.0,
+            height - 14.0,
+            server.name()
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// A target of the suite and how the run fared.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The target, for people.
+    pub what: &'static str,
+    /// Met, missed, or `None` when its scenario did not run.
+    pub met: Option<bool>,
+    /// The measured figure.
+    pub figure: String,
+}
+
+fn find<'a>(
+    outcomes: &'a [Outcome],
+    scenario: &str,
+    clients: usize,
+    server: Server,
+) -> Option<&'a Report> {
+    outcomes
+        .iter()
+        .find(|o| o.scenario == scenario && o.report.clients == clients && o.server == server)
+        .map(|o| &o.report)
+}
+
+/// Every target, judged on `outcomes`.
+pub fn targets(outcomes: &[Outcome]) -> Vec<Target> {
+    let mut list = Vec::new();
+    for clients in [1_000, 10_000] {
+        let ours = find(outcomes, "fanout", clients, Server::Ours);
+        let cpu = ours.map(|r| r.server_cpu_us_per_delivery);
+        list.push(Target {
+            what: if clients == 1_000 {
+                "fanout 1,000: ≤ 2 µs server CPU per delivery"
+            } else {
+                "fanout 10,000: ≤ 2 µs server CPU per delivery"
+            },
+            met: cpu.map(|c| c <= 2.0),
+            figure: cpu.map_or("not run".into(), |c| format!("{c:.2} µs")),
+        });
+        let rate = ours.map(|r| r.deliveries_per_second);
+        let floor =
+            find(outcomes, "fanout", clients, Server::Floor).map(|r| r.deliveries_per_second);
+        list.push(Target {
+            what: if clients == 1_000 {
+                "fanout 1,000: ≥ 150,000 deliveries/s and ≥ 0.8 × floor"
+            } else {
+                "fanout 10,000: ≥ 150,000 deliveries/s and ≥ 0.8 × floor"
+            },
+            met: rate.map(|r| r >= 150_000.0 && floor.is_none_or(|f| r >= 0.8 * f)),
+            figure: match (rate, floor) {
+                (Some(r), Some(f)) => format!("{} ({:.2} × floor)", fmt_rate(r), r / f),
+                (Some(r), None) => fmt_rate(r),
+                _ => "not run".into(),
+            },
+        });
+        let p99 = ours.map(|r| r.p99_ms);
+        let limit = if clients == 1_000 { 10.0 } else { 100.0 };
+        list.push(Target {
+            what: if clients == 1_000 {
+                "fanout 1,000: p99 ≤ 10 ms"
+            } else {
+                "fanout 10,000: p99 ≤ 100 ms"
+            },
+            met: p99.map(|p| p <= limit),
+            figure: p99.map_or("not run".into(), |p| format!("{p:.2} ms")),
+        });
+    }
+    let all = find(outcomes, "all-to-all", 32, Server::Ours).map(|r| r.deliveries_per_second);
+    list.push(Target {
+        what: "all-to-all 32: ≥ 500,000 deliveries/s",
+        met: all.map(|r| r >= 500_000.0),
+        figure: all.map_or("not run".into(), fmt_rate),
+    });
+    let idle = find(outcomes, "idle", 10_000, Server::Ours).map(|r| {
+        r.rss_after.saturating_sub(r.rss_before) as f64 / r.clients.max(1) as f64 / 1024.0
+    });
+    list.push(Target {
+        what: "idle 10,000: ≤ 8 KB server RSS per connection",
+        met: idle.map(|kb| kb <= 8.0),
+        figure: idle.map_or("not run".into(), |kb| format!("{kb:.1} KB")),
+    });
+    let hold = find(outcomes, "hold", 19_000, Server::Ours);
+    list.push(Target {
+        what: "19,000 connections held by one server process",
+        met: hold.map(|r| r.errors.is_empty()),
+        figure: hold.map_or("not run".into(), |r| {
+            if r.errors.is_empty() {
+                "held; every client got every update".into()
+            } else {
+                r.errors.join("; ")
+            }
+        }),
+    });
+    list
+}
+
+/// The run with the median server CPU per delivery (runs on a shared machine are
+/// noisy); the first failure, if any run failed.
+pub fn median(results: Vec<Result<Report, String>>) -> Result<Report, String> {
+    let mut reports = Vec::new();
+    for result in results {
+        let report = result?;
+        if !report.errors.is_empty() {
+            return Ok(report);
+        }
+        reports.push(report);
+    }
+    reports.sort_by(|a, b| {
+        a.server_cpu_us_per_delivery
+            .total_cmp(&b.server_cpu_us_per_delivery)
+    });
+    let middle = reports.len() / 2;
+    reports
+        .into_iter()
+        .nth(middle)
+        .ok_or_else(|| "no run".to_owned())
+}
+
+/// What the document says about how the figures were taken.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// The machine ([`crate::runner::machine`]).
+    pub machine: String,
+    /// Whether processes were pinned to cores.
+    pub pinned: bool,
+    /// How many times each throughput run was repeated.
+    pub repeat: usize,
+}
+
+/// `met`, `NOT met` or `not run`.
+pub fn verdict(target: &Target) -> &'static str {
+    match target.met {
+        Some(true) => "met",
+        Some(false) => "NOT met",
+        None => "not run",
+    }
+}
+
+/// The whole `docs/benchmarks.md`; `chart_name` is the SVG's file name beside it.
+pub fn document(outcomes: &[Outcome], info: &RunInfo, chart_name: &str) -> String {
+    let mut doc = String::from("# Benchmarks\n\n");
+    doc.push_str("Written by `./scripts/bench.sh` (the runner `crates/bench/src/bin/bench.rs`); do not edit by hand.\n\n");
+    doc.push_str(&format!("Machine: {}.\n\n", info.machine));
+    doc.push_str(&format!(
+        "Each server runs alone pinned to core 1, with one tokio worker thread (the Node.js one is single-threaded anyway); the load generator runs pinned to core 0 (`taskset`{}). Server CPU time (user + system, all threads) and RSS are read from `/proc/PID/stat` and `/proc/PID/status` at the start and end of each run. Every run checks that every client received every update exactly once and in order; a failure fails the run. The machine is a shared virtual machine where single runs vary by up to 30 %: each fanout and all-to-all run is repeated {} times and the run with the median server CPU per delivery is shown.\n\n",
+        if info.pinned { "" } else { "; not available in this run" },
+        info.repeat
+    ));
+    doc.push_str("Commands: `./scripts/bench.sh` builds in release mode, installs the Node.js baseline's `ws` package and runs `target/release/bench --write docs/benchmarks.md`. Any load generator can drive our server alone: `target/release/bench-server --addr 127.0.0.1:PORT` (one empty state, `bench`).\n\n");
+    doc.push_str("Scenarios: **fanout**: N clients attached to one state, one of them sending updates of about 100 bytes, at most 4 in flight (an update is in flight until the last client received it), for 5 s; latency is from the send to the last receiver. **all-to-all**: 32 clients, each sending with 4 in flight, every update delivered to all 32. **idle**: 10,000 attached idle connections, server RSS growth per connection. **hold**: 19,000 attached connections, then two updates that every one of them must receive.\n\n");
+    doc.push_str("Servers: **ours** (`bench-server`); **floor** (baseline, `floor-server`): a minimal tokio-tungstenite broadcast server without state logic, forwarding each update frame as is; **node ws** (baseline, `baselines/node-ws/server.js`): the protocol on Node.js and the `ws` package, serializing each broadcast once per recipient like the original.\n\n");
+    doc.push_str("## Results\n\n");
+    doc.push_str(&table(outcomes));
+    doc.push_str(&format!("\n![Deliveries per second]({chart_name})\n\n## Targets\n\n| target | figure | met |\n|---|---|---|\n"));
+    for target in targets(outcomes) {
+        let met = match target.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "not run",
+        };
+        doc.push_str(&format!(
+            "| {} | {} | {met} |\n",
+            target.what, target.figure
+        ));
+    }
+    doc.push_str("\nThe load generator shares the machine (one core) and is often the bottleneck of the throughput figures, which is why server CPU time per delivery comes first.\n");
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(scenario: &str, clients: usize, server: Server, rate: f64, cpu: f64) -> Outcome {
+        Outcome {
+            scenario: scenario.into(),
+            server,
+            report: Report {
+                scenario: scenario.into(),
+                clients,
+                deliveries: 1000,
+                deliveries_per_second: rate,
+                server_cpu_us_per_delivery: cpu,
+                p99_ms: 5.0,
+                ..Report::default()
+            },
+        }
+    }
+
+    #[test]
+    fn rates_read_as_people_write_them() {
+        assert_eq!(fmt_rate(1_234_567.0), "1.23 M");
+        assert_eq!(fmt_rate(456_000.0), "456 k");
+        assert_eq!(fmt_rate(789.0), "789");
+    }
+
+    #[test]
+    fn a_target_is_met_missed_or_not_run() {
+        let outcomes = [
+            outcome("fanout", 1_000, Server::Ours, 600_000.0, 1.5),
+            outcome("fanout", 1_000, Server::Floor, 500_000.0, 1.6),
+            outcome("fanout", 10_000, Server::Ours, 100_000.0, 2.5),
+        ];
+        let targets = targets(&outcomes);
+        let find = |what: &str| targets.iter().find(|t| t.what.starts_with(what)).unwrap();
+        assert_eq!(find("fanout 1,000: ≤ 2 µs").met, Some(true));
+        assert_eq!(
+            find("fanout 1,000: ≥ 150,000").figure,
+            "600 k (1.20 × floor)"
+        );
+        assert_eq!(find("fanout 10,000: ≤ 2 µs").met, Some(false));
+        assert_eq!(find("all-to-all 32").met, None);
+        assert_eq!(verdict(find("all-to-all 32")), "not run");
+    }
+
+    #[test]
+    fn the_median_run_is_kept_and_a_failure_wins() {
+        let report = |cpu| {
+            Ok(Report {
+                server_cpu_us_per_delivery: cpu,
+                ..Report::default()
+            })
+        };
+        let kept = median(vec![report(3.0), report(1.0), report(2.0)]).unwrap();
+        assert_eq!(kept.server_cpu_us_per_delivery, 2.0);
+        assert!(median(vec![report(1.0), Err("boom".into())]).is_err());
+    }
+
+    #[test]
+    fn the_document_has_the_table_the_chart_and_the_targets() {
+        let outcomes = [outcome("fanout", 100, Server::Ours, 500_000.0, 1.5)];
+        let info = RunInfo {
+            machine: "test machine".into(),
+            pinned: true,
+            repeat: 3,
+        };
+        let doc = document(&outcomes, &info, "benchmarks.svg");
+        assert!(doc.contains("| fanout | 100 | ours | 500 k |"), "{doc}");
+        assert!(doc.contains("![Deliveries per second](benchmarks.svg)"));
+        assert!(doc.contains("## Targets") && doc.contains("test machine"));
+        assert!(svg_chart(&outcomes).starts_with("<svg"));
+    }
+}
