@@ -28,6 +28,10 @@ export class Client {
   #listenerIds = new Set();
 
   constructor(endpoint, identifier, accessToken, options) {
+    // The endpoint is checked by the WebAssembly constructor (the protocol crate's
+    // endpoint.rs: scheme, host, port, no fragment). That one runs only once the module
+    // is loaded, so a wrong scheme, the usual mistake, is refused here as well, at once
+    // and with the same text: `new Client('http://…')` throws as it always did.
     if (typeof endpoint !== 'string' || !/^wss?:\/\//.test(endpoint)) {
       throw new TypeError(`invalid endpoint ${JSON.stringify(endpoint)}: it must start with ws:// or wss://`);
     }
