@@ -8,8 +8,9 @@ mod legacy;
 pub use legacy::start_legacy_server;
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
-use state_sync_server::{Server, StateSyncer};
+use serde_json::{Value, json};
+use state_sync_server::{Server, StateOptions, StateSyncer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -48,9 +49,33 @@ pub async fn serve<K: Send + Sync + 'static>(syncer: &StateSyncer<K>) -> (Server
     (server, url)
 }
 
-/// A WebSocket client that sends and receives raw JSON frames.
-pub struct RawClient {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+/// A syncer with an empty state for each identifier, served on a fresh loopback
+/// port: the syncer, the server and its `ws://` URL.
+pub async fn serve_states(ids: &[&str]) -> (StateSyncer, Server, String) {
+    let syncer = StateSyncer::new();
+    for id in ids {
+        syncer
+            .create_state(StateOptions::new().identifier(*id))
+            .expect("create state");
+    }
+    let (server, url) = serve(&syncer).await;
+    (syncer, server, url)
+}
+
+/// A state whose interceptor vetoes every update with the key `forbidden` and lets
+/// the others through unchanged.
+pub fn vetoing_state<K>(id: &str) -> StateOptions<K> {
+    StateOptions::new()
+        .identifier(id)
+        .intercept_state_update(|updates, _| {
+            (!updates.contains_key("forbidden")).then_some(updates)
+        })
+}
+
+/// A WebSocket client that sends and receives raw JSON frames, over any stream
+/// (plain TCP by default; TLS in the `wss://` tests).
+pub struct RawClient<S = MaybeTlsStream<TcpStream>> {
+    ws: WebSocketStream<S>,
 }
 
 /// A frame as the client saw it.
@@ -84,14 +109,16 @@ impl RawClient {
         let (ws, _) = tokio_tungstenite::connect_async(url).await?;
         Ok(RawClient { ws })
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     /// Wraps an established WebSocket.
-    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> RawClient {
+    pub fn from_stream(ws: WebSocketStream<S>) -> RawClient<S> {
         RawClient { ws }
     }
 
     /// The underlying WebSocket.
-    pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+    pub fn into_inner(self) -> WebSocketStream<S> {
         self.ws
     }
 
@@ -163,14 +190,28 @@ impl RawClient {
 
     /// Sends CONNECT_TO_STATE and returns the data of STATE_CONNECTION_ESTABLISHED.
     pub async fn attach(&mut self, state: &str) -> Value {
-        self.send(serde_json::json!({"type": 2, "data": {"stateIdentifier": state}}))
+        self.send(json!({"type": 2, "data": {"stateIdentifier": state}}))
+            .await;
+        self.expect(7).await
+    }
+
+    /// Sends CONNECT_TO_STATE with a session (our extension) and returns the data of
+    /// STATE_CONNECTION_ESTABLISHED.
+    pub async fn attach_session(&mut self, state: &str, session: &str) -> Value {
+        self.send(json!({"type": 2, "data": {"stateIdentifier": state, "session": session}}))
             .await;
         self.expect(7).await
     }
 
     /// Sends UPDATE_STATE with these updates.
     pub async fn update(&mut self, updates: Value) {
-        self.send(serde_json::json!({"type": 3, "data": {"updates": updates}}))
+        self.send(json!({"type": 3, "data": {"updates": updates}}))
+            .await;
+    }
+
+    /// Sends UPDATE_STATE with these updates and a request id (our extension).
+    pub async fn update_with_id(&mut self, updates: Value, request_id: u64) {
+        self.send(json!({"type": 3, "data": {"updates": updates, "requestId": request_id}}))
             .await;
     }
 }

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use state_sync_client::{Client, ConnectionStatus, Error, ReconnectPolicy, UpdateFailure};
 use state_sync_protocol::FailureReason;
 use state_sync_server::{StateOptions, StateSyncer};
-use state_sync_tests::{PATIENCE, eventually, serve, start_legacy_server};
+use state_sync_tests::{
+    PATIENCE, eventually, serve, serve_states, start_legacy_server, vetoing_state,
+};
 
 type Heard = Arc<Mutex<Vec<(Value, Value)>>>;
 
@@ -149,15 +151,7 @@ async fn the_whole_api() {
 #[tokio::test]
 async fn two_clients_converge_and_a_veto_fails_the_update() {
     let syncer = StateSyncer::new();
-    syncer
-        .create_state(
-            StateOptions::new()
-                .identifier("s")
-                .intercept_state_update(|updates, _| {
-                    (!updates.contains_key("forbidden")).then_some(updates)
-                }),
-        )
-        .unwrap();
+    syncer.create_state(vetoing_state("s")).unwrap();
     let (server, url) = serve(&syncer).await;
     let a = Client::connect(&url, "a", None).await.unwrap();
     let b = Client::connect(&url, "b", None).await.unwrap();
@@ -408,11 +402,7 @@ async fn reconnection_delays_stay_within_the_backoff_bounds() {
 
 #[tokio::test]
 async fn with_reconnection_off_a_lost_connection_closes_the_client() {
-    let syncer = StateSyncer::new();
-    syncer
-        .create_state(StateOptions::new().identifier("s"))
-        .unwrap();
-    let (server, url) = serve(&syncer).await;
+    let (syncer, server, url) = serve_states(&["s"]).await;
     let client = Client::builder(&url, "c")
         .reconnect(ReconnectPolicy::disabled())
         .connect()

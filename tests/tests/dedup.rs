@@ -4,56 +4,34 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::json;
-use state_sync_server::{StateOptions, StateSyncer};
-use state_sync_tests::{RawClient, serve};
-
-fn connect_with_session(state: &str, session: &str) -> serde_json::Value {
-    json!({"type": 2, "data": {"stateIdentifier": state, "session": session}})
-}
-
-fn update(updates: serde_json::Value, request_id: u64) -> serde_json::Value {
-    json!({"type": 3, "data": {"updates": updates, "requestId": request_id}})
-}
+use state_sync_server::StateSyncer;
+use state_sync_tests::{RawClient, serve, serve_states, vetoing_state};
 
 #[tokio::test]
 async fn a_retried_update_is_acknowledged_again_not_applied_again() {
     let syncer = StateSyncer::new();
-    syncer
-        .create_state(
-            StateOptions::new()
-                .identifier("counter")
-                .intercept_state_update(|updates, _| {
-                    (!updates.contains_key("veto")).then_some(updates)
-                }),
-        )
-        .unwrap();
+    syncer.create_state(vetoing_state("counter")).unwrap();
     let (server, url) = serve(&syncer).await;
     let mut watcher = RawClient::connect(&url, "w", None).await;
     watcher.attach("counter").await;
 
     let mut first = RawClient::connect(&url, "c", None).await;
-    first
-        .send(connect_with_session("counter", "session-1"))
-        .await;
-    first.expect(7).await;
-    first.send(update(json!({"n": 1}), 1)).await;
-    first.send(update(json!({"veto": true}), 2)).await;
+    first.attach_session("counter", "session-1").await;
+    first.update_with_id(json!({"n": 1}), 1).await;
+    first.update_with_id(json!({"forbidden": true}), 2).await;
     assert_eq!(first.expect(3).await["requestId"], 1);
     assert_eq!(first.expect(9).await["reason"], "vetoed");
     drop(first);
 
     // The same session reconnects and resends both, plus a new one.
     let mut second = RawClient::connect(&url, "c", None).await;
-    second
-        .send(connect_with_session("counter", "session-1"))
-        .await;
     assert_eq!(
-        second.expect(7).await,
+        second.attach_session("counter", "session-1").await,
         json!({"state": {"n": 1}, "version": 1})
     );
-    second.send(update(json!({"n": 1}), 1)).await;
-    second.send(update(json!({"veto": true}), 2)).await;
-    second.send(update(json!({"n": 2}), 3)).await;
+    second.update_with_id(json!({"n": 1}), 1).await;
+    second.update_with_id(json!({"forbidden": true}), 2).await;
+    second.update_with_id(json!({"n": 2}), 3).await;
     assert_eq!(
         second.expect(3).await,
         json!({"updates": {"n": 1}, "version": 1, "requestId": 1}),
@@ -84,15 +62,11 @@ async fn a_retried_update_is_acknowledged_again_not_applied_again() {
 
 #[tokio::test]
 async fn sessions_are_per_state_and_updates_without_one_are_not_deduplicated() {
-    let syncer = StateSyncer::new();
-    syncer
-        .create_state(StateOptions::new().identifier("s"))
-        .unwrap();
-    let (server, url) = serve(&syncer).await;
+    let (_syncer, server, url) = serve_states(&["s"]).await;
     let mut client = RawClient::connect(&url, "c", None).await;
     client.attach("s").await;
-    client.send(update(json!({"a": 1}), 1)).await;
-    client.send(update(json!({"a": 1}), 1)).await;
+    client.update_with_id(json!({"a": 1}), 1).await;
+    client.update_with_id(json!({"a": 1}), 1).await;
     assert_eq!(client.expect(3).await["version"], 1);
     assert_eq!(
         client.expect(3).await["version"],
@@ -104,22 +78,17 @@ async fn sessions_are_per_state_and_updates_without_one_are_not_deduplicated() {
 
 #[tokio::test]
 async fn a_request_older_than_the_window_fails_with_outcome_unknown() {
-    let syncer = StateSyncer::new();
-    syncer
-        .create_state(StateOptions::new().identifier("s"))
-        .unwrap();
-    let (server, url) = serve(&syncer).await;
+    let (syncer, server, url) = serve_states(&["s"]).await;
     let mut client = RawClient::connect(&url, "c", None).await;
-    client.send(connect_with_session("s", "sess")).await;
-    client.expect(7).await;
+    client.attach_session("s", "sess").await;
     let window = state_sync_server::protocol::DEDUP_WINDOW as u64;
     for id in 1..=window + 1 {
-        client.send(update(json!({"i": id}), id)).await;
+        client.update_with_id(json!({"i": id}), id).await;
         client.expect(3).await;
     }
-    client.send(update(json!({"i": 1}), 1)).await;
+    client.update_with_id(json!({"i": 1}), 1).await;
     assert_eq!(client.expect(9).await["reason"], "outcomeUnknown");
-    client.send(update(json!({"i": 2}), 2)).await;
+    client.update_with_id(json!({"i": 2}), 2).await;
     assert_eq!(client.expect(3).await["version"], 2, "still remembered");
     assert_eq!(syncer.version_of_state("s"), Some(window + 1));
     server.shutdown().await;
@@ -127,20 +96,15 @@ async fn a_request_older_than_the_window_fails_with_outcome_unknown() {
 
 #[tokio::test]
 async fn request_id_zero_is_an_ordinary_first_request() {
-    let syncer = StateSyncer::new();
-    syncer
-        .create_state(StateOptions::new().identifier("s"))
-        .unwrap();
-    let (server, url) = serve(&syncer).await;
+    let (syncer, server, url) = serve_states(&["s"]).await;
     let mut client = RawClient::connect(&url, "c", None).await;
-    client.send(connect_with_session("s", "sess")).await;
-    client.expect(7).await;
-    client.send(update(json!({"z": 0}), 0)).await;
+    client.attach_session("s", "sess").await;
+    client.update_with_id(json!({"z": 0}), 0).await;
     assert_eq!(
         client.expect(3).await,
         json!({"updates": {"z": 0}, "version": 1, "requestId": 0})
     );
-    client.send(update(json!({"z": 0}), 0)).await;
+    client.update_with_id(json!({"z": 0}), 0).await;
     assert_eq!(
         client.expect(3).await["version"],
         1,
@@ -152,21 +116,15 @@ async fn request_id_zero_is_an_ordinary_first_request() {
 
 #[tokio::test]
 async fn sessions_of_different_clients_do_not_collide() {
-    let syncer = StateSyncer::new();
-    syncer
-        .create_state(StateOptions::new().identifier("s"))
-        .unwrap();
-    let (server, url) = serve(&syncer).await;
+    let (syncer, server, url) = serve_states(&["s"]).await;
     let mut alice = RawClient::connect(&url, "alice", None).await;
     let mut bob = RawClient::connect(&url, "bob", None).await;
-    alice.send(connect_with_session("s", "same")).await;
-    bob.send(connect_with_session("s", "same")).await;
-    alice.expect(7).await;
-    bob.expect(7).await;
-    alice.send(update(json!({"a": 1}), 1)).await;
+    alice.attach_session("s", "same").await;
+    bob.attach_session("s", "same").await;
+    alice.update_with_id(json!({"a": 1}), 1).await;
     assert_eq!(alice.expect(3).await["requestId"], 1);
     bob.expect(3).await;
-    bob.send(update(json!({"b": 1}), 1)).await;
+    bob.update_with_id(json!({"b": 1}), 1).await;
     assert_eq!(
         bob.expect(3).await,
         json!({"updates": {"b": 1}, "version": 2, "requestId": 1})

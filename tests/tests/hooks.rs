@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use state_sync_server::{Rejection, StateOptions, StateSyncer, UpdateError};
-use state_sync_tests::{RawClient, serve};
+use state_sync_tests::{RawClient, serve, vetoing_state};
 use tokio_tungstenite::tungstenite;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -128,15 +128,7 @@ async fn client_information_reaches_the_hooks() {
 #[tokio::test]
 async fn a_veto_is_silent_for_original_clients_and_reported_to_clients_with_a_request_id() {
     let syncer = StateSyncer::new();
-    syncer
-        .create_state(
-            StateOptions::new()
-                .identifier("s")
-                .intercept_state_update(|updates, _| {
-                    (!updates.contains_key("forbidden")).then_some(updates)
-                }),
-        )
-        .unwrap();
+    syncer.create_state(vetoing_state("s")).unwrap();
     let (server, url) = serve(&syncer).await;
     let mut client = RawClient::connect(&url, "a", None).await;
     let mut watcher = RawClient::connect(&url, "w", None).await;

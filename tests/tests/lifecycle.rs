@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use state_sync_server::{CreateStateError, StateOptions, StateSyncer};
-use state_sync_tests::{RawClient, eventually, serve};
+use state_sync_tests::{RawClient, eventually, serve, serve_states};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test]
@@ -150,14 +150,7 @@ async fn ttl_holds_without_a_runtime_too() {
 
 #[tokio::test]
 async fn remove_state_tells_attached_clients_and_detaches_them() {
-    let syncer = StateSyncer::new();
-    syncer
-        .create_state(StateOptions::new().identifier("a"))
-        .unwrap();
-    syncer
-        .create_state(StateOptions::new().identifier("b"))
-        .unwrap();
-    let (server, url) = serve(&syncer).await;
+    let (syncer, server, url) = serve_states(&["a", "b"]).await;
     let mut client = RawClient::connect(&url, "c", None).await;
     client.attach("a").await;
     assert!(syncer.remove_state("a"));
@@ -178,11 +171,7 @@ async fn remove_state_tells_attached_clients_and_detaches_them() {
 
 #[tokio::test]
 async fn shutdown_closes_every_connection_with_going_away() {
-    let syncer = StateSyncer::new();
-    syncer
-        .create_state(StateOptions::new().identifier("s"))
-        .unwrap();
-    let (server, url) = serve(&syncer).await;
+    let (syncer, server, url) = serve_states(&["s"]).await;
     let mut a = RawClient::connect(&url, "a", None).await;
     let mut b = RawClient::connect(&url, "b", None).await;
     a.attach("s").await;

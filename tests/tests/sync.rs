@@ -4,7 +4,7 @@
 
 use serde_json::json;
 use state_sync_server::{StateOptions, StateSyncer};
-use state_sync_tests::{RawClient, serve};
+use state_sync_tests::{RawClient, serve, serve_states};
 
 #[tokio::test]
 async fn attach_returns_the_whole_state_and_its_version() {
@@ -28,11 +28,7 @@ async fn attach_returns_the_whole_state_and_its_version() {
 
 #[tokio::test]
 async fn two_clients_see_every_update_in_the_same_order_and_the_sender_its_echo() {
-    let syncer = StateSyncer::new();
-    syncer
-        .create_state(StateOptions::new().identifier("s"))
-        .unwrap();
-    let (server, url) = serve(&syncer).await;
+    let (syncer, server, url) = serve_states(&["s"]).await;
     let mut a = RawClient::connect(&url, "a", None).await;
     let mut b = RawClient::connect(&url, "b", None).await;
     a.attach("s").await;
@@ -106,11 +102,7 @@ async fn updates_are_shallow_merged() {
 
 #[tokio::test]
 async fn the_request_id_is_echoed_to_the_sender_only() {
-    let syncer = StateSyncer::new();
-    syncer
-        .create_state(StateOptions::new().identifier("s"))
-        .unwrap();
-    let (server, url) = serve(&syncer).await;
+    let (_syncer, server, url) = serve_states(&["s"]).await;
     let mut sender = RawClient::connect(&url, "a", None).await;
     let mut other = RawClient::connect(&url, "b", None).await;
     sender.attach("s").await;
@@ -155,14 +147,7 @@ async fn attaching_to_a_missing_state_or_updating_unattached_fails_with_the_orig
 
 #[tokio::test]
 async fn attaching_to_another_state_detaches_from_the_first() {
-    let syncer = StateSyncer::new();
-    syncer
-        .create_state(StateOptions::new().identifier("one"))
-        .unwrap();
-    syncer
-        .create_state(StateOptions::new().identifier("two"))
-        .unwrap();
-    let (server, url) = serve(&syncer).await;
+    let (syncer, server, url) = serve_states(&["one", "two"]).await;
     let mut mover = RawClient::connect(&url, "m", None).await;
     let mut stayer = RawClient::connect(&url, "s", None).await;
     stayer.attach("one").await;
@@ -188,11 +173,7 @@ async fn attaching_to_another_state_detaches_from_the_first() {
 #[tokio::test]
 async fn clients_with_the_same_identifier_are_independent() {
     // The original dropped every connection of an identifier when one disconnected.
-    let syncer = StateSyncer::new();
-    syncer
-        .create_state(StateOptions::new().identifier("s"))
-        .unwrap();
-    let (server, url) = serve(&syncer).await;
+    let (syncer, server, url) = serve_states(&["s"]).await;
     let mut first = RawClient::connect(&url, "same", None).await;
     let mut second = RawClient::connect(&url, "same", None).await;
     first.attach("s").await;
@@ -215,11 +196,7 @@ async fn clients_with_the_same_identifier_are_independent() {
 
 #[tokio::test]
 async fn server_updates_reach_clients_and_report_the_version() {
-    let syncer = StateSyncer::new();
-    syncer
-        .create_state(StateOptions::new().identifier("s"))
-        .unwrap();
-    let (server, url) = serve(&syncer).await;
+    let (syncer, server, url) = serve_states(&["s"]).await;
     let mut client = RawClient::connect(&url, "a", None).await;
     client.attach("s").await;
     let applied = syncer

@@ -4,27 +4,10 @@
 
 use std::sync::Arc;
 
-use futures_util::{SinkExt, StreamExt};
 use rustls_pki_types::ServerName;
-use serde_json::{Value, json};
+use serde_json::json;
 use state_sync_server::{StateOptions, StateSyncer, TlsConfig};
-use tokio_tungstenite::tungstenite::Message;
-
-async fn recv<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    loop {
-        let frame = tokio::time::timeout(state_sync_tests::PATIENCE, ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Message::Text(text) = frame {
-            return serde_json::from_str(text.as_str()).unwrap();
-        }
-    }
-}
+use state_sync_tests::RawClient;
 
 #[tokio::test]
 async fn a_wss_round_trip_with_a_generated_certificate() {
@@ -65,26 +48,19 @@ async fn a_wss_round_trip_with_a_generated_certificate() {
         "wss://localhost:{}/?identifier=alice&token=",
         server.local_addr().port()
     );
-    let (mut ws, response) = tokio_tungstenite::client_async(url, tls_stream)
+    let (ws, response) = tokio_tungstenite::client_async(url, tls_stream)
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 101);
-
-    ws.send(Message::text(
-        r#"{"type":2,"data":{"stateIdentifier":"secure"}}"#,
-    ))
-    .await
-    .unwrap();
+    let mut client = RawClient::from_stream(ws);
     assert_eq!(
-        recv(&mut ws).await,
-        json!({"type": 7, "data": {"state": {"n": 0}, "version": 0}})
+        client.attach("secure").await,
+        json!({"state": {"n": 0}, "version": 0})
     );
-    ws.send(Message::text(r#"{"type":3,"data":{"updates":{"n":1}}}"#))
-        .await
-        .unwrap();
+    client.update(json!({"n": 1})).await;
     assert_eq!(
-        recv(&mut ws).await,
-        json!({"type": 3, "data": {"updates": {"n": 1}, "version": 1}})
+        client.expect(3).await,
+        json!({"updates": {"n": 1}, "version": 1})
     );
     assert_eq!(syncer.value_of_state("secure").unwrap()["n"], 1);
 
