@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use state_sync_server::{StateOptions, StateSyncer};
-use state_sync_tests::{RawClient, serve};
+use state_sync_tests::{PATIENCE, RawClient, serve};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -192,6 +192,143 @@ async fn plain_http_requests_get_426() {
     tcp.read_to_string(&mut response).await.unwrap();
     assert!(
         response.starts_with("HTTP/1.1 400 Bad Request"),
+        "{response}"
+    );
+    server.shutdown().await;
+}
+
+/// Opens a WebSocket by hand on a raw TCP stream (the request head is `head` plus the
+/// usual headers) and returns the stream after the 101 answer.
+async fn raw_upgrade(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        b"GET /?identifier=raw HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tcp
+}
+
+/// Reads one unmasked server frame: its opcode and payload.
+async fn raw_frame(tcp: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let first = tcp.read_u8().await.unwrap();
+    let length = usize::from(tcp.read_u8().await.unwrap() & 0x7f);
+    assert!(length < 126, "short frames only");
+    let mut payload = vec![0; length];
+    tcp.read_exact(&mut payload).await.unwrap();
+    (first & 0x0f, payload)
+}
+
+/// A masked client frame (mask 0 keeps the payload readable).
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![
+        0x80 | opcode,
+        0x80 | u8::try_from(payload.len()).unwrap(),
+        0,
+        0,
+        0,
+        0,
+    ];
+    frame.extend_from_slice(payload);
+    frame
+}
+
+fn close_code(payload: &[u8]) -> u16 {
+    u16::from_be_bytes([payload[0], payload[1]])
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_then_the_connection_ends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let syncer = StateSyncer::new();
+    let (server, _) = serve(&syncer).await;
+    let mut tcp = raw_upgrade(server.local_addr()).await;
+    tcp.write_all(&client_frame(0x8, &[0x03, 0xe8, b'b', b'y', b'e']))
+        .await
+        .unwrap();
+    let (opcode, payload) = tokio::time::timeout(PATIENCE, raw_frame(&mut tcp))
+        .await
+        .expect("the server answers the close");
+    assert_eq!(opcode, 0x8, "a close frame");
+    assert_eq!(close_code(&payload), 1000);
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "then FIN, nothing else: {read:?} {rest:?}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn protocol_errors_close_with_1002_and_invalid_utf8_with_1007() {
+    use tokio::io::AsyncWriteExt;
+    let syncer = StateSyncer::new();
+    let (server, _) = serve(&syncer).await;
+    // Client frames must be masked (RFC 6455 section 5.1).
+    let mut tcp = raw_upgrade(server.local_addr()).await;
+    tcp.write_all(b"\x81\x02hi").await.unwrap();
+    let (opcode, payload) = tokio::time::timeout(PATIENCE, raw_frame(&mut tcp))
+        .await
+        .unwrap();
+    assert_eq!((opcode, close_code(&payload)), (0x8, 1002));
+
+    let mut tcp = raw_upgrade(server.local_addr()).await;
+    tcp.write_all(&client_frame(0x1, b"\xff\xfe"))
+        .await
+        .unwrap();
+    let (opcode, payload) = tokio::time::timeout(PATIENCE, raw_frame(&mut tcp))
+        .await
+        .unwrap();
+    assert_eq!((opcode, close_code(&payload)), (0x8, 1007));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_http_1_0_upgrade_is_refused_and_a_wrong_version_gets_426_with_13() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let syncer = StateSyncer::new();
+    let (server, _) = serve(&syncer).await;
+    let ask = |version: &'static str, ws_version: &'static str| {
+        let addr = server.local_addr();
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let request = format!(
+                "GET /?identifier=a HTTP/{version}\r\nHost: x\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Version: {ws_version}\r\n\r\n"
+            );
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            let mut response = String::new();
+            let _ = tokio::time::timeout(PATIENCE, tcp.read_to_string(&mut response)).await;
+            response
+        }
+    };
+    let response = ask("1.0", "13").await;
+    assert!(
+        response.starts_with("HTTP/1.1 400 Bad Request"),
+        "{response}"
+    );
+    assert!(response.contains("HTTP/1.1"), "{response}");
+    let response = ask("1.1", "8").await;
+    assert!(
+        response.starts_with("HTTP/1.1 426 Upgrade Required"),
+        "{response}"
+    );
+    assert!(
+        response.contains("\r\nSec-WebSocket-Version: 13\r\n"),
         "{response}"
     );
     server.shutdown().await;

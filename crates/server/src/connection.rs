@@ -148,6 +148,17 @@ impl<K: Send + Sync + 'static> Connection<K> {
                 }
                 Err(e) => {
                     tracing::debug!("reading from a client failed: {e}");
+                    // RFC 6455 section 7.4.1: what the close code says about the error.
+                    match e {
+                        WsError::Protocol(_) => {
+                            self.closer.close(CloseCode::Protocol, "protocol error");
+                        }
+                        WsError::Utf8(_) => {
+                            self.closer
+                                .close(CloseCode::Invalid, "invalid UTF-8 in a text frame");
+                        }
+                        _ => {}
+                    }
                     break;
                 }
             }

@@ -23,6 +23,8 @@ const MAX_HEADERS: usize = 64;
 pub(crate) struct ErrorResponse {
     pub(crate) status: StatusCode,
     pub(crate) body: String,
+    /// More header lines (`Name: value`), each without its line end.
+    pub(crate) headers: Vec<String>,
 }
 
 impl ErrorResponse {
@@ -30,7 +32,13 @@ impl ErrorResponse {
         ErrorResponse {
             status,
             body: body.into(),
+            headers: Vec::new(),
         }
+    }
+
+    fn with_header(mut self, line: impl Into<String>) -> Self {
+        self.headers.push(line.into());
+        self
     }
 }
 
@@ -144,15 +152,24 @@ fn check(
             target: request.path.unwrap_or("/").to_owned(),
         });
     }
+    // RFC 6455 section 4.1: an upgrade is an HTTP/1.1 (or later) GET.
+    if request.version != Some(1) {
+        return Err(ErrorResponse::new(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade needs HTTP/1.1",
+        ));
+    }
+    // Section 4.4: a version we do not speak gets 426 and the versions we do.
     if headers
         .get(http::header::SEC_WEBSOCKET_VERSION)
         .map(HeaderValue::as_bytes)
         != Some(b"13")
     {
         return Err(ErrorResponse::new(
-            StatusCode::BAD_REQUEST,
+            StatusCode::UPGRADE_REQUIRED,
             "Sec-WebSocket-Version must be 13",
-        ));
+        )
+        .with_header("Sec-WebSocket-Version: 13"));
     }
     let Some(key) = headers.get(http::header::SEC_WEBSOCKET_KEY) else {
         return Err(ErrorResponse::new(
@@ -232,6 +249,10 @@ pub(crate) async fn respond_error<S: AsyncWrite + Unpin>(
     );
     if status == StatusCode::UPGRADE_REQUIRED {
         response.push_str("Upgrade: websocket\r\n");
+    }
+    for line in &error.headers {
+        response.push_str(line);
+        response.push_str("\r\n");
     }
     response.push_str("\r\n");
     response.push_str(&error.body);

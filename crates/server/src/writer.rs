@@ -70,7 +70,11 @@ pub(crate) async fn write_loop<S>(
             }
             sink.send(Message::Close(Some(closer.frame()))).await
         };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+        if !matches!(tokio::time::timeout(CLOSE_TIMEOUT, close).await, Ok(Ok(()))) {
+            // The client closed first: tungstenite refuses our frames and queued the
+            // echo of the client's close frame, which closing the sink sends.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+        }
     }
     closer.close(CloseCode::Error, "");
 }
