@@ -120,6 +120,7 @@ impl ClientCore {
         let message = ClientMessage::ConnectToState(ConnectToState {
             state_identifier,
             session: Some(self.session.clone()),
+            last_sent: None,
         });
         self.phase = Phase::Attaching;
         self.attaches_in_flight += 1;

@@ -101,6 +101,8 @@ struct RawConnect {
     state_identifier: Option<Value>,
     #[serde(default)]
     session: Option<Value>,
+    #[serde(default)]
+    last_sent: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -215,9 +217,19 @@ fn parse_connect(data: Option<&RawValue>) -> Result<ClientMessage, ClientMessage
             )));
         }
     };
+    let last_sent = match raw.last_sent {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(_) => {
+            return Err(ClientMessageError::connect(
+                "Invalid lastSent: data.lastSent must be a non-negative integer".to_owned(),
+            ));
+        }
+    };
     Ok(ClientMessage::ConnectToState(ConnectToState {
         state_identifier,
         session,
+        last_sent,
     }))
 }
 
@@ -361,7 +373,8 @@ mod tests {
             ClientMessage::from_json(r#"{"type":2,"data":{"stateIdentifier":"abc"}}"#).unwrap(),
             ClientMessage::ConnectToState(ConnectToState {
                 state_identifier: "abc".into(),
-                session: None
+                session: None,
+                last_sent: None
             })
         );
         assert_eq!(

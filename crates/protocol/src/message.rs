@@ -30,6 +30,13 @@ pub struct ConnectToState {
     /// reconnect is answered with its first outcome instead of being applied twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// Extension, with `session`: the highest request id the client sent in this
+    /// session to this state before this attach (absent when it sent none). When the
+    /// server no longer knows the session (it was forgotten, or the state was
+    /// re-created), retries of those requests are answered `outcomeUnknown` instead of
+    /// being applied a second time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sent: Option<u64>,
 }
 
 /// Data of UPDATE_STATE (type 3).
