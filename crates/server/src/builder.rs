@@ -149,6 +149,20 @@ impl<K: Send + Sync + 'static> Builder<K> {
         self
     }
 
+    /// Bytes of answers the session logs of one state keep for retried updates (see
+    /// `docs/protocol.md`, exactly-once); past it the oldest retries are answered with
+    /// their version alone. Default: 8 MiB.
+    pub fn session_log_bytes_per_state(mut self, bytes: usize) -> Self {
+        self.config.session_log_bytes_per_state = bytes;
+        self
+    }
+
+    /// Bytes of answers the session logs of all states keep together. Default: 64 MiB.
+    pub fn session_log_bytes(mut self, bytes: usize) -> Self {
+        self.config.session_log_bytes = bytes;
+        self
+    }
+
     /// Size of each connection's read buffer, in bytes (larger frames are read in
     /// several steps). Default: 1 KiB, which keeps an idle connection small.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {

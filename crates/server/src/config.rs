@@ -16,6 +16,8 @@ pub(crate) struct Config {
     pub(crate) handshake_timeout: Duration,
     pub(crate) hook_timeout: Duration,
     pub(crate) session_retention: Duration,
+    pub(crate) session_log_bytes_per_state: usize,
+    pub(crate) session_log_bytes: usize,
     pub(crate) read_buffer_size: usize,
     pub(crate) static_files: Option<std::path::PathBuf>,
 }
@@ -31,6 +33,8 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             hook_timeout: Duration::from_secs(5),
             session_retention: Duration::from_secs(600),
+            session_log_bytes_per_state: 8 << 20,
+            session_log_bytes: 64 << 20,
             read_buffer_size: 1024,
             static_files: None,
         }

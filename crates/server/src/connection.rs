@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
 
-use crate::failure::Failure;
+use crate::failure::{Failure, MAX_SESSIONS_PER_CONNECTION};
 use crate::fanout::frame;
 use crate::handshake::{self, Upgraded};
 use crate::hooks::run_hook;
@@ -30,6 +30,9 @@ struct Attachment<K> {
 
 struct Connection<K> {
     runtime: Arc<Runtime<K>>,
+    /// The session ids this connection attached with (at most
+    /// [`MAX_SESSIONS_PER_CONNECTION`]).
+    sessions: Vec<String>,
     client: Arc<K>,
     identifier: String,
     outbox: Outbox,
@@ -75,6 +78,7 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
     );
     let mut connection = Connection {
         runtime: Arc::clone(&runtime),
+        sessions: Vec::new(),
         client,
         identifier: identifier.clone(),
         outbox,
@@ -172,12 +176,20 @@ impl<K: Send + Sync + 'static> Connection<K> {
     /// Tells the client why its request did nothing (when the protocol says anything).
     fn fail(&self, failure: &Failure, request_id: Option<u64>) {
         if let Some(reply) = failure.reply(request_id) {
-            self.reply(&reply);
+            self.outbox.push(reply);
         }
     }
 
     async fn connect_to_state(&mut self, request: ConnectToState) {
         let id = request.state_identifier;
+        if let Some(session) = &request.session
+            && !self.sessions.contains(session)
+        {
+            if self.sessions.len() == MAX_SESSIONS_PER_CONNECTION {
+                return self.fail(&Failure::TooManySessions, None);
+            }
+            self.sessions.push(session.clone());
+        }
         let Some(state) = self.runtime.states.get(&id) else {
             return self.fail(&Failure::NoSuchState(id), None);
         };
@@ -203,7 +215,7 @@ impl<K: Send + Sync + 'static> Connection<K> {
             client: self.identifier.clone(),
             session,
         });
-        let attached = state.attach(self.outbox.clone(), session.clone());
+        let attached = state.attach(self.outbox.clone(), session.clone(), request.last_sent);
         if let Some(previous) = previous {
             let left_for_good = !Arc::ptr_eq(&previous.state, &state);
             self.runtime.after_detach(previous.state, left_for_good);

@@ -5,11 +5,16 @@
 use std::sync::Arc;
 
 use state_sync_protocol::texts::{self, NOT_ALLOWED_TO_CONNECT, UPDATE_VETOED};
-use state_sync_protocol::{DEDUP_WINDOW, FailureReason, ServerMessage, StateUpdated};
+use state_sync_protocol::{DEDUP_WINDOW, FailureReason, JsonObject, ServerMessage, StateUpdated};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::error::UpdateError;
+use crate::fanout::frame;
 use crate::hooks::HookFailure;
 use crate::session_log::Outcome;
+
+/// Most distinct session ids one connection may attach with (a client keeps one).
+pub(crate) const MAX_SESSIONS_PER_CONNECTION: usize = 16;
 
 /// Why an attach or an update did nothing.
 #[derive(Debug, Clone)]
@@ -18,6 +23,8 @@ pub(crate) enum Failure {
     NoSuchState(String),
     /// Attach: the state's `allow_connecting_client` said no.
     NotAllowed,
+    /// Attach: the connection has used [`MAX_SESSIONS_PER_CONNECTION`] session ids.
+    TooManySessions,
     /// Attach: the state's `allow_connecting_client` panicked or hung.
     AllowHookFailed { state: String, cause: HookFailure },
     /// Update: the state was removed (or expired) before the update was applied.
@@ -41,9 +48,25 @@ impl Failure {
         matches!(self, Failure::Vetoed | Failure::InterceptorFailed(_))
     }
 
-    /// The message for the client, `None` when the original protocol says nothing
-    /// (a veto of an update without a request id).
-    pub(crate) fn reply(&self, request_id: Option<u64>) -> Option<ServerMessage> {
+    /// The frame for the client, `None` when the original protocol says nothing (a
+    /// veto of an update without a request id).
+    pub(crate) fn reply(&self, request_id: Option<u64>) -> Option<Utf8Bytes> {
+        if let Failure::Repeated(outcome) = self
+            && let Outcome::Applied { version, reply } = outcome.as_ref()
+        {
+            // The frame the sender got, or (dropped by the budget) its version alone.
+            return Some(reply.clone().unwrap_or_else(|| {
+                frame(&ServerMessage::StateUpdated(StateUpdated {
+                    updates: Arc::new(JsonObject::new()),
+                    version: Some(*version),
+                    request_id,
+                }))
+            }));
+        }
+        self.message(request_id).map(|message| frame(&message))
+    }
+
+    fn message(&self, request_id: Option<u64>) -> Option<ServerMessage> {
         let connection_error = |message| Some(ServerMessage::StateConnectionError { message });
         let update_failed = |message: String, reason| {
             Some(ServerMessage::update_failed(message, reason, request_id))
@@ -51,6 +74,10 @@ impl Failure {
         match self {
             Failure::NoSuchState(id) => connection_error(texts::state_does_not_exist(id)),
             Failure::NotAllowed => connection_error(NOT_ALLOWED_TO_CONNECT.to_owned()),
+            Failure::TooManySessions => connection_error(format!(
+                "Invalid session: one connection may use at most {MAX_SESSIONS_PER_CONNECTION} \
+                 session ids; keep one per client"
+            )),
             Failure::AllowHookFailed { state, cause } => connection_error(format!(
                 "Could not connect to state {state}: its allowConnectingClient hook failed ({cause})"
             )),
@@ -82,14 +109,8 @@ impl Failure {
                 FailureReason::OutcomeUnknown,
             ),
             Failure::Repeated(outcome) => match outcome.as_ref() {
-                Outcome::Applied { version, updates } => {
-                    Some(ServerMessage::StateUpdated(StateUpdated {
-                        updates: Arc::clone(updates),
-                        version: Some(*version),
-                        request_id,
-                    }))
-                }
-                Outcome::Failed(failure) => failure.reply(request_id),
+                Outcome::Applied { .. } => None,
+                Outcome::Failed(failure) => failure.message(request_id),
             },
         }
     }
@@ -117,10 +138,7 @@ mod tests {
     fn a_veto_is_silent_without_a_request_id_as_in_the_original() {
         assert!(Failure::Vetoed.reply(None).is_none());
         assert_eq!(
-            Failure::Vetoed
-                .reply(Some(3))
-                .map(|m| m.to_json())
-                .as_deref(),
+            Failure::Vetoed.reply(Some(3)).as_deref(),
             Some(
                 r#"{"type":9,"data":{"message":"Update vetoed by the server","requestId":3,"reason":"vetoed"}}"#
             )
@@ -130,9 +148,18 @@ mod tests {
     #[test]
     fn a_repeated_failure_answers_like_the_first() {
         let repeated = Failure::Repeated(Box::new(Outcome::Failed(Failure::Vetoed)));
+        assert_eq!(repeated.reply(Some(5)), Failure::Vetoed.reply(Some(5)));
+    }
+
+    #[test]
+    fn a_repeated_application_whose_frame_was_dropped_answers_its_version() {
+        let repeated = Failure::Repeated(Box::new(Outcome::Applied {
+            version: 9,
+            reply: None,
+        }));
         assert_eq!(
-            repeated.reply(Some(5)).map(|m| m.to_json()),
-            Failure::Vetoed.reply(Some(5)).map(|m| m.to_json())
+            repeated.reply(Some(4)).as_deref(),
+            Some(r#"{"type":3,"data":{"updates":{},"version":9,"requestId":4}}"#)
         );
     }
 }

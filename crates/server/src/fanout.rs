@@ -61,12 +61,13 @@ impl Subscribers {
 
     /// Queues STATE_UPDATED for every subscriber: one encoding for all, plus one for
     /// the sender's echo (`echo`: its key and request id) when it sent a request id.
+    /// Returns the echo frame.
     pub(crate) fn broadcast(
         &self,
         updates: &Arc<JsonObject>,
         version: u64,
         echo: Option<(usize, u64)>,
-    ) {
+    ) -> Option<Utf8Bytes> {
         let message = |request_id| {
             frame(&ServerMessage::StateUpdated(StateUpdated {
                 updates: Arc::clone(updates),
@@ -82,11 +83,13 @@ impl Subscribers {
                     let frame = if key == sender { &echo } else { &broadcast };
                     subscriber.outbox.push(frame.clone());
                 }
+                Some(echo)
             }
             None => {
                 for (_, subscriber) in &self.slab {
                     subscriber.outbox.push(broadcast.clone());
                 }
+                None
             }
         }
     }

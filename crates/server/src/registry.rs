@@ -10,6 +10,7 @@ use state_sync_protocol::texts;
 
 use crate::error::CreateStateError;
 use crate::options::StateHooks;
+use crate::session_log::LogBudget;
 use crate::state::State;
 use crate::storage::StateRecord;
 
@@ -17,13 +18,15 @@ use crate::storage::StateRecord;
 pub(crate) struct States<K> {
     states: RwLock<HashMap<String, Arc<State<K>>>>,
     session_retention: Duration,
+    log_budget: LogBudget,
 }
 
 impl<K> States<K> {
-    pub(crate) fn new(session_retention: Duration) -> Self {
+    pub(crate) fn new(session_retention: Duration, log_budget: LogBudget) -> Self {
         States {
             states: RwLock::new(HashMap::new()),
             session_retention,
+            log_budget,
         }
     }
 
@@ -36,7 +39,7 @@ impl<K> States<K> {
         ttl: Option<Duration>,
     ) -> Result<Arc<State<K>>, CreateStateError> {
         let now = Instant::now();
-        let record = StateRecord::new(value, self.session_retention);
+        let record = StateRecord::new(value, self.session_retention, self.log_budget.clone());
         let state = Arc::new(State::new(
             id.clone(),
             record,
@@ -116,6 +119,13 @@ impl<K> States<K> {
             .iter()
             .filter(|(id, state)| state.mark_removed(&texts::state_removed(id), usize::MAX))
             .count()
+    }
+
+    /// Bytes of reply frames the session logs of every state keep.
+    pub(crate) fn session_log_bytes(&self) -> usize {
+        self.log_budget
+            .server
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Identifiers of the states that have not expired.

@@ -17,6 +17,7 @@ use crate::handshake::Authorizer;
 use crate::hooks::run_hook;
 use crate::outbox::Closer;
 use crate::registry::States;
+use crate::session_log::LogBudget;
 use crate::state::{Origin, State};
 #[cfg(feature = "tls")]
 use crate::tls::TlsConfig;
@@ -40,7 +41,10 @@ impl<K: Send + Sync + 'static> Runtime<K> {
         #[cfg(feature = "tls")] tls: Option<TlsConfig>,
     ) -> Self {
         Runtime {
-            states: States::new(config.session_retention),
+            states: States::new(
+                config.session_retention,
+                LogBudget::new(config.session_log_bytes_per_state, config.session_log_bytes),
+            ),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
             config,

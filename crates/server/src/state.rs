@@ -84,7 +84,12 @@ impl<K> State<K> {
 
     /// Adds a subscriber and queues STATE_CONNECTION_ESTABLISHED for it. `None` when
     /// the state was removed meanwhile.
-    pub(crate) fn attach(&self, outbox: Outbox, session: Option<SessionKey>) -> Option<usize> {
+    pub(crate) fn attach(
+        &self,
+        outbox: Outbox,
+        session: Option<SessionKey>,
+        last_sent: Option<u64>,
+    ) -> Option<usize> {
         let mut inner = self.lock();
         let Inner {
             record,
@@ -95,7 +100,7 @@ impl<K> State<K> {
             return None;
         }
         if let Some(session) = &session {
-            record.session_attached(session, subscribers.len());
+            record.session_attached(session, last_sent);
         }
         let (value, version) = (record.value(), record.version());
         Some(subscribers.insert(outbox, session, value, version))
@@ -136,10 +141,15 @@ impl<K> State<K> {
             return Err(Failure::StateGone(self.id.clone()));
         }
         let tracked = origin.and_then(|o| Some((o.session?, o.request_id?)));
-        let updates = Arc::new(updates);
         let version = inner.record.apply(&updates, tracked)?;
+        let updates = Arc::new(updates);
         let echo = origin.and_then(|o| Some((o.subscriber, o.request_id?)));
-        inner.subscribers.broadcast(&updates, version, echo);
+        let reply = inner.subscribers.broadcast(&updates, version, echo);
+        if let (Some((session, request_id)), Some(reply)) = (tracked, reply) {
+            inner
+                .record
+                .record_applied(session, request_id, version, reply);
+        }
         Ok((version, updates))
     }
 

@@ -7,13 +7,13 @@
 //! remove) and adds the I/O behind them; fan-out ([`crate::fanout`]) and hooks
 //! ([`crate::hooks`]) stay outside.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use state_sync_protocol::JsonObject;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::failure::Failure;
-use crate::session_log::{Outcome, SessionKey, SessionLogs};
+use crate::session_log::{LogBudget, Outcome, SessionKey, SessionLogs};
 
 /// The stored part of one state.
 #[derive(Debug)]
@@ -28,11 +28,11 @@ pub(crate) type Tracked<'a> = Option<(&'a SessionKey, u64)>;
 
 impl StateRecord {
     /// A new state at version 0.
-    pub(crate) fn new(value: JsonObject, session_retention: Duration) -> Self {
+    pub(crate) fn new(value: JsonObject, session_retention: Duration, budget: LogBudget) -> Self {
         StateRecord {
             value,
             version: 0,
-            sessions: SessionLogs::new(session_retention),
+            sessions: SessionLogs::new(session_retention, budget),
         }
     }
 
@@ -45,10 +45,11 @@ impl StateRecord {
     }
 
     /// Merges `updates` (top-level keys replaced) and increments the version, unless
-    /// the session already sent this request id: then the answer it got.
+    /// the session already sent this request id: then the answer it got. The caller
+    /// then records the answer with [`StateRecord::record_applied`].
     pub(crate) fn apply(
         &mut self,
-        updates: &Arc<JsonObject>,
+        updates: &JsonObject,
         tracked: Tracked<'_>,
     ) -> Result<u64, Failure> {
         if let Some((session, request_id)) = tracked {
@@ -56,14 +57,22 @@ impl StateRecord {
         }
         state_sync_protocol::apply_updates(&mut self.value, updates);
         self.version += 1;
-        if let Some((session, request_id)) = tracked {
-            let outcome = Outcome::Applied {
-                version: self.version,
-                updates: Arc::clone(updates),
-            };
-            self.sessions.record(session, request_id, outcome);
-        }
         Ok(self.version)
+    }
+
+    /// Remembers that a request was applied as `version`, and the frame its sender got.
+    pub(crate) fn record_applied(
+        &mut self,
+        session: &SessionKey,
+        request_id: u64,
+        version: u64,
+        reply: Utf8Bytes,
+    ) {
+        let outcome = Outcome::Applied {
+            version,
+            reply: Some(reply),
+        };
+        self.sessions.record(session, request_id, outcome);
     }
 
     /// `Ok` when the session never sent `request_id`; otherwise the answer it got.
@@ -82,9 +91,10 @@ impl StateRecord {
             .record(session, request_id, Outcome::Failed(failure));
     }
 
-    /// A connection of the session attached; `connections` is how many the state has.
-    pub(crate) fn session_attached(&mut self, session: &SessionKey, connections: usize) {
-        self.sessions.attach(session, connections);
+    /// A connection of the session attached; `last_sent` is the highest request id
+    /// it sent before, for a session the state does not know.
+    pub(crate) fn session_attached(&mut self, session: &SessionKey, last_sent: Option<u64>) {
+        self.sessions.attach(session, last_sent);
     }
 
     pub(crate) fn session_detached(&mut self, session: &SessionKey) {

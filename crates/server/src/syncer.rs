@@ -178,6 +178,12 @@ impl<K: Send + Sync + 'static> StateSyncer<K> {
         self.runtime.disconnect_client(identifier)
     }
 
+    /// Bytes of answers the session logs of every state keep for retried updates
+    /// (bounded by [`Builder::session_log_bytes`](crate::Builder::session_log_bytes)).
+    pub fn session_log_bytes(&self) -> usize {
+        self.runtime.states.session_log_bytes()
+    }
+
     /// How many connections are open (upgraded and not yet closed).
     pub fn connection_count(&self) -> usize {
         self.runtime.connection_count()
