@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 mod legacy;
+mod scripted;
 pub use legacy::start_legacy_server;
+pub use scripted::ScriptedPeer;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -154,6 +156,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
                 Some(Ok(_)) => {}
                 Some(Err(e)) => panic!("stream error: {e}"),
                 None => return Received::Closed(None),
+            }
+        }
+    }
+
+    /// The next text frame, as sent (pings are skipped); panics on a close.
+    pub async fn next_text(&mut self) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let item = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame");
+            match item {
+                Some(Ok(Message::Text(text))) => return text.as_str().to_owned(),
+                Some(Ok(Message::Close(frame))) => panic!("closed: {frame:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("stream error: {e}"),
+                None => panic!("closed"),
             }
         }
     }

@@ -192,3 +192,28 @@ async fn shutdown_closes_every_connection_with_going_away() {
     c.attach("s").await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_failed_attach_leaves_the_connection_attached_to_nothing() {
+    let (syncer, server, url) = serve_states(&["a"]).await;
+    let mut client = RawClient::connect(&url, "c", None).await;
+    client.attach("a").await;
+    client
+        .send(json!({"type": 2, "data": {"stateIdentifier": "missing"}}))
+        .await;
+    assert_eq!(
+        client.expect(8).await,
+        json!({"message": "State with identifier missing does not exist"})
+    );
+    assert_eq!(syncer.clients_of_state("a"), Some(0));
+    // Updates of the old state no longer reach it, and it cannot update it.
+    let mut other = RawClient::connect(&url, "o", None).await;
+    other.attach("a").await;
+    other.update(json!({"k": 1})).await;
+    other.expect(3).await;
+    client.expect_silence(Duration::from_millis(200)).await;
+    client.update(json!({"k": 2})).await;
+    assert_eq!(client.expect(9).await["reason"], "notAttached");
+    assert_eq!(syncer.version_of_state("a"), Some(1));
+    server.shutdown().await;
+}

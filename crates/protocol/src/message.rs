@@ -136,6 +136,8 @@ pub enum FailureReason {
     /// A retried update is older than what the server remembers of its session, so
     /// the server cannot tell whether it was applied.
     OutcomeUnknown,
+    /// The state would grow past the server's size limit with this update.
+    StateTooLarge,
     /// A reason this version of the protocol does not know.
     #[serde(other)]
     Other,
@@ -216,6 +218,22 @@ impl ServerMessage {
         }
     }
 
+    /// The JSON text of STATE_CONNECTION_ESTABLISHED for a state the caller only
+    /// borrows (the same text as [`ServerMessage::to_json`] gives for it, without
+    /// copying the state first).
+    pub fn established_json(state: &JsonObject, version: Option<u64>) -> String {
+        #[derive(Serialize)]
+        struct Established<'a> {
+            state: &'a JsonObject,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            version: Option<u64>,
+        }
+        encode(
+            server_code::STATE_CONNECTION_ESTABLISHED,
+            &Established { state, version },
+        )
+    }
+
     /// A STATE_UPDATE_FAILED with a reason and, when known, the request id.
     pub fn update_failed(
         message: impl Into<String>,
@@ -240,12 +258,26 @@ mod tests {
         value.as_object().cloned().expect("an object")
     }
 
+    #[test]
+    fn a_borrowed_snapshot_encodes_like_an_owned_one() {
+        let state = object(json!({"b": [1, 2], "a": {"x": null}}));
+        let owned = ServerMessage::StateConnectionEstablished(StateConnectionEstablished {
+            state: state.clone(),
+            version: Some(4),
+        });
+        assert_eq!(
+            ServerMessage::established_json(&state, Some(4)),
+            owned.to_json()
+        );
+    }
+
     // The exact JSON of every message the original sends or accepts.
     #[test]
     fn original_client_messages_are_exact() {
         let connect = ClientMessage::ConnectToState(ConnectToState {
             state_identifier: "abc".into(),
             session: None,
+            last_sent: None,
         });
         assert_eq!(
             connect.to_json(),
@@ -307,6 +339,7 @@ mod tests {
         let connect = ClientMessage::ConnectToState(ConnectToState {
             state_identifier: "abc".into(),
             session: Some("s1".into()),
+            last_sent: None,
         });
         assert_eq!(
             connect.to_json(),

@@ -114,11 +114,23 @@ impl<K: Send + Sync + 'static> Builder<K> {
         self
     }
 
-    /// Bytes of frames queued for one connection at most (a single frame larger than
-    /// this still goes through an empty queue); past it the connection is closed like
-    /// on [`outgoing_queue`](Self::outgoing_queue) overflow. Default: 16 MiB.
+    /// Bytes of frames queued for one connection at most; past it the connection is
+    /// closed like on [`outgoing_queue`](Self::outgoing_queue) overflow. It is raised
+    /// to hold at least two snapshots of the largest state
+    /// (2 × [`max_state_bytes`](Self::max_state_bytes) + 64 KiB) when lower. Default:
+    /// 16 MiB.
     pub fn outgoing_queue_bytes(mut self, bytes: usize) -> Self {
         self.config.outgoing_queue_bytes = bytes.max(1);
+        self
+    }
+
+    /// Largest a state may grow, as JSON text: an update that would make it larger
+    /// fails with the reason `stateTooLarge` (and changes nothing), a larger initial
+    /// value is refused by [`create_state`](StateSyncer::create_state). Every client
+    /// attaching receives the whole state, so this bounds what one attach costs.
+    /// Default: 4 MiB.
+    pub fn max_state_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_state_bytes = bytes;
         self
     }
 
@@ -182,7 +194,13 @@ impl<K: Send + Sync + 'static> Builder<K> {
     }
 
     /// Builds the syncer.
-    pub fn build(self) -> StateSyncer<K> {
+    pub fn build(mut self) -> StateSyncer<K> {
+        let snapshots = self
+            .config
+            .max_state_bytes
+            .saturating_mul(2)
+            .saturating_add(64 << 10);
+        self.config.outgoing_queue_bytes = self.config.outgoing_queue_bytes.max(snapshots);
         let runtime = Runtime::new(
             self.config,
             self.authorizer,

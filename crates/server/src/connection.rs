@@ -118,7 +118,14 @@ impl<K: Send + Sync + 'static> Connection<K> {
     where
         S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
     {
-        while let Some(item) = source.next().await {
+        loop {
+            // A sender does not run ahead of its own echoes, and the writers get to run
+            // between messages (see the outbox policy).
+            self.outbox.wait_for_room().await;
+            tokio::task::consume_budget().await;
+            let Some(item) = source.next().await else {
+                break;
+            };
             match item {
                 Ok(Message::Text(text)) => match ClientMessage::from_json(text.as_str()) {
                     // Boxed, so that an idle connection does not carry their state.
@@ -180,27 +187,34 @@ impl<K: Send + Sync + 'static> Connection<K> {
         }
     }
 
+    /// A failed attach leaves the connection attached to nothing, as in the original
+    /// (and as our clients assume): the previous state's updates stop coming.
+    fn attach_failed(&mut self, failure: &Failure) {
+        self.detach();
+        self.fail(failure, None);
+    }
+
     async fn connect_to_state(&mut self, request: ConnectToState) {
         let id = request.state_identifier;
         if let Some(session) = &request.session
             && !self.sessions.contains(session)
         {
             if self.sessions.len() == MAX_SESSIONS_PER_CONNECTION {
-                return self.fail(&Failure::TooManySessions, None);
+                return self.attach_failed(&Failure::TooManySessions);
             }
             self.sessions.push(session.clone());
         }
         let Some(state) = self.runtime.states.get(&id) else {
-            return self.fail(&Failure::NoSuchState(id), None);
+            return self.attach_failed(&Failure::NoSuchState(id));
         };
         if let Some(allow) = state.hooks.allow_connecting_client.clone() {
             let client = Arc::clone(&self.client);
             let limit = self.runtime.config.hook_timeout;
             match run_hook("allow_connecting_client", limit, move || allow(&client)).await {
                 Ok(true) => {}
-                Ok(false) => return self.fail(&Failure::NotAllowed, None),
+                Ok(false) => return self.attach_failed(&Failure::NotAllowed),
                 Err(cause) => {
-                    return self.fail(&Failure::AllowHookFailed { state: id, cause }, None);
+                    return self.attach_failed(&Failure::AllowHookFailed { state: id, cause });
                 }
             }
         }
@@ -221,7 +235,7 @@ impl<K: Send + Sync + 'static> Connection<K> {
             self.runtime.after_detach(previous.state, left_for_good);
         }
         let Some(subscriber) = attached else {
-            return self.fail(&Failure::NoSuchState(id), None);
+            return self.attach_failed(&Failure::NoSuchState(id));
         };
         self.attachment = Some(Attachment {
             state,

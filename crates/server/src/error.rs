@@ -33,6 +33,15 @@ pub enum CreateStateError {
     /// The initial value is not a JSON object; a state is always an object.
     #[error("the initial value of a state must be a JSON object, got {0}")]
     InitialValueNotAnObject(&'static str),
+    /// The initial value is larger than
+    /// [`Builder::max_state_bytes`](crate::Builder::max_state_bytes) as JSON text.
+    #[error("the initial value is {size} bytes of JSON, over the limit of {limit} bytes")]
+    InitialValueTooLarge {
+        /// Its size as JSON text.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// Why [`StateSyncer::update_state_value`](crate::StateSyncer::update_state_value) did
@@ -53,4 +62,12 @@ pub enum UpdateError {
     /// message says which.
     #[error("the state's interceptor failed: {0}")]
     InterceptorFailed(String),
+    /// The state would grow past [`Builder::max_state_bytes`](crate::Builder::max_state_bytes).
+    #[error("the state would be {size} bytes, over its limit of {limit} bytes")]
+    StateTooLarge {
+        /// The size the state would have, as JSON text.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
 }

@@ -35,6 +35,8 @@ pub(crate) enum Failure {
     Vetoed,
     /// Update: the interceptor panicked or hung.
     InterceptorFailed(HookFailure),
+    /// Update: the state's JSON text would be `size` bytes, over its `limit`.
+    StateTooLarge { size: usize, limit: usize },
     /// Update: a retry older than what the state remembers of its session.
     OutcomeUnknown,
     /// Update: a retry of a request the state has answered; it gets the same answer.
@@ -45,7 +47,10 @@ impl Failure {
     /// Whether a session remembers this failure, so that a retry fails the same way.
     /// A state that is gone has no session logs, and a repeat is already remembered.
     pub(crate) fn is_remembered(&self) -> bool {
-        matches!(self, Failure::Vetoed | Failure::InterceptorFailed(_))
+        matches!(
+            self,
+            Failure::Vetoed | Failure::InterceptorFailed(_) | Failure::StateTooLarge { .. }
+        )
     }
 
     /// The frame for the client, `None` when the original protocol says nothing (a
@@ -100,6 +105,12 @@ impl Failure {
                 )),
                 FailureReason::InterceptorFailed,
             ),
+            Failure::StateTooLarge { size, limit } => update_failed(
+                texts::could_not_update(format_args!(
+                    "the state would be {size} bytes, over its limit of {limit} bytes"
+                )),
+                FailureReason::StateTooLarge,
+            ),
             Failure::OutcomeUnknown => update_failed(
                 texts::could_not_update(format_args!(
                     "request {} is older than the {DEDUP_WINDOW} updates this server remembers \
@@ -125,6 +136,7 @@ impl Failure {
         match self {
             Failure::Vetoed => UpdateError::Vetoed,
             Failure::InterceptorFailed(cause) => UpdateError::InterceptorFailed(cause.to_string()),
+            Failure::StateTooLarge { size, limit } => UpdateError::StateTooLarge { size, limit },
             _ => UpdateError::StateDoesNotExist(state.to_owned()),
         }
     }

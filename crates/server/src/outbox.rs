@@ -3,17 +3,25 @@
 //! Policy for clients that do not read: every frame for a connection goes through its
 //! [`Outbox`], a queue of at most [`Builder::outgoing_queue`](crate::Builder::outgoing_queue)
 //! frames and [`Builder::outgoing_queue_bytes`](crate::Builder::outgoing_queue_bytes)
-//! bytes, drained by the connection's own writer. Broadcasts never wait on it: when
-//! the queue is full the frame is not queued and the connection is closed with code
-//! 1008 and the reason [`OVERFLOW_REASON`]. Memory per connection is therefore bounded,
-//! and a stuck client never slows the state, the sender or any other client. A client
-//! of this project then reconnects, resyncs the whole state and resends what was not
-//! acknowledged (see `docs/protocol.md`).
+//! bytes (every frame counts, whatever its size), drained by the connection's own
+//! writer. Broadcasts never wait on it: when the queue is full the frame is not queued
+//! and the connection is closed with code 1008 and the reason [`OVERFLOW_REASON`].
+//! Memory per connection is therefore bounded, and a stuck client never slows the
+//! state or any other client. A client of this project then reconnects, resyncs the
+//! whole state and resends what was not acknowledged (see `docs/protocol.md`).
+//!
+//! Policy for clients that send fast: a sender cannot run ahead of its own echoes.
+//! Every update is queued for its sender too, so while the sender's own queue is more
+//! than half full ([`Outbox::wait_for_room`]) the server reads nothing more from it
+//! (TCP pushes back on the sender) until its writer has drained it below half. Readers
+//! that read as fast as the sender therefore see their queues stay below half as well,
+//! however large the sender's burst; and the connection's read loop yields to the
+//! writers regularly (tokio's cooperative budget), so they get to drain.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -73,12 +81,39 @@ impl Closer {
     }
 }
 
+/// How full a queue is, shared by its two sides.
+#[derive(Debug)]
+struct Level {
+    bytes: AtomicUsize,
+    frames: AtomicUsize,
+    max_bytes: usize,
+    max_frames: usize,
+    /// Set while the connection's reader waits for the queue to drain below half.
+    waiting: AtomicBool,
+    drained: Notify,
+}
+
+impl Level {
+    fn over_half(&self) -> bool {
+        self.bytes.load(Ordering::Relaxed) > self.max_bytes / 2
+            || self.frames.load(Ordering::Relaxed) > self.max_frames / 2
+    }
+
+    fn taken(&self, frame: &Utf8Bytes) {
+        self.bytes.fetch_sub(size_of(frame), Ordering::Relaxed);
+        self.frames.fetch_sub(1, Ordering::Relaxed);
+        if self.waiting.load(Ordering::Relaxed) && !self.over_half() {
+            self.waiting.store(false, Ordering::Relaxed);
+            self.drained.notify_waiters();
+        }
+    }
+}
+
 /// The sending side of a connection's outgoing queue. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
     tx: mpsc::Sender<Utf8Bytes>,
-    queued_bytes: Arc<AtomicUsize>,
-    max_bytes: usize,
+    level: Arc<Level>,
     closer: Arc<Closer>,
 }
 
@@ -86,7 +121,7 @@ pub(crate) struct Outbox {
 #[derive(Debug)]
 pub(crate) struct Queue {
     rx: mpsc::Receiver<Utf8Bytes>,
-    queued_bytes: Arc<AtomicUsize>,
+    level: Arc<Level>,
 }
 
 fn size_of(frame: &Utf8Bytes) -> usize {
@@ -97,14 +132,39 @@ impl Outbox {
     /// A queue of at most `frames` frames and `max_bytes` bytes of frames.
     pub(crate) fn new(frames: usize, max_bytes: usize, closer: Arc<Closer>) -> (Self, Queue) {
         let (tx, rx) = mpsc::channel(frames.max(1));
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let level = Arc::new(Level {
+            bytes: AtomicUsize::new(0),
+            frames: AtomicUsize::new(0),
+            max_bytes,
+            max_frames: frames.max(1),
+            waiting: AtomicBool::new(false),
+            drained: Notify::new(),
+        });
         let outbox = Outbox {
             tx,
-            queued_bytes: Arc::clone(&queued_bytes),
-            max_bytes,
+            level: Arc::clone(&level),
             closer,
         };
-        (outbox, Queue { rx, queued_bytes })
+        (outbox, Queue { rx, level })
+    }
+
+    /// Waits while the queue is more than half full (frames or bytes), until the writer
+    /// drained it below half or the connection closes: the connection's reader calls
+    /// this before reading the next message (see the module documentation).
+    pub(crate) async fn wait_for_room(&self) {
+        while self.level.over_half() && !self.closer.closing.load(Ordering::Relaxed) {
+            let drained = self.level.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            self.level.waiting.store(true, Ordering::Relaxed);
+            if !self.level.over_half() {
+                break;
+            }
+            tokio::select! {
+                () = drained => {}
+                () = self.closer.token().cancelled() => break,
+            }
+        }
     }
 
     /// Queues a frame without waiting; on overflow (frames or bytes) the connection is
@@ -115,19 +175,27 @@ impl Outbox {
             return;
         }
         let size = size_of(&frame);
-        let queued = self.queued_bytes.fetch_add(size, Ordering::Relaxed);
-        if queued + size > self.max_bytes && queued > 0 {
-            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+        let queued = self.level.bytes.fetch_add(size, Ordering::Relaxed);
+        if queued + size > self.level.max_bytes {
+            self.level.bytes.fetch_sub(size, Ordering::Relaxed);
             self.overflow();
             return;
         }
+        self.level.frames.fetch_add(1, Ordering::Relaxed);
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame) {
-            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            self.level.bytes.fetch_sub(size, Ordering::Relaxed);
+            self.level.frames.fetch_sub(1, Ordering::Relaxed);
             self.overflow();
         }
     }
 
-    fn overflow(&self) {
+    /// The most bytes this queue holds.
+    pub(crate) fn max_bytes(&self) -> usize {
+        self.level.max_bytes
+    }
+
+    /// Closes the connection for overflowing its queue.
+    pub(crate) fn overflow(&self) {
         tracing::warn!("closing a connection whose outgoing queue is full");
         self.closer.close(CloseCode::Policy, OVERFLOW_REASON);
     }
@@ -137,16 +205,66 @@ impl Queue {
     /// The next frame, waiting for one.
     pub(crate) async fn recv(&mut self) -> Option<Utf8Bytes> {
         let frame = self.rx.recv().await?;
-        self.queued_bytes
-            .fetch_sub(size_of(&frame), Ordering::Relaxed);
+        self.level.taken(&frame);
         Some(frame)
     }
 
     /// The next frame if one is queued.
     pub(crate) fn try_recv(&mut self) -> Option<Utf8Bytes> {
         let frame = self.rx.try_recv().ok()?;
-        self.queued_bytes
-            .fetch_sub(size_of(&frame), Ordering::Relaxed);
+        self.level.taken(&frame);
         Some(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox(frames: usize, bytes: usize) -> (Outbox, Queue, Arc<Closer>) {
+        let closer = Arc::new(Closer::child_of(&CancellationToken::new()));
+        let (outbox, queue) = Outbox::new(frames, bytes, Arc::clone(&closer));
+        (outbox, queue, closer)
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_byte_bound_overflows_even_an_empty_queue() {
+        let (outbox, mut queue, closer) = outbox(10, 100);
+        outbox.push("x".repeat(101).into());
+        assert!(closer.token().is_cancelled());
+        assert_eq!(closer.frame().reason.as_str(), OVERFLOW_REASON);
+        assert!(queue.try_recv().is_none(), "nothing queued");
+    }
+
+    #[test]
+    fn the_bounds_hold_for_frames_and_bytes() {
+        let (outbox, mut queue, closer) = outbox(3, 1_000);
+        for _ in 0..3 {
+            outbox.push("x".repeat(10).into());
+        }
+        assert!(!closer.token().is_cancelled());
+        outbox.push("x".into());
+        assert!(closer.token().is_cancelled(), "a fourth frame overflows");
+        assert_eq!(std::iter::from_fn(|| queue.try_recv()).count(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_reader_waits_while_its_queue_is_over_half_until_the_writer_drains_it() {
+        let (outbox, mut queue, _closer) = outbox(10, 1_000);
+        for _ in 0..6 {
+            outbox.push("x".into());
+        }
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.wait_for_room().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "6 of 10 frames: over half");
+        queue.try_recv();
+        queue.try_recv();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("woken once below half")
+            .expect("no panic");
     }
 }

@@ -17,14 +17,20 @@ use crate::storage::StateRecord;
 /// The states of a server.
 pub(crate) struct States<K> {
     states: RwLock<HashMap<String, Arc<State<K>>>>,
+    max_state_bytes: usize,
     session_retention: Duration,
     log_budget: LogBudget,
 }
 
 impl<K> States<K> {
-    pub(crate) fn new(session_retention: Duration, log_budget: LogBudget) -> Self {
+    pub(crate) fn new(
+        max_state_bytes: usize,
+        session_retention: Duration,
+        log_budget: LogBudget,
+    ) -> Self {
         States {
             states: RwLock::new(HashMap::new()),
+            max_state_bytes,
             session_retention,
             log_budget,
         }
@@ -39,7 +45,12 @@ impl<K> States<K> {
         ttl: Option<Duration>,
     ) -> Result<Arc<State<K>>, CreateStateError> {
         let now = Instant::now();
-        let record = StateRecord::new(value, self.session_retention, self.log_budget.clone());
+        let record = StateRecord::new(
+            value,
+            self.max_state_bytes,
+            self.session_retention,
+            self.log_budget.clone(),
+        )?;
         let state = Arc::new(State::new(
             id.clone(),
             record,

@@ -42,6 +42,7 @@ impl<K: Send + Sync + 'static> Runtime<K> {
     ) -> Self {
         Runtime {
             states: States::new(
+                config.max_state_bytes,
                 config.session_retention,
                 LogBudget::new(config.session_log_bytes_per_state, config.session_log_bytes),
             ),

@@ -9,7 +9,8 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
-use state_sync_protocol::JsonObject;
+use state_sync_protocol::{JsonObject, ServerMessage};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::failure::Failure;
 use crate::fanout::Subscribers;
@@ -31,6 +32,8 @@ struct Inner {
     record: StateRecord,
     subscribers: Subscribers,
     removed: bool,
+    /// STATE_CONNECTION_ESTABLISHED for the current version, once encoded.
+    snapshot: Option<(u64, Utf8Bytes)>,
 }
 
 /// One state of a server.
@@ -58,6 +61,7 @@ impl<K> State<K> {
                 record,
                 subscribers: Subscribers::default(),
                 removed: false,
+                snapshot: None,
             }),
         }
     }
@@ -75,7 +79,7 @@ impl<K> State<K> {
     /// The value and version, or `None` once removed.
     pub(crate) fn snapshot(&self) -> Option<(JsonObject, u64)> {
         let inner = self.lock();
-        (!inner.removed).then(|| (inner.record.value().clone(), inner.record.version()))
+        (!inner.removed).then(|| ((**inner.record.value()).clone(), inner.record.version()))
     }
 
     pub(crate) fn clients(&self) -> usize {
@@ -84,26 +88,50 @@ impl<K> State<K> {
 
     /// Adds a subscriber and queues STATE_CONNECTION_ESTABLISHED for it. `None` when
     /// the state was removed meanwhile.
+    ///
+    /// The snapshot is encoded once per version, and outside the lock: the subscriber
+    /// is added first with its value (shared, not copied) and keeps what happens while
+    /// the snapshot is encoded, to be queued after it.
     pub(crate) fn attach(
         &self,
         outbox: Outbox,
         session: Option<SessionKey>,
         last_sent: Option<u64>,
     ) -> Option<usize> {
+        let (key, value, version) = {
+            let mut inner = self.lock();
+            let Inner {
+                record,
+                subscribers,
+                removed,
+                snapshot,
+            } = &mut *inner;
+            if *removed {
+                return None;
+            }
+            if let Some(session) = &session {
+                record.session_attached(session, last_sent);
+            }
+            let version = record.version();
+            if let Some((encoded, frame)) = snapshot
+                && *encoded == version
+            {
+                return Some(subscribers.insert(outbox, session, frame.clone()));
+            }
+            let key = subscribers.insert_pending(outbox, session);
+            (key, Arc::clone(record.value()), version)
+        };
+        let frame: Utf8Bytes = ServerMessage::established_json(&value, Some(version)).into();
+        drop(value);
         let mut inner = self.lock();
-        let Inner {
-            record,
-            subscribers,
-            removed,
-        } = &mut *inner;
-        if *removed {
+        if inner.removed {
             return None;
         }
-        if let Some(session) = &session {
-            record.session_attached(session, last_sent);
+        inner.subscribers.activate(key, frame.clone());
+        if inner.record.version() == version {
+            inner.snapshot = Some((version, frame));
         }
-        let (value, version) = (record.value(), record.version());
-        Some(subscribers.insert(outbox, session, value, version))
+        Some(key)
     }
 
     /// Removes a subscriber. Returns how many clients are left, or `None` when it was
@@ -144,6 +172,7 @@ impl<K> State<K> {
         let version = inner.record.apply(&updates, tracked)?;
         let updates = Arc::new(updates);
         let echo = origin.and_then(|o| Some((o.subscriber, o.request_id?)));
+        inner.snapshot = None;
         let reply = inner.subscribers.broadcast(&updates, version, echo);
         if let (Some((session, request_id)), Some(reply)) = (tracked, reply) {
             inner
@@ -164,6 +193,7 @@ impl<K> State<K> {
         inner.removed = true;
         inner.subscribers.remove_all(&self.id, message);
         inner.record.forget_sessions();
+        inner.snapshot = None;
         true
     }
 }

@@ -7,36 +7,94 @@
 //! remove) and adds the I/O behind them; fan-out ([`crate::fanout`]) and hooks
 //! ([`crate::hooks`]) stay outside.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::Value;
 use state_sync_protocol::JsonObject;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::error::CreateStateError;
 use crate::failure::Failure;
 use crate::session_log::{LogBudget, Outcome, SessionKey, SessionLogs};
 
 /// The stored part of one state.
 #[derive(Debug)]
 pub(crate) struct StateRecord {
-    value: JsonObject,
+    /// Shared with snapshots being encoded outside the state's lock; an update copies
+    /// it only while one is.
+    value: Arc<JsonObject>,
     version: u64,
+    /// The size of the value as JSON text, and its limit.
+    bytes: usize,
+    max_bytes: usize,
     sessions: SessionLogs,
+}
+
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The length of a value as JSON text, without building the text.
+fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail, and every map key of a JSON value is a string.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
+/// What one top-level entry adds to the state's JSON text: `"key":value,`.
+fn entry_len(key: &str, value: &Value) -> usize {
+    json_len(key) + 1 + json_len(value) + 1
+}
+
+/// The size of `value` as JSON text, as [`StateRecord`] counts it.
+fn state_len(value: &JsonObject) -> usize {
+    2 + value
+        .iter()
+        .map(|(key, value)| entry_len(key, value))
+        .sum::<usize>()
 }
 
 /// The session and request id an update was sent with, when both are known.
 pub(crate) type Tracked<'a> = Option<(&'a SessionKey, u64)>;
 
 impl StateRecord {
-    /// A new state at version 0.
-    pub(crate) fn new(value: JsonObject, session_retention: Duration, budget: LogBudget) -> Self {
-        StateRecord {
-            value,
-            version: 0,
-            sessions: SessionLogs::new(session_retention, budget),
+    /// A new state at version 0; `max_bytes` limits the size of its JSON text.
+    pub(crate) fn new(
+        value: JsonObject,
+        max_bytes: usize,
+        session_retention: Duration,
+        budget: LogBudget,
+    ) -> Result<Self, CreateStateError> {
+        let bytes = state_len(&value);
+        if bytes > max_bytes {
+            return Err(CreateStateError::InitialValueTooLarge {
+                size: bytes,
+                limit: max_bytes,
+            });
         }
+        Ok(StateRecord {
+            bytes,
+            value: Arc::new(value),
+            version: 0,
+            max_bytes,
+            sessions: SessionLogs::new(session_retention, budget),
+        })
     }
 
-    pub(crate) fn value(&self) -> &JsonObject {
+    /// The value, shared (cloning it is cheap).
+    pub(crate) fn value(&self) -> &Arc<JsonObject> {
         &self.value
     }
 
@@ -55,7 +113,21 @@ impl StateRecord {
         if let Some((session, request_id)) = tracked {
             self.sessions.check(session, request_id)?;
         }
-        state_sync_protocol::apply_updates(&mut self.value, updates);
+        let mut bytes = self.bytes;
+        for (key, value) in updates {
+            bytes += entry_len(key, value);
+            if let Some(old) = self.value.get(key) {
+                bytes -= entry_len(key, old);
+            }
+        }
+        if bytes > self.max_bytes {
+            return Err(Failure::StateTooLarge {
+                size: bytes,
+                limit: self.max_bytes,
+            });
+        }
+        state_sync_protocol::apply_updates(Arc::make_mut(&mut self.value), updates);
+        self.bytes = bytes;
         self.version += 1;
         Ok(self.version)
     }
