@@ -6,7 +6,10 @@
 //! The core implements the reconnect-and-resync and exactly-once rules of
 //! `docs/protocol.md`: every update gets a request id in a session; unacknowledged
 //! updates are resent after a reconnect (the server answers duplicates with their
-//! first outcome); a re-attach replaces the local state and reports what changed.
+//! first outcome); every attach names the highest request id sent to its state
+//! (`lastSent`), so that a server that forgot the session does not apply a resent one
+//! twice; a re-attach replaces the local state and reports what changed. An answer
+//! that cannot be read still settles what waits for it (`unreadable`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -45,6 +48,11 @@ pub struct ClientCore {
     /// answer to the last one counts.
     attaches_in_flight: u32,
     attached_before: bool,
+    /// The highest request id sent in this session to the target state since the
+    /// client started targeting it; sent with every attach (`lastSent`).
+    last_sent: Option<u64>,
+    /// A text frame arrived on this connection.
+    heard: bool,
     state: JsonObject,
     version: Option<u64>,
     legacy: bool,
@@ -62,6 +70,8 @@ impl ClientCore {
             phase: Phase::Disconnected,
             attaches_in_flight: 0,
             attached_before: false,
+            last_sent: None,
+            heard: false,
             state: JsonObject::new(),
             version: None,
             legacy: false,
@@ -120,7 +130,7 @@ impl ClientCore {
         let message = ClientMessage::ConnectToState(ConnectToState {
             state_identifier,
             session: Some(self.session.clone()),
-            last_sent: None,
+            last_sent: self.last_sent,
         });
         self.phase = Phase::Attaching;
         self.attaches_in_flight += 1;
@@ -148,6 +158,7 @@ impl ClientCore {
         self.fail_all(failure, events);
         self.target = None;
         self.attached_before = false;
+        self.last_sent = None;
         if self.phase != Phase::Disconnected {
             self.phase = Phase::Connected;
         }
@@ -190,6 +201,7 @@ impl ClientCore {
             .collect();
         for (pending, frame) in self.pending.iter_mut().filter(|p| !p.sent).zip(frames) {
             pending.sent = true;
+            self.last_sent = self.last_sent.max(Some(pending.request_id));
             events.push(Event::Send(frame));
         }
     }
@@ -198,9 +210,19 @@ impl ClientCore {
     pub fn transport_up(&mut self) -> Vec<Event> {
         self.phase = Phase::Connected;
         self.attaches_in_flight = 0;
+        self.heard = false;
         let mut events = Vec::new();
         self.attach(&mut events);
         events
+    }
+
+    /// Whether the server answered on the current connection: it sent a frame, and no
+    /// attach waits for its answer. A connection lost before that was dropped before the
+    /// server answered, which the clients report (see
+    /// [`Reconnect::dropped`](crate::Reconnect::dropped)). Ask before
+    /// [`ClientCore::transport_down`].
+    pub fn server_answered(&self) -> bool {
+        self.heard && self.attaches_in_flight == 0
     }
 
     /// The transport was lost. Sent updates become unsent: they are resent after the
@@ -297,6 +319,7 @@ impl ClientCore {
 
     /// Handle a text frame from the server.
     pub fn on_text(&mut self, text: &str) -> Vec<Event> {
+        self.heard = true;
         let mut events = Vec::new();
         match ServerMessage::from_json(text) {
             Ok(ServerMessage::StateConnectionEstablished(established)) => {
@@ -305,18 +328,8 @@ impl ClientCore {
             Ok(ServerMessage::StateUpdated(updated)) => self.on_updated(updated, &mut events),
             Ok(ServerMessage::StateUpdateFailed(failed)) => self.on_failed(failed, &mut events),
             Ok(ServerMessage::StateConnectionError { message }) => {
-                if self.answers_last_attach() {
-                    let state_identifier = self.target.clone().unwrap_or_default();
-                    self.detach(
-                        &UpdateFailure::Detached {
-                            message: message.clone(),
-                        },
-                        &mut events,
-                    );
-                    events.push(Event::AttachFailed {
-                        state_identifier,
-                        message,
-                    });
+                if let Some(state_identifier) = self.answers_last_attach() {
+                    self.refused(state_identifier, message, &mut events);
                 }
             }
             Ok(ServerMessage::StateRemoved(StateRemoved {
@@ -340,33 +353,49 @@ impl ClientCore {
                 events.push(Event::ServerError { message });
             }
             Err(ServerMessageError::UnknownType(_)) => {}
-            Err(error) => events.push(Event::ServerError {
-                message: error.to_string(),
-            }),
+            Err(error) => self.on_unreadable(&error, &mut events),
         }
         events
     }
 
-    /// Counts an answer to a CONNECT_TO_STATE; `true` when it answers the last one sent
-    /// (answers to superseded ones are ignored).
-    fn answers_last_attach(&mut self) -> bool {
+    /// Counts an answer to a CONNECT_TO_STATE. It counts only when it answers the last
+    /// one sent and the client still targets that state: then this returns that state.
+    /// `None` for answers to superseded attaches, and for the answer to an attach whose
+    /// state was removed before the answer came: the removal settled that attach (see
+    /// [`Waiters`](crate::Waiters)), the client is attached to no state, and stays so.
+    fn answers_last_attach(&mut self) -> Option<String> {
         match self.attaches_in_flight {
-            0 => false,
+            0 => None,
             1 => {
                 self.attaches_in_flight = 0;
-                true
+                self.target.clone()
             }
             _ => {
                 self.attaches_in_flight -= 1;
-                false
+                None
             }
         }
     }
 
+    /// The server refused the attach to `state_identifier` (or its answer could not be
+    /// read): the client is attached to no state.
+    fn refused(&mut self, state_identifier: String, message: String, events: &mut Vec<Event>) {
+        self.detach(
+            &UpdateFailure::Detached {
+                message: message.clone(),
+            },
+            events,
+        );
+        events.push(Event::AttachFailed {
+            state_identifier,
+            message,
+        });
+    }
+
     fn on_established(&mut self, established: StateConnectionEstablished, events: &mut Vec<Event>) {
-        if !self.answers_last_attach() {
+        let Some(state_identifier) = self.answers_last_attach() else {
             return;
-        }
+        };
         let StateConnectionEstablished { state, version } = established;
         let changes = self
             .attached_before
@@ -377,7 +406,6 @@ impl ClientCore {
         self.version = version;
         self.attached_before = true;
         self.phase = Phase::Attached;
-        let state_identifier = self.target.clone().unwrap_or_default();
         events.push(Event::Attached {
             state_identifier,
             state,
@@ -448,6 +476,8 @@ impl ClientCore {
         }
     }
 }
+
+mod unreadable;
 
 #[cfg(test)]
 mod tests;

@@ -289,23 +289,88 @@ fn parse_update(data: Option<&RawValue>) -> Result<ClientMessage, ClientMessageE
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ServerMessageError {
-    /// The frame is not a JSON envelope, or its data does not fit its type.
-    Invalid(serde_json::Error),
+    /// The frame is not a JSON envelope, or its data does not fit its type. What could
+    /// still be read comes along, so that a client can settle what waited for this
+    /// answer (an attach, an update) instead of waiting forever.
+    Invalid {
+        /// The frame's `type`, when the envelope could be read.
+        message_type: Option<u64>,
+        /// The data's `requestId`, when it is a non-negative integer.
+        request_id: Option<u64>,
+        /// What did not fit.
+        error: serde_json::Error,
+    },
     /// A type this client does not know (a newer server, or a code the original
     /// declares but never sends); clients ignore such frames.
     UnknownType(u64),
 }
 
+impl ServerMessageError {
+    /// The frame's `type`, when it could be read.
+    pub fn message_type(&self) -> Option<u64> {
+        match self {
+            ServerMessageError::Invalid { message_type, .. } => *message_type,
+            ServerMessageError::UnknownType(code) => Some(*code),
+        }
+    }
+
+    /// The `requestId` in the frame's data, when it could be read.
+    pub fn request_id(&self) -> Option<u64> {
+        match self {
+            ServerMessageError::Invalid { request_id, .. } => *request_id,
+            ServerMessageError::UnknownType(_) => None,
+        }
+    }
+}
+
+/// The name of a server message type, for error messages.
+fn server_message_name(code: u64) -> Option<&'static str> {
+    Some(match u8::try_from(code).ok()? {
+        server_code::STATE_DOES_NOT_EXIST => "STATE_DOES_NOT_EXIST",
+        server_code::STATE_UPDATED => "STATE_UPDATED",
+        server_code::STATE_CONNECTION_ESTABLISHED => "STATE_CONNECTION_ESTABLISHED",
+        server_code::STATE_CONNECTION_ERROR => "STATE_CONNECTION_ERROR",
+        server_code::STATE_UPDATE_FAILED => "STATE_UPDATE_FAILED",
+        server_code::UNSUPPORTED_MESSAGE_TYPE => "UNSUPPORTED_MESSAGE_TYPE",
+        _ => return None,
+    })
+}
+
 impl fmt::Display for ServerMessageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ServerMessageError::Invalid(e) => write!(f, "invalid message from server: {e}"),
+            ServerMessageError::Invalid {
+                message_type: None,
+                error,
+                ..
+            } => write!(f, "invalid message from the server: {error}"),
+            ServerMessageError::Invalid {
+                message_type: Some(code),
+                request_id,
+                error,
+            } => {
+                match server_message_name(*code) {
+                    Some(name) => write!(f, "the server's {name} (type {code})")?,
+                    None => write!(f, "the server's message of type {code}")?,
+                }
+                if let Some(request_id) = request_id {
+                    write!(f, " for request {request_id}")?;
+                }
+                write!(f, " does not fit the protocol: {error}")
+            }
             ServerMessageError::UnknownType(code) => write!(f, "unknown message type {code}"),
         }
     }
 }
 
-impl std::error::Error for ServerMessageError {}
+impl std::error::Error for ServerMessageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServerMessageError::Invalid { error, .. } => Some(error),
+            ServerMessageError::UnknownType(_) => None,
+        }
+    }
+}
 
 #[derive(Deserialize)]
 struct ServerEnvelope<'a> {
@@ -320,6 +385,24 @@ struct Message {
     message: String,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRequestId {
+    #[serde(default)]
+    request_id: Option<Value>,
+}
+
+/// The `requestId` of a frame's data that did not fit its type, when it is readable.
+fn readable_request_id(data: &str) -> Option<u64> {
+    if !looks_like_object(data) {
+        return None;
+    }
+    serde_json::from_str::<RawRequestId>(data)
+        .ok()?
+        .request_id?
+        .as_u64()
+}
+
 impl ServerMessage {
     /// Reads a server's text frame (what clients do).
     ///
@@ -327,8 +410,18 @@ impl ServerMessage {
     /// [`ServerMessageError::UnknownType`] for a type this version does not know,
     /// [`ServerMessageError::Invalid`] for anything that does not fit the protocol.
     pub fn from_json(text: &str) -> Result<ServerMessage, ServerMessageError> {
-        let envelope: ServerEnvelope<'_> =
-            serde_json::from_str(text).map_err(ServerMessageError::Invalid)?;
+        let unreadable = |error| ServerMessageError::Invalid {
+            message_type: None,
+            request_id: None,
+            error,
+        };
+        // Derived structs also accept JSON arrays (`[7, {}]`); an envelope is an object.
+        if !looks_like_object(text)
+            && let Err(error) = serde_json::from_str::<crate::JsonObject>(text)
+        {
+            return Err(unreadable(error));
+        }
+        let envelope: ServerEnvelope<'_> = serde_json::from_str(text).map_err(unreadable)?;
         let data = envelope.data.map_or("null", RawValue::get);
         let parsed = match u8::try_from(envelope.code) {
             Ok(server_code::STATE_DOES_NOT_EXIST) => {
@@ -350,7 +443,11 @@ impl ServerMessage {
                 .map(|m| ServerMessage::UnsupportedMessageType { message: m.message }),
             _ => return Err(ServerMessageError::UnknownType(envelope.code)),
         };
-        parsed.map_err(ServerMessageError::Invalid)
+        parsed.map_err(|error| ServerMessageError::Invalid {
+            message_type: Some(envelope.code),
+            request_id: readable_request_id(data),
+            error,
+        })
     }
 }
 
@@ -459,7 +556,49 @@ mod tests {
         ));
         assert!(matches!(
             ServerMessage::from_json("{}"),
-            Err(ServerMessageError::Invalid(_))
+            Err(ServerMessageError::Invalid {
+                message_type: None,
+                request_id: None,
+                ..
+            })
         ));
+    }
+
+    #[test]
+    fn an_unreadable_server_message_keeps_its_type_and_request_id() {
+        let error = ServerMessage::from_json(r#"{"type":7,"data":{}}"#).unwrap_err();
+        assert_eq!((error.message_type(), error.request_id()), (Some(7), None));
+        assert!(
+            error.to_string().starts_with(
+                "the server's STATE_CONNECTION_ESTABLISHED (type 7) does not fit the protocol: \
+                 missing field `state`"
+            ),
+            "{error}"
+        );
+        let error = ServerMessage::from_json(r#"{"type":3,"data":{"updates":[1],"requestId":4}}"#)
+            .unwrap_err();
+        assert_eq!(
+            (error.message_type(), error.request_id()),
+            (Some(3), Some(4))
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("the server's STATE_UPDATED (type 3) for request 4 does not fit"),
+            "{error}"
+        );
+        let error = ServerMessage::from_json(r#"{"type":9,"data":{"requestId":"4"}}"#).unwrap_err();
+        assert_eq!(
+            (error.message_type(), error.request_id()),
+            (Some(9), None),
+            "not a number"
+        );
+        let error = ServerMessage::from_json("[7]").unwrap_err();
+        assert_eq!((error.message_type(), error.request_id()), (None, None));
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid message from the server: ")
+        );
     }
 }

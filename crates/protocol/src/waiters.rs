@@ -11,6 +11,10 @@
 //!   [`Event::AttachFailed`](crate::Event::AttachFailed)) settles exactly the callers
 //!   waiting for that state. A refusal that nobody waits for was a re-attach after a
 //!   reconnect: the client reports it as an error not tied to a call.
+//! - The removal of a state ([`Event::StateRemoved`](crate::Event::StateRemoved))
+//!   settles the callers waiting to attach to it, refused: their attach was sent before
+//!   the removal reached the client (a caller attaching again to the state it is on),
+//!   and the core ignores its answer, which would have come with no state to name.
 //! - An update's outcome ([`Event::Acknowledged`](crate::Event::Acknowledged) or
 //!   [`Event::Failed`](crate::Event::Failed)) settles the one caller of that request
 //!   id. Register the caller before performing the events of
@@ -67,9 +71,9 @@ impl<A, U> Waiters<A, U> {
         }
     }
 
-    /// The server answered an attach to `state_identifier` (attached or refused): the
-    /// callers waiting for it, in the order they started waiting. Empty when nobody
-    /// asked (a re-attach after a reconnect).
+    /// The server answered an attach to `state_identifier` (attached or refused), or
+    /// removed that state: the callers waiting for it, in the order they started
+    /// waiting. Empty when nobody asked (a re-attach after a reconnect).
     pub fn answered(&mut self, state_identifier: &str) -> Vec<A> {
         self.attach
             .extract_if(.., |(id, _)| id == state_identifier)

@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::Waiters;
 
 fn object(value: Value) -> JsonObject {
     value.as_object().cloned().unwrap()
@@ -410,4 +411,215 @@ fn a_frame_the_server_found_too_large_fails_instead_of_looping() {
     core.transport_up();
     let events = attach(&mut core, json!({}), 0);
     assert_eq!(sent(&events).len(), 1, "only the next update is resent");
+}
+
+fn last_sent_of(events: &[Event]) -> Option<Value> {
+    let attach = sent(events)
+        .into_iter()
+        .find(|frame| frame["type"] == 2)
+        .expect("an attach");
+    attach["data"].get("lastSent").cloned()
+}
+
+#[test]
+fn the_reattach_names_the_last_request_sent_to_the_state() {
+    let mut core = ClientCore::new("s");
+    core.transport_up();
+    let events = core.connect_to_state("room");
+    assert_eq!(last_sent_of(&events), None, "nothing sent yet");
+    attach(&mut core, json!({}), 0);
+    for i in 1..=3 {
+        core.update(object(json!({"i": i})));
+    }
+    core.on_text(r#"{"type":3,"data":{"updates":{"i":1},"version":1,"requestId":1}}"#);
+    core.transport_down();
+    let events = core.transport_up();
+    assert_eq!(
+        last_sent_of(&events),
+        Some(json!(3)),
+        "acknowledged or not, 1 to 3 were sent"
+    );
+    // Queued while disconnected and not sent yet: not counted.
+    core.transport_down();
+    core.update(object(json!({"unsent": true})));
+    assert_eq!(last_sent_of(&core.transport_up()), Some(json!(3)));
+
+    let events = core.connect_to_state("other");
+    assert_eq!(
+        last_sent_of(&events),
+        None,
+        "another state: sent none to it"
+    );
+    attach(&mut core, json!({}), 0);
+    let events = core.connect_to_state("room");
+    assert_eq!(
+        last_sent_of(&events),
+        None,
+        "not continuously targeted since it sent those"
+    );
+}
+
+#[test]
+fn an_unreadable_answer_to_the_attach_fails_it_and_the_next_attach_works() {
+    let mut core = ClientCore::new("s");
+    core.transport_up();
+    core.connect_to_state("broken");
+    core.update(object(json!({"queued": 1})));
+    let events = core.on_text(r#"{"type":7,"data":{}}"#);
+    let [
+        Event::Failed {
+            failure: UpdateFailure::Detached { .. },
+            ..
+        },
+        Event::AttachFailed {
+            state_identifier,
+            message,
+        },
+    ] = &events[..]
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!(state_identifier, "broken");
+    assert!(
+        message.starts_with(
+            "the server's answer could not be read: the server's STATE_CONNECTION_ESTABLISHED \
+             (type 7) does not fit the protocol: missing field `state`"
+        ),
+        "{message}"
+    );
+    assert!(!core.is_attached());
+    assert_eq!(core.state_identifier(), None);
+
+    core.connect_to_state("good");
+    let events = core.on_text(r#"{"type":7,"data":{"state":{"ok":true}}}"#);
+    assert!(
+        matches!(&events[..], [Event::Attached { state_identifier, .. }] if state_identifier == "good"),
+        "the next answer is not taken for the broken one's: {events:?}"
+    );
+
+    // An unreadable refusal fails the attach too.
+    core.connect_to_state("other");
+    let events = core.on_text(r#"{"type":8,"data":{"message":42}}"#);
+    assert!(
+        matches!(&events[..], [Event::AttachFailed { state_identifier, .. }] if state_identifier == "other"),
+        "{events:?}"
+    );
+    // With no attach in flight, it is only a server error.
+    let events = core.on_text(r#"{"type":7,"data":{}}"#);
+    assert!(
+        matches!(&events[..], [Event::ServerError { .. }]),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn an_unreadable_answer_to_an_update_fails_that_update() {
+    let mut core = ClientCore::new("s");
+    core.transport_up();
+    core.connect_to_state("room");
+    attach(&mut core, json!({}), 0);
+    for i in 1..=3 {
+        core.update(object(json!({"i": i})));
+    }
+    let events = core.on_text(r#"{"type":9,"data":{"requestId":2,"reason":"vetoed"}}"#);
+    let [
+        Event::Failed {
+            request_id: 2,
+            failure:
+                UpdateFailure::Rejected {
+                    reason: FailureReason::Other,
+                    message,
+                },
+        },
+    ] = &events[..]
+    else {
+        panic!("{events:?}")
+    };
+    assert!(
+        message.starts_with(
+            "the server refused the update, but its answer could not be read: the server's \
+             STATE_UPDATE_FAILED (type 9) for request 2 does not fit the protocol: missing \
+             field `message`"
+        ),
+        "{message}"
+    );
+    let events = core.on_text(r#"{"type":3,"data":{"updates":"x","version":1,"requestId":1}}"#);
+    assert!(
+        matches!(
+            &events[..],
+            [Event::Failed {
+                request_id: 1,
+                failure: UpdateFailure::Rejected { reason: FailureReason::Other, message },
+            }] if message.contains("may or may not have been applied")
+        ),
+        "{events:?}"
+    );
+    assert_eq!(core.pending_updates(), 1, "3 still waits");
+    let events = core.on_text(r#"{"type":9,"data":{"requestId":1}}"#);
+    assert!(
+        matches!(&events[..], [Event::ServerError { .. }]),
+        "no pending update 1 any more: {events:?}"
+    );
+}
+
+#[test]
+fn a_reattach_that_the_removal_of_its_state_overtakes_is_settled_by_the_removal() {
+    let mut core = ClientCore::new("s");
+    let mut waiters = Waiters::<&str, ()>::new();
+    core.transport_up();
+    core.connect_to_state("room");
+    attach(&mut core, json!({}), 0);
+    // A caller attaches again to the state it is on; the server removes the state
+    // before it reads that attach, then refuses it.
+    let _ = waiters.attach("room", "caller");
+    assert_eq!(sent(&core.connect_to_state("room")).len(), 1);
+    let events = core.on_text(
+        r#"{"type":1,"data":{"stateIdentifier":"room","message":"State room was removed"}}"#,
+    );
+    let [
+        Event::StateRemoved {
+            state_identifier, ..
+        },
+    ] = &events[..]
+    else {
+        panic!("{events:?}")
+    };
+    // What both clients do on a removal: settle the callers waiting for that state.
+    assert_eq!(waiters.answered(state_identifier), ["caller"]);
+    let events = core
+        .on_text(r#"{"type":8,"data":{"message":"State with identifier room does not exist"}}"#);
+    assert!(
+        events.is_empty(),
+        "the refusal answers an attach the removal settled: {events:?}"
+    );
+    // So does an answer from a state created again meanwhile: the client stays detached.
+    let mut core = ClientCore::new("s");
+    core.transport_up();
+    core.connect_to_state("room");
+    attach(&mut core, json!({}), 0);
+    core.connect_to_state("room");
+    core.on_text(r#"{"type":1,"data":{"stateIdentifier":"room","message":"removed"}}"#);
+    assert!(attach(&mut core, json!({"new": 1}), 0).is_empty());
+    assert!(!core.is_attached());
+    // And the client can attach to it again.
+    core.connect_to_state("room");
+    let events = attach(&mut core, json!({"new": 1}), 0);
+    assert!(
+        matches!(&events[..], [Event::Attached { state_identifier, .. }] if state_identifier == "room")
+    );
+}
+
+#[test]
+fn the_server_answered_once_it_sent_something_and_no_attach_waits() {
+    let mut core = ClientCore::new("s");
+    core.transport_up();
+    assert!(!core.server_answered(), "nothing heard yet");
+    core.connect_to_state("room");
+    core.on_text(r#"{"type":10,"data":{"message":"m"}}"#);
+    assert!(!core.server_answered(), "the attach waits");
+    attach(&mut core, json!({}), 0);
+    assert!(core.server_answered());
+    core.transport_down();
+    core.transport_up();
+    assert!(!core.server_answered(), "a new connection");
 }
