@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use state_sync_client::{Client, ConnectionStatus, Error, ReconnectPolicy, Update
 use state_sync_protocol::FailureReason;
 use state_sync_server::{StateOptions, StateSyncer};
 use state_sync_tests::{
-    PATIENCE, eventually, serve, serve_states, start_legacy_server, vetoing_state,
+    PATIENCE, ScriptedPeer, eventually, serve, serve_states, start_legacy_server, vetoing_state,
 };
 
 type Heard = Arc<Mutex<Vec<(Value, Value)>>>;
@@ -543,4 +544,150 @@ async fn an_update_over_the_servers_limit_fails_and_does_not_loop() {
     assert_eq!(applied.version, Some(1), "the big one was never applied");
     assert_eq!(syncer.version_of_state("s"), Some(1));
     server.shutdown().await;
+}
+
+/// Waits up to [`PATIENCE`] for `future`; panics naming `what` when it never ends.
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .unwrap_or_else(|_| panic!("never settled: {what}"))
+}
+
+#[tokio::test]
+async fn an_unreadable_answer_to_an_attach_fails_it_and_the_next_attach_works() {
+    // A server like the original whose state is not an object: its answer cannot be
+    // read, and must not leave the attach (and every later one) waiting forever.
+    let peer = ScriptedPeer::start(|frame| match frame["data"]["stateIdentifier"].as_str() {
+        Some("broken") => vec![json!({"type": 7, "data": {}})],
+        Some(_) => vec![json!({"type": 7, "data": {"state": {"ok": true}}})],
+        None => vec![],
+    })
+    .await;
+    let client = Client::connect(peer.url(), "c", None).await.unwrap();
+    match within("the broken attach", client.connect_to_state("broken")).await {
+        Err(Error::AttachFailed(message)) => assert!(
+            message.starts_with(
+                "the server's answer could not be read: the server's \
+                 STATE_CONNECTION_ESTABLISHED (type 7) does not fit the protocol: missing field \
+                 `state`"
+            ),
+            "{message}"
+        ),
+        other => panic!("expected the attach to fail, got {other:?}"),
+    }
+    let state = within("the next attach", client.connect_to_state("good"))
+        .await
+        .unwrap();
+    assert_eq!(json!(state), json!({"ok": true}));
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_reattach_overtaken_by_the_removal_of_its_state_is_settled() {
+    // The server removes the state after the client attached to it again, before it
+    // read that attach: the removal comes first, then the refusal of the attach.
+    let attaches = AtomicUsize::new(0);
+    let peer = ScriptedPeer::start(move |frame| {
+        if frame["type"] != 2 {
+            return vec![];
+        }
+        match attaches.fetch_add(1, Ordering::SeqCst) {
+            0 => vec![json!({"type": 7, "data": {"state": {}, "version": 0}})],
+            _ => vec![
+                json!({"type": 1, "data": {"stateIdentifier": "room", "message": "State room was removed"}}),
+                json!({"type": 8, "data": {"message": "State with identifier room does not exist"}}),
+            ],
+        }
+    })
+    .await;
+    let client = Client::connect(peer.url(), "c", None).await.unwrap();
+    client.connect_to_state("room").await.unwrap();
+    let mut errors = client.errors();
+    match within("the re-attach", client.connect_to_state("room")).await {
+        Err(Error::AttachFailed(message)) => assert_eq!(message, "State room was removed"),
+        other => panic!("expected the re-attach to fail, got {other:?}"),
+    }
+    assert!(matches!(
+        errors.recv().await.unwrap(),
+        Error::StateRemoved(_)
+    ));
+    // The refusal that follows answers an attach already settled: nothing to report.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(errors.try_recv().is_err());
+    assert!(matches!(
+        client.update_state(json!({"x": 1})).await,
+        Err(Error::Update(UpdateFailure::Rejected {
+            reason: FailureReason::NotAttached,
+            ..
+        }))
+    ));
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_server_that_drops_every_connection_gets_growing_delays_and_one_error() {
+    let peer = ScriptedPeer::dropping().await;
+    let started = Instant::now();
+    let policy = ReconnectPolicy {
+        initial: Duration::from_millis(50),
+        multiplier: 2.0,
+        jitter: 0.0,
+        ..ReconnectPolicy::default()
+    };
+    let client = Client::builder(peer.url(), "c")
+        .reconnect(policy)
+        .connect()
+        .await
+        .unwrap();
+    let mut errors = client.errors();
+    // Upgrades at 0, 50, 150, 350, 750 and 1550 ms; the next at 3150 ms. Starting the
+    // backoff over on every opened connection made it one every 50 ms.
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(started.elapsed())).await;
+    let upgrades = peer.upgrades();
+    assert!((3..=6).contains(&upgrades), "{upgrades} upgrades in 2 s");
+    match errors.try_recv() {
+        Ok(Error::Dropped(how)) => assert!(!how.is_empty()),
+        other => panic!("expected the drop to be reported, got {other:?}"),
+    }
+    assert!(
+        errors.try_recv().is_err(),
+        "reported once, not on every attempt"
+    );
+    assert_eq!(client.status(), ConnectionStatus::Reconnecting);
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_client_that_gives_up_says_why_and_settles_its_attach() {
+    let peer = ScriptedPeer::dropping().await;
+    let policy = ReconnectPolicy {
+        initial: Duration::from_millis(10),
+        max_attempts: Some(3),
+        ..ReconnectPolicy::default()
+    };
+    let client = Client::builder(peer.url(), "c")
+        .reconnect(policy)
+        .connect()
+        .await
+        .unwrap();
+    let mut errors = client.errors();
+    assert!(matches!(
+        within("the attach", client.connect_to_state("s")).await,
+        Err(Error::Closed)
+    ));
+    assert_eq!(peer.upgrades(), 4, "the first connection and 3 attempts");
+    let dropped = errors.recv().await.unwrap();
+    assert!(
+        dropped
+            .to_string()
+            .starts_with("the server closed the connection before answering ("),
+        "{dropped}"
+    );
+    let gave_up = errors.recv().await.unwrap();
+    assert!(
+        matches!(&gave_up, Error::GaveUp(message)
+            if message.starts_with("gave up reconnecting after 3 attempts: the connection was lost (")),
+        "{gave_up}"
+    );
+    assert_eq!(client.status(), ConnectionStatus::Closed);
 }

@@ -56,8 +56,14 @@ pub(crate) struct Inner {
     this: Weak<RefCell<Inner>>,
     pub(crate) core: ClientCore,
     url: String,
+    /// The URL without its query (which holds the token), for error messages.
+    endpoint: String,
     reconnect: Reconnect,
     socket: Option<Socket>,
+    /// When the current socket opened (`Date.now()`), `None` until it does.
+    opened_at: Option<f64>,
+    /// What went wrong last, for the report when the client gives up.
+    last_failure: String,
     timer: Option<Timer>,
     pub(crate) status: ConnectionStatus,
     pub(crate) listeners: Listeners<Function>,
@@ -105,9 +111,12 @@ impl Inner {
         Inner {
             this,
             core: ClientCore::new(session),
+            endpoint: url.split('?').next().unwrap_or_default().to_owned(),
             url,
             reconnect: Reconnect::new(policy),
             socket: None,
+            opened_at: None,
+            last_failure: String::new(),
             timer: None,
             status: ConnectionStatus::Connecting,
             listeners: Listeners::new(),
@@ -121,13 +130,23 @@ impl Inner {
 
     /// Opens the WebSocket and registers its handlers.
     pub(crate) fn open(&mut self, effects: &mut Effects) {
+        self.opened_at = None;
         let ws = match WebSocket::new(&self.url) {
             Ok(ws) => ws,
             Err(thrown) => {
                 let message = thrown
-                    .as_string()
-                    .unwrap_or_else(|| "could not open the WebSocket".into());
-                self.report(&message, "connect", effects);
+                    .dyn_ref::<js_sys::Error>()
+                    .map(|error| String::from(error.message()))
+                    .or_else(|| thrown.as_string())
+                    .unwrap_or_else(|| "the browser refused to open it".into());
+                self.last_failure = format!(
+                    "could not open a connection to {}: {message}",
+                    self.endpoint
+                );
+                if self.reconnect.failed_to_open() {
+                    let report = self.last_failure.clone();
+                    self.report(&report, "connect", effects);
+                }
                 self.connection_lost(effects);
                 return;
             }
@@ -147,15 +166,7 @@ impl Inner {
         });
         let this = self.this.clone();
         let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
-            with_inner(&this, |inner, effects| {
-                if event.code() == 1009 {
-                    // The server found a frame too large: fail that update, do not resend it.
-                    let events = inner.core.frame_too_large();
-                    inner.dispatch(events, effects);
-                }
-                inner.socket = None;
-                inner.connection_lost(effects);
-            });
+            with_inner(&this, |inner, effects| inner.on_close(&event, effects));
         });
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -179,14 +190,54 @@ impl Inner {
     }
 
     fn on_open(&mut self, effects: &mut Effects) {
-        self.reconnect
-            .connected(self.core.state_identifier().is_some());
+        self.opened_at = Some(js_sys::Date::now());
         self.set_status(ConnectionStatus::Connected, effects);
         for (resolve, _) in self.connection_waiters.drain(..) {
             effects.push((resolve, vec![]));
         }
         let events = self.core.transport_up();
         self.dispatch(events, effects);
+    }
+
+    /// The socket closed: it never opened (refused or unreachable), or it was lost.
+    /// The first failure of a streak is reported (see [`Reconnect`]).
+    fn on_close(&mut self, event: &CloseEvent, effects: &mut Effects) {
+        if event.code() == 1009 {
+            // The server found a frame too large: fail that update, do not resend it.
+            let events = self.core.frame_too_large();
+            self.dispatch(events, effects);
+        }
+        self.socket = None;
+        let report: Option<String> = match self.opened_at.take() {
+            // The browser tells nothing more than code 1006 before `open`, whether the
+            // server refused the upgrade (a bad token: HTTP 401) or is down.
+            None => {
+                self.last_failure = format!(
+                    "could not open a connection to {} (refused or unreachable; the browser \
+                     does not say which)",
+                    self.endpoint
+                );
+                self.reconnect
+                    .failed_to_open()
+                    .then(|| self.last_failure.clone())
+            }
+            Some(opened_at) => {
+                let lived =
+                    Duration::from_secs_f64((js_sys::Date::now() - opened_at).max(0.0) / 1e3);
+                let how = match (event.code(), event.reason()) {
+                    (code, reason) if reason.is_empty() => format!("close code {code}"),
+                    (code, reason) => format!("close code {code}: {reason}"),
+                };
+                self.last_failure = format!("the connection was lost ({how})");
+                self.reconnect
+                    .dropped(lived, self.core.server_answered())
+                    .then(|| format!("the server closed the connection before answering ({how})"))
+            }
+        };
+        if let Some(message) = report {
+            self.report(&message, "connect", effects);
+        }
+        self.connection_lost(effects);
     }
 
     fn connection_lost(&mut self, effects: &mut Effects) {
@@ -200,10 +251,13 @@ impl Inner {
                 self.set_status(self.status.retrying(), effects);
                 self.schedule(delay, effects);
             }
-            None => self.shut_down(
-                "the connection was lost and reconnecting is off or gave up",
-                effects,
-            ),
+            None => match self.reconnect.gave_up(&self.last_failure) {
+                Some(message) => {
+                    self.report(&message, "connect", effects);
+                    self.shut_down(&message, effects);
+                }
+                None => self.shut_down("the connection was lost and reconnecting is off", effects),
+            },
         }
     }
 
@@ -360,7 +414,15 @@ impl Inner {
                         effects.push((reject, vec![error(&message, "attachFailed")]));
                     }
                 }
-                Event::StateRemoved { message, .. } => {
+                Event::StateRemoved {
+                    state_identifier,
+                    message,
+                } => {
+                    // Callers re-attaching to it: the answer to their attach no longer
+                    // counts (see `Waiters`).
+                    for (_, reject) in self.waiters.answered(&state_identifier) {
+                        effects.push((reject, vec![error(&message, "attachFailed")]));
+                    }
                     self.report(&message, "stateRemoved", effects)
                 }
                 Event::ServerError { message } => self.report(&message, "server", effects),

@@ -6,6 +6,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use state_sync_protocol::{
@@ -42,8 +43,8 @@ pub(crate) enum Command {
 
 /// Why a connected period ended.
 enum Ended {
-    /// The connection was lost (or the server closed it).
-    Lost,
+    /// The connection was lost (or the server closed it): how, for the report.
+    Lost(String),
     /// The application closed the client, or dropped every handle.
     Closed,
 }
@@ -94,28 +95,34 @@ impl Driver {
     }
 
     /// Runs until the client is closed: connected periods, then waits and reconnection
-    /// attempts with backoff.
+    /// attempts with backoff. Failures are reported as [`Reconnect`] says: once per
+    /// streak, and on giving up.
     pub(crate) async fn run(mut self, socket: Socket) {
         let mut socket = Some(socket);
+        let mut last_failure = String::new();
         loop {
             if let Some(connected) = socket.take() {
-                let (attaching, events) = self.core(|core| {
-                    let attaching = core.state_identifier().is_some();
-                    (attaching, core.transport_up())
-                });
-                self.reconnect.connected(attaching);
+                let opened = Instant::now();
+                let events = self.core(ClientCore::transport_up);
                 self.set_status(ConnectionStatus::Connected);
                 let ended = self.connected(connected, events).await;
+                let answered = self.core(|core| core.server_answered());
                 let events = self.core(ClientCore::transport_down);
                 let _ = self.dispatch(events);
-                if let Ended::Closed = ended {
-                    break;
+                let how = match ended {
+                    Ended::Closed => break,
+                    Ended::Lost(how) => how,
+                };
+                last_failure = format!("the connection was lost ({how})");
+                if self.reconnect.dropped(opened.elapsed(), answered) {
+                    self.report(Error::Dropped(how));
                 }
                 self.set_status(self.status().retrying());
             }
-            let attempt = self.reconnect.attempt();
             let Some(delay) = self.reconnect.next_delay(fastrand::f64()) else {
-                tracing::debug!("not reconnecting (attempt {attempt})");
+                if let Some(message) = self.reconnect.gave_up(&last_failure) {
+                    self.report(Error::GaveUp(message));
+                }
                 break;
             };
             let target = self.target.clone();
@@ -140,7 +147,11 @@ impl Driver {
                     break;
                 }
                 Some(Err(error)) => {
-                    tracing::debug!("reconnection attempt {attempt} failed: {error}")
+                    tracing::debug!("reconnection attempt failed: {error}");
+                    last_failure = error.to_string();
+                    if self.reconnect.failed_to_open() {
+                        self.report(error);
+                    }
                 }
             }
         }
@@ -214,7 +225,7 @@ impl Driver {
                 };
                 if let Err(e) = write.await {
                     tracing::debug!("sending failed: {e}");
-                    return Ended::Lost;
+                    return Ended::Lost(format!("sending failed: {e}"));
                 }
             }
             tokio::select! {
@@ -225,18 +236,18 @@ impl Driver {
                     }
                     Some(Ok(Message::Close(frame))) => {
                         tracing::debug!("the server closed the connection: {frame:?}");
-                        if frame.is_some_and(|f| f.code == CloseCode::Size) {
+                        if frame.as_ref().is_some_and(|f| f.code == CloseCode::Size) {
                             let events = self.core(ClientCore::frame_too_large);
                             let _ = self.dispatch(events);
                         }
-                        return Ended::Lost;
+                        return Ended::Lost(describe_close(frame.as_ref()));
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
                         tracing::debug!("connection lost: {e}");
-                        return Ended::Lost;
+                        return Ended::Lost(e.to_string());
                     }
-                    None => return Ended::Lost,
+                    None => return Ended::Lost("the connection ended".to_owned()),
                 },
                 command = self.commands.recv() => match command {
                     None | Some(Command::Close { .. }) => {
@@ -245,7 +256,7 @@ impl Driver {
                         }
                         let close = CloseFrame { code: CloseCode::Normal, reason: "client closed".into() };
                         let _ = tokio::time::timeout(
-                            std::time::Duration::from_secs(1),
+                            Duration::from_secs(1),
                             sink.send(Message::Close(Some(close))),
                         )
                         .await;
@@ -307,7 +318,17 @@ impl Driver {
                         let _ = waiter.send(Err(Error::AttachFailed(message.clone())));
                     }
                 }
-                Event::StateRemoved { message, .. } => self.report(Error::StateRemoved(message)),
+                Event::StateRemoved {
+                    state_identifier,
+                    message,
+                } => {
+                    // Callers re-attaching to it: the answer to their attach no longer
+                    // counts (see `Waiters`).
+                    for waiter in self.waiters.answered(&state_identifier) {
+                        let _ = waiter.send(Err(Error::AttachFailed(message.clone())));
+                    }
+                    self.report(Error::StateRemoved(message));
+                }
                 Event::ServerError { message } => self.report(Error::Server(message)),
             }
         }
@@ -328,5 +349,14 @@ impl Driver {
         }
         let update = StateUpdate { updates, previous };
         lock(&self.shared.streams).retain(|stream| stream.send(update.clone()).is_ok());
+    }
+}
+
+/// How the server closed a connection: `close code N: reason`, as the browser tells it.
+fn describe_close(frame: Option<&CloseFrame>) -> String {
+    match frame {
+        Some(frame) if frame.reason.is_empty() => format!("close code {}", u16::from(frame.code)),
+        Some(frame) => format!("close code {}: {}", u16::from(frame.code), frame.reason),
+        None => "closed without a close code".to_owned(),
     }
 }

@@ -14,7 +14,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// The server could not be reached or the WebSocket handshake failed.
+    /// The server could not be reached or the WebSocket handshake failed. While
+    /// reconnecting, reported on [`Client::errors`](crate::Client::errors) once per
+    /// streak of failed attempts.
     #[error("could not connect: {0}")]
     Connect(String),
     /// The server refused the upgrade with an HTTP error (401 from its authorization
@@ -26,6 +28,19 @@ pub enum Error {
         /// The response body (the server's reason).
         body: String,
     },
+    /// The server closed a connection before answering anything on it (or before
+    /// answering the attach in flight): it accepts the client's connections but does
+    /// not serve it (the original server does this to a client without an identifier).
+    /// The client keeps reconnecting with growing delays; this is reported once per
+    /// streak of such failures, until the client attaches again or a connection
+    /// stays open for a while.
+    #[error("the server closed the connection before answering ({0})")]
+    Dropped(String),
+    /// The client gave up reconnecting (the `max_attempts` of its
+    /// [`ReconnectPolicy`](crate::ReconnectPolicy)) and is closed; the text says after
+    /// how many attempts, and the last failure.
+    #[error("{0}")]
+    GaveUp(String),
     /// Attaching to a state was refused (STATE_CONNECTION_ERROR).
     #[error("could not attach to the state: {0}")]
     AttachFailed(String),

@@ -1,18 +1,28 @@
-//! Counting reconnection attempts, and when the count starts over.
+//! Counting reconnection attempts, when the count starts over, and which failures a
+//! client reports.
 //!
 //! The policy: every attempt to open a connection after the first counts, whether it
-//! fails to open or opens and drops. The count starts over only on a success that
-//! proves the server works for this client:
+//! fails to open or opens and drops. Opening a connection never starts the count over
+//! by itself: a server that accepts connections and drops them at once (overloaded,
+//! refusing the client after the upgrade, or crashing on the attach) gets the growing
+//! delays of the [`ReconnectPolicy`], and `max_attempts` still ends the client. The
+//! count starts over only on a success that proves the server works for this client:
 //! - attaching to the state ([`Reconnect::attached`]), the first attach as well as a
 //!   re-attach after a reconnect;
-//! - opening a connection while there is no state to attach to
-//!   ([`Reconnect::connected`] with `attaching == false`): the connection itself is
-//!   the success then.
+//! - a connection that stayed open at least [`Reconnect::STABLE_AFTER`] before it was
+//!   lost ([`Reconnect::dropped`]): the server kept the client (an idle one, with no
+//!   state to attach to, has no other proof), so the loss is a new trouble.
 //!
-//! A connection that opens and is dropped before the re-attach is answered does not
-//! start the count over, so a server that accepts connections and drops them at once
-//! (overloaded, or crashing on the attach) still gets the growing delays of the
-//! [`ReconnectPolicy`], and `max_attempts` still ends the client.
+//! What the clients report (the native client on `errors()`, the browser client to its
+//! error listeners), once per *streak* of failures, that is between two starts of the
+//! count, and not on every attempt:
+//! - a connection that could not be opened ([`Reconnect::failed_to_open`]);
+//! - a connection dropped before the server answered ([`Reconnect::dropped`] with
+//!   `answered == false`): it sent nothing, or did not answer the attach in flight;
+//! - giving up (`next_delay` returns `None` while reconnection is on): the client
+//!   closes, and says so.
+//!
+//! Other losses (a connection that worked) are not errors: the status tells them.
 
 use std::time::Duration;
 
@@ -23,12 +33,21 @@ use crate::ReconnectPolicy;
 pub struct Reconnect {
     policy: ReconnectPolicy,
     attempt: u32,
+    /// A failure of the current streak was reported.
+    reported: bool,
 }
 
 impl Reconnect {
+    /// How long a connection must have stayed open for its loss to start the count over.
+    pub const STABLE_AFTER: Duration = Duration::from_secs(5);
+
     /// No attempt made yet.
     pub fn new(policy: ReconnectPolicy) -> Self {
-        Reconnect { policy, attempt: 0 }
+        Reconnect {
+            policy,
+            attempt: 0,
+            reported: false,
+        }
     }
 
     /// The policy.
@@ -42,17 +61,41 @@ impl Reconnect {
         self.attempt
     }
 
-    /// A connection opened. `attaching` tells whether the client has a state to attach
-    /// to: without one the count starts over now, with one only once attached.
-    pub fn connected(&mut self, attaching: bool) {
-        if !attaching {
-            self.attempt = 0;
-        }
+    fn start_over(&mut self) {
+        self.attempt = 0;
+        self.reported = false;
+    }
+
+    /// Whether a failure is the first of its streak (and so reported), counting it.
+    fn first_of_streak(&mut self) -> bool {
+        !std::mem::replace(&mut self.reported, true)
     }
 
     /// The client attached to its state: the count starts over.
     pub fn attached(&mut self) {
-        self.attempt = 0;
+        self.start_over();
+    }
+
+    /// A connection that opened was lost after `lived`. `answered` tells whether the
+    /// server answered on it ([`ClientCore::server_answered`](crate::ClientCore::server_answered)).
+    /// The count starts over when the connection stayed open at least
+    /// [`Reconnect::STABLE_AFTER`]. Returns `true` when the client should report the
+    /// loss: dropped before the server answered, and the first failure of its streak.
+    #[must_use = "a `true` is a failure to report"]
+    pub fn dropped(&mut self, lived: Duration, answered: bool) -> bool {
+        if lived >= Self::STABLE_AFTER {
+            self.start_over();
+            return false;
+        }
+        !answered && self.first_of_streak()
+    }
+
+    /// An attempt to open a connection failed (not reached, refused, handshake
+    /// failed). Returns `true` when the client should report it: the first failure of
+    /// its streak.
+    #[must_use = "a `true` is a failure to report"]
+    pub fn failed_to_open(&mut self) -> bool {
+        self.first_of_streak()
     }
 
     /// The delay before the next attempt, given a random number in `[0, 1)`, and counts
@@ -62,6 +105,17 @@ impl Reconnect {
         let delay = self.policy.delay(self.attempt, random)?;
         self.attempt = self.attempt.saturating_add(1);
         Some(delay)
+    }
+
+    /// What a client reports when [`Reconnect::next_delay`] gives up, `last` being the
+    /// last failure; `None` when reconnection is off (the first loss closes the client,
+    /// as asked).
+    pub fn gave_up(&self, last: &str) -> Option<String> {
+        self.policy.enabled.then(|| {
+            let attempts = self.attempt;
+            let plural = if attempts == 1 { "" } else { "s" };
+            format!("gave up reconnecting after {attempts} attempt{plural}: {last}")
+        })
     }
 }
 
@@ -90,13 +144,18 @@ mod tests {
         assert_eq!(reconnect.next_delay(0.5), None, "and stays given up");
     }
 
+    const AT_ONCE: Duration = Duration::from_millis(3);
+
     #[test]
-    fn a_connection_dropped_before_the_reattach_keeps_the_backoff_growing() {
+    fn a_connection_dropped_at_once_keeps_the_backoff_growing() {
         let mut reconnect = limited(10);
         reconnect.next_delay(0.5);
         reconnect.next_delay(0.5);
-        reconnect.connected(true);
-        assert_eq!(reconnect.attempt(), 2, "opened, but not attached yet");
+        // Opened and dropped before the re-attach was answered, or with no state to
+        // attach to: either way, opening proves nothing.
+        let _ = reconnect.dropped(AT_ONCE, false);
+        let _ = reconnect.dropped(AT_ONCE, true);
+        assert_eq!(reconnect.attempt(), 2);
         assert_eq!(reconnect.next_delay(0.5), Some(Duration::from_millis(400)));
     }
 
@@ -105,20 +164,54 @@ mod tests {
         let mut reconnect = limited(3);
         reconnect.next_delay(0.5);
         reconnect.next_delay(0.5);
-        reconnect.connected(true);
         reconnect.attached();
         assert_eq!(reconnect.attempt(), 0);
         assert_eq!(reconnect.next_delay(0.5), Some(Duration::from_millis(100)));
     }
 
     #[test]
-    fn with_no_state_to_attach_to_a_connection_starts_the_count_over() {
+    fn a_connection_that_stayed_open_a_while_starts_the_count_over() {
         let mut reconnect = limited(3);
         reconnect.next_delay(0.5);
         reconnect.next_delay(0.5);
-        reconnect.connected(false);
+        let _ = reconnect.dropped(Reconnect::STABLE_AFTER - AT_ONCE, true);
+        assert_eq!(reconnect.attempt(), 2, "not long enough");
+        assert!(!reconnect.dropped(Reconnect::STABLE_AFTER, false));
         assert_eq!(reconnect.attempt(), 0);
         assert_eq!(reconnect.next_delay(0.5), Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn failures_are_reported_once_per_streak() {
+        let mut reconnect = limited(10);
+        assert!(
+            !reconnect.dropped(AT_ONCE, true),
+            "a connection that worked is no failure"
+        );
+        assert!(
+            reconnect.dropped(AT_ONCE, false),
+            "the first unanswered drop"
+        );
+        reconnect.next_delay(0.5);
+        assert!(!reconnect.dropped(AT_ONCE, false), "the same streak");
+        assert!(!reconnect.failed_to_open(), "the same streak");
+        reconnect.attached();
+        assert!(reconnect.failed_to_open(), "a new streak");
+        assert!(!reconnect.failed_to_open());
+        let _ = reconnect.dropped(Reconnect::STABLE_AFTER, true);
+        assert!(reconnect.dropped(AT_ONCE, false), "a new streak");
+    }
+
+    #[test]
+    fn giving_up_is_reported_with_the_last_failure() {
+        let mut reconnect = limited(2);
+        while reconnect.next_delay(0.5).is_some() {}
+        assert_eq!(
+            reconnect.gave_up("connection refused").as_deref(),
+            Some("gave up reconnecting after 2 attempts: connection refused")
+        );
+        let off = Reconnect::new(ReconnectPolicy::disabled());
+        assert_eq!(off.gave_up("lost"), None, "closing was asked for");
     }
 
     #[test]
