@@ -9,6 +9,7 @@ export type FailureReason =
   | 'interceptorFailed'
   | 'stateDoesNotExist'
   | 'outcomeUnknown'
+  | 'stateTooLarge'
   | 'unconfirmed'
   | 'detached'
   | 'closed'
@@ -79,7 +80,11 @@ export declare class Client<T extends object = Record<string, unknown>> {
   /** The local copy's version (`undefined` before attaching or with the original server). */
   readonly stateVersion: number | undefined;
   readonly status: ConnectionStatus;
-  /** Resolves with the next error not tied to one call. */
+  /**
+   * Resolves with the next error not tied to one call. Connection failures have reason
+   * `"connect"` and come once per streak of failed attempts: a connection that could not
+   * be opened (refused or unreachable), one closed before the server answered, giving up.
+   */
   onError(): Promise<StateSyncError>;
   addErrorListener(listenerId: string, handler: (error: StateSyncError) => void): void;
   removeErrorListener(listenerId: string): void;

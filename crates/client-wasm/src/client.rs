@@ -169,7 +169,11 @@ impl Client {
         version
     }
 
-    /// Resolves with the next error not tied to one call (state removed, server error, …).
+    /// Resolves with the next error not tied to one call (state removed, server error,
+    /// …). Connection failures come with reason `"connect"`, once per streak of failed
+    /// attempts rather than on each: a connection that could not be opened (refused or
+    /// unreachable: the browser does not say which), one the server closed before
+    /// answering, and giving up reconnecting.
     #[wasm_bindgen(js_name = onError)]
     pub fn on_error(&self) -> Promise {
         new_promise(|resolve, _| self.with(|inner, _| inner.error_waiters.push(resolve)))

@@ -235,3 +235,40 @@ async fn closing_settles_pending_updates() {
         .unwrap_err();
     assert_eq!(get(&after, "reason"), "closed");
 }
+
+#[wasm_bindgen_test]
+async fn a_refused_connection_is_reported_once_and_again_on_giving_up() {
+    // The server refuses this token with HTTP 401; the browser shows only a close
+    // (code 1006) before `open`, the same as for a server that is down.
+    let options = json(r#"{"reconnect":{"initialDelayMs":20,"maxAttempts":2}}"#);
+    let client = Client::new(&url(), "refused-client", Some("refused".into()), options).unwrap();
+    let heard = Rc::new(RefCell::new(Vec::<String>::new()));
+    let sink = Rc::clone(&heard);
+    let listener = Closure::<dyn FnMut(JsValue)>::new(move |error: JsValue| {
+        let message = get(&error, "message").as_string().unwrap_or_default();
+        sink.borrow_mut().push(message);
+    });
+    client.add_error_listener("e", listener.as_ref().clone().unchecked_into());
+    let first = JsFuture::from(client.on_error()).await.unwrap();
+    assert_eq!(get(&first, "reason"), "connect");
+    let endpoint = url().trim_end_matches('/').to_owned();
+    let message = get(&first, "message").as_string().unwrap();
+    assert_eq!(
+        message,
+        format!(
+            "could not open a connection to {endpoint}/ (refused or unreachable; the browser does \
+             not say which)"
+        ),
+        "no token in it"
+    );
+    let connection = JsFuture::from(client.on_connection()).await.unwrap_err();
+    assert_eq!(get(&connection, "reason"), "closed");
+    assert_eq!(client.status(), "closed");
+    let heard = heard.borrow();
+    assert_eq!(heard.len(), 2, "the first failure and giving up: {heard:?}");
+    assert!(
+        heard[1].contains("gave up reconnecting after 2 attempts: could not open a connection"),
+        "{}",
+        heard[1]
+    );
+}

@@ -261,7 +261,11 @@ impl Client {
 
     /// Errors not tied to one call: the state removed, a re-attach refused, server
     /// errors, reconnection refused, a listener that panicked (the original's
-    /// `onError()`). Keeps the last 64 for a slow reader.
+    /// `onError()`). Failures to reconnect come once per streak, not per attempt: a
+    /// connection the server dropped before answering ([`Error::Dropped`]), an attempt
+    /// that could not connect ([`Error::Connect`]), and giving up
+    /// ([`Error::GaveUp`]). Keeps the last 64 for a slow reader; only what comes after
+    /// this call.
     pub fn errors(&self) -> broadcast::Receiver<Error> {
         self.shared.errors.subscribe()
     }

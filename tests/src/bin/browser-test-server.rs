@@ -4,10 +4,11 @@
 //! the states the wasm-bindgen tests use: `api`, `veto`, `converge`, `reconnect` and
 //! `close`. In every state an update with the key `forbidden` is vetoed, and one with
 //! the key `__disconnect` makes the server drop the sender's connections (and is
-//! vetoed), so that a test can exercise reconnection. Stop it with Ctrl-C or a signal.
+//! vetoed), so that a test can exercise reconnection. A client whose token is `refused`
+//! is refused (HTTP 401). Stop it with Ctrl-C or a signal.
 
 use serde_json::json;
-use state_sync_server::{StateOptions, StateSyncer};
+use state_sync_server::{Rejection, StateOptions, StateSyncer};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,7 +22,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let syncer = StateSyncer::builder()
-        .authorize(|request| async move { Ok(request.identifier) })
+        .authorize(|request| async move {
+            match request.token.as_deref() {
+                Some("refused") => Err(Rejection::new("refused token")),
+                _ => Ok(request.identifier),
+            }
+        })
         .build();
     for id in ["api", "veto", "converge", "reconnect", "close"] {
         let kicker = syncer.clone();
