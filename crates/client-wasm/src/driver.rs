@@ -222,8 +222,8 @@ impl Inner {
                     .then(|| self.last_failure.clone())
             }
             Some(opened_at) => {
-                let lived =
-                    Duration::from_secs_f64((js_sys::Date::now() - opened_at).max(0.0) / 1e3);
+                let lived = Duration::try_from_secs_f64((js_sys::Date::now() - opened_at) / 1e3)
+                    .unwrap_or_default();
                 let how = match (event.code(), event.reason()) {
                     (code, reason) if reason.is_empty() => format!("close code {code}"),
                     (code, reason) => format!("close code {code}: {reason}"),

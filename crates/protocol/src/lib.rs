@@ -36,10 +36,12 @@
 //! # Layout
 //! - `codes`: the numeric message types.
 //! - `message`: typed client-to-server and server-to-client messages and their JSON.
-//! - `decode`: reading a client's frame with an error that says what was wrong.
+//! - `decode`: reading a client's frame with an error that says what was wrong, and a
+//!   server's frame with an error that keeps what can still be read (type, request id).
 //! - `merge`: the shallow-merge rule and the diff used to resync.
 //! - `client_core`: a client's logic without I/O ([`ClientCore`]), shared by both
-//!   clients; its behaviour tests in `client_core/tests.rs`.
+//!   clients; what an unreadable answer still settles in `client_core/unreadable.rs`,
+//!   its behaviour tests in `client_core/tests.rs`.
 //! - `event`: what the core tells its driver ([`Event`], [`UpdateFailure`]).
 //! - `waiters`: callers waiting for an attach or an update's outcome, and the
 //!   superseding rules ([`Waiters`]).
@@ -47,8 +49,8 @@
 //!   for state updates ([`Listeners`]).
 //! - `status`: the connection status both clients show ([`ConnectionStatus`]).
 //! - `backoff`: reconnection delays ([`ReconnectPolicy`]).
-//! - `reconnect`: counting reconnection attempts and when the count starts over
-//!   ([`Reconnect`]).
+//! - `reconnect`: counting reconnection attempts, when the count starts over, and
+//!   which connection failures the clients report ([`Reconnect`]).
 //! - `endpoint`: checking the `ws://`/`wss://` endpoint and the URL with the
 //!   identifier and token ([`Endpoint`]).
 //! - [`texts`]: every message text that crosses the wire (the original's kept exactly).
