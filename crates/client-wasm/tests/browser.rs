@@ -272,3 +272,39 @@ async fn a_refused_connection_is_reported_once_and_again_on_giving_up() {
         heard[1]
     );
 }
+
+#[wasm_bindgen_test]
+async fn a_server_that_drops_every_connection_gets_growing_delays_and_one_error() {
+    // The server upgrades this client's connections and drops each at once.
+    let options = json(r#"{"reconnect":{"initialDelayMs":50,"multiplier":2,"jitter":0}}"#);
+    let client = Client::new(&url(), "dropped-client", Some("dropped".into()), options).unwrap();
+    let (status_listener, statuses, _keep) = recorder();
+    client.add_status_listener("s", status_listener);
+    let errors = Rc::new(RefCell::new(Vec::<String>::new()));
+    let sink = Rc::clone(&errors);
+    let listener = Closure::<dyn FnMut(JsValue)>::new(move |error: JsValue| {
+        let message = get(&error, "message").as_string().unwrap_or_default();
+        sink.borrow_mut().push(message);
+    });
+    client.add_error_listener("e", listener.as_ref().clone().unchecked_into());
+    sleep(2000).await;
+    // Connections at about 0, 70, 190, 410, 830 and 1650 ms; starting the backoff over
+    // on every opened connection made it one every 70 ms.
+    let connections = statuses
+        .borrow()
+        .iter()
+        .filter(|status| status.starts_with("\"connected\""))
+        .count();
+    assert!(
+        (2..=6).contains(&connections),
+        "{connections} connections in 2 s"
+    );
+    let errors = errors.borrow();
+    assert_eq!(errors.len(), 1, "once, not on every attempt: {errors:?}");
+    assert!(
+        errors[0].starts_with("the server closed the connection before answering (close code "),
+        "{}",
+        errors[0]
+    );
+    client.close();
+}

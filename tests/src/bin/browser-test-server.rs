@@ -5,10 +5,30 @@
 //! `close`. In every state an update with the key `forbidden` is vetoed, and one with
 //! the key `__disconnect` makes the server drop the sender's connections (and is
 //! vetoed), so that a test can exercise reconnection. A client whose token is `refused`
-//! is refused (HTTP 401). Stop it with Ctrl-C or a signal.
+//! is refused (HTTP 401); one whose token is `dropped` is upgraded, then dropped at
+//! once, every time. Stop it with Ctrl-C or a signal.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use serde_json::json;
 use state_sync_server::{Rejection, StateOptions, StateSyncer};
+
+/// Drops the connections of `identifier` as soon as it has one (within a second).
+fn drop_when_connected(syncer: &Arc<OnceLock<StateSyncer<String>>>, identifier: String) {
+    let syncer = Arc::clone(syncer);
+    tokio::spawn(async move {
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if syncer
+                .get()
+                .is_some_and(|syncer| syncer.disconnect_client(&identifier) > 0)
+            {
+                return;
+            }
+        }
+    });
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,14 +41,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
+    let dropper: Arc<OnceLock<StateSyncer<String>>> = Arc::default();
+    let to_drop = Arc::clone(&dropper);
     let syncer = StateSyncer::builder()
-        .authorize(|request| async move {
-            match request.token.as_deref() {
-                Some("refused") => Err(Rejection::new("refused token")),
-                _ => Ok(request.identifier),
+        .authorize(move |request| {
+            let to_drop = Arc::clone(&to_drop);
+            async move {
+                match request.token.as_deref() {
+                    Some("refused") => return Err(Rejection::new("refused token")),
+                    Some("dropped") => drop_when_connected(&to_drop, request.identifier.clone()),
+                    _ => {}
+                }
+                Ok(request.identifier)
             }
         })
         .build();
+    let _ = dropper.set(syncer.clone());
     for id in ["api", "veto", "converge", "reconnect", "close"] {
         let kicker = syncer.clone();
         syncer.create_state(
