@@ -14,6 +14,32 @@ use crate::http_io::{ErrorResponse, respond_error};
 use crate::outbox::Closer;
 use crate::runtime::Runtime;
 
+/// Connections over the limit being answered 503 at once, at most.
+const REFUSALS_IN_FLIGHT: usize = 32;
+
+/// The connection limit: the configured one, lowered to what the process's open-file
+/// limit (`RLIMIT_NOFILE`, read from `/proc/self/limits`) allows with a reserve for
+/// the listener, refusals, files and the rest, so that a client over the limit gets a
+/// 503 instead of waiting in the accept queue of a process out of file descriptors.
+pub(crate) fn connection_limit(configured: usize) -> usize {
+    match open_file_limit() {
+        Some(files) => {
+            let reserve = (files / 20).max(REFUSALS_IN_FLIGHT + 32);
+            configured.min(files.saturating_sub(reserve).max(1))
+        }
+        None => configured,
+    }
+}
+
+/// The soft limit on open files, where the system says (Linux).
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 /// How long [`Server::shutdown`] waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -81,7 +107,11 @@ async fn accept_loop<K: Send + Sync + 'static>(
     shutdown: CancellationToken,
     connections: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(runtime.config.max_connections));
+    let max = connection_limit(runtime.config.max_connections);
+    let limit = Arc::new(Semaphore::new(max));
+    // Refusals hold a socket for up to a second; past this many at once the next
+    // connection over the limit is closed without an answer.
+    let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
     let mut backoff = Duration::from_millis(1);
     loop {
         let accepted = tokio::select! {
@@ -115,8 +145,13 @@ async fn accept_loop<K: Send + Sync + 'static>(
                 });
             }
             Err(_) => {
-                tracing::warn!(%remote_addr, "connection limit reached; refusing a connection");
+                tracing::warn!(%remote_addr, "connection limit ({max}) reached; refusing a connection");
+                let Ok(refusal) = Arc::clone(&refusals).try_acquire_owned() else {
+                    drop(tcp);
+                    continue;
+                };
                 connections.spawn(async move {
+                    let _refusal = refusal;
                     let mut tcp = tcp;
                     let refusal = ErrorResponse::new(
                         http::StatusCode::SERVICE_UNAVAILABLE,
