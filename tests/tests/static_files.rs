@@ -61,3 +61,65 @@ async fn files_and_websockets_share_the_port() {
     server.shutdown().await;
     std::fs::remove_dir_all(root).unwrap();
 }
+
+#[tokio::test]
+async fn a_symlink_out_of_the_folder_is_not_followed() {
+    let base = std::env::temp_dir().join(format!("state-sync-symlink-{}", std::process::id()));
+    let root = base.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(base.join("secret.txt"), "secret").unwrap();
+    std::fs::write(root.join("index.html"), "<h1>app</h1>").unwrap();
+    std::os::unix::fs::symlink(base.join("secret.txt"), root.join("leak.txt")).unwrap();
+    std::os::unix::fs::symlink(root.join("index.html"), root.join("inside.html")).unwrap();
+    let syncer = StateSyncer::builder().static_files(&root).build();
+    let (server, _) = serve(&syncer).await;
+    let addr = server.local_addr();
+    let leak = http(addr, "GET /leak.txt HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(leak.starts_with("HTTP/1.1 404"), "{leak}");
+    assert!(!leak.contains("secret"));
+    for escape in ["/%2e%2e/secret.txt", "/..%2fsecret.txt", "/..\\secret.txt"] {
+        let answer = http(addr, &format!("GET {escape} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+        assert!(!answer.contains("secret"), "{escape}: {answer}");
+    }
+    let inside = http(addr, "GET /inside.html HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        inside.ends_with("<h1>app</h1>"),
+        "links inside are fine: {inside}"
+    );
+    server.shutdown().await;
+    std::fs::remove_dir_all(base).unwrap();
+}
+
+#[tokio::test]
+async fn a_slow_download_outlasts_the_handshake_timeout() {
+    let root = std::env::temp_dir().join(format!("state-sync-slow-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let big = vec![b'x'; 8 << 20];
+    std::fs::write(root.join("big.bin"), &big).unwrap();
+    let syncer = StateSyncer::builder()
+        .static_files(&root)
+        .handshake_timeout(std::time::Duration::from_millis(300))
+        .build();
+    let (server, _) = serve(&syncer).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Read slowly: 8 MiB over more than a second, well past the handshake timeout.
+    let mut received = Vec::new();
+    let mut chunk = vec![0; 256 * 1024];
+    loop {
+        let read = tcp.read(&mut chunk).await.unwrap();
+        if read == 0 {
+            break;
+        }
+        received.extend_from_slice(&chunk[..read]);
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    let body_start = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(received.len() - body_start, big.len(), "the whole file");
+    server.shutdown().await;
+    std::fs::remove_dir_all(root).unwrap();
+}

@@ -14,12 +14,13 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityE
 
 use crate::failure::{Failure, MAX_SESSIONS_PER_CONNECTION};
 use crate::fanout::frame;
-use crate::handshake::{self, Upgraded};
+use crate::handshake::{self, Handshake, Upgraded};
 use crate::hooks::run_hook;
 use crate::outbox::{Closer, Outbox};
 use crate::runtime::Runtime;
 use crate::session_log::SessionKey;
 use crate::state::{Origin, State};
+use crate::static_files;
 use crate::writer::{AbortOnDrop, CLOSE_TIMEOUT, write_loop};
 
 struct Attachment<K> {
@@ -59,8 +60,26 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
         identifier,
     } = tokio::select! {
         result = upgrade => match result {
-            Ok(Some(upgraded)) => upgraded,
-            Ok(None) => return,
+            Ok(Handshake::Upgraded(upgraded)) => upgraded,
+            Ok(Handshake::File { stream, method, target }) => {
+                if let Some(root) = &runtime.config.static_files {
+                    let answer = static_files::answer(
+                        stream,
+                        root,
+                        &method,
+                        &target,
+                        runtime.config.write_timeout,
+                    );
+                    tokio::select! {
+                        result = Box::pin(answer) => if let Err(e) = result {
+                            tracing::debug!(%remote_addr, "serving {target} failed: {e}");
+                        },
+                        () = closer.token().cancelled() => {}
+                    }
+                }
+                return;
+            }
+            Ok(Handshake::Done) => return,
             Err(_) => {
                 tracing::debug!(%remote_addr, "handshake timed out");
                 return;

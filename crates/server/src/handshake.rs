@@ -91,39 +91,57 @@ pub(crate) struct Upgraded<K> {
     pub(crate) identifier: String,
 }
 
-/// TLS, the request head, authorization and the 101 answer. `None` when the client was
-/// answered over HTTP (refused, or served a file) or went away; already logged.
+/// What a handshake ended with.
+// The common case is the large one; boxing it would cost every connection an allocation.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Handshake<K> {
+    /// A WebSocket client.
+    Upgraded(Upgraded<K>),
+    /// A plain HTTP request for a file (static files are configured): answered outside
+    /// the handshake's time limit, since a download may take long.
+    File {
+        stream: Box<Stream>,
+        method: String,
+        target: String,
+    },
+    /// The client was answered over HTTP (refused) or went away; already logged.
+    Done,
+}
+
+/// TLS, the request head, authorization and the 101 answer.
 pub(crate) async fn perform<K: Send + Sync + 'static>(
     runtime: &Runtime<K>,
     tcp: TcpStream,
     remote_addr: SocketAddr,
-) -> Option<Upgraded<K>> {
+) -> Handshake<K> {
     let mut stream = match runtime.tls() {
         #[cfg(feature = "tls")]
         Some(tls) => match tls.acceptor.accept(tcp).await {
             Ok(tls_stream) => Stream::Tls(Box::new(tls_stream)),
             Err(e) => {
                 tracing::debug!(%remote_addr, "TLS handshake failed: {e}");
-                return None;
+                return Handshake::Done;
             }
         },
         _ => Stream::Plain(tcp),
     };
     let mut head = match http_io::read_request(&mut stream, remote_addr).await {
         Incoming::Upgrade(head) => *head,
-        Incoming::Closed => return None,
+        Incoming::Closed => return Handshake::Done,
         Incoming::Plain { method, target } => {
-            match &runtime.config.static_files {
-                Some(root) => {
-                    let _ = crate::static_files::answer(&mut stream, root, &method, &target).await;
-                }
-                None => refuse(&mut stream, remote_addr, &http_io::not_an_upgrade(&method)).await,
+            if runtime.config.static_files.is_some() {
+                return Handshake::File {
+                    stream: Box::new(stream),
+                    method,
+                    target,
+                };
             }
-            return None;
+            refuse(&mut stream, remote_addr, &http_io::not_an_upgrade(&method)).await;
+            return Handshake::Done;
         }
         Incoming::Invalid(error) => {
             refuse(&mut stream, remote_addr, &error).await;
-            return None;
+            return Handshake::Done;
         }
     };
     let identifier = head.request.identifier.clone();
@@ -133,7 +151,7 @@ pub(crate) async fn perform<K: Send + Sync + 'static>(
         Ok(Ok(client)) => {
             if let Err(e) = http_io::accept(&mut stream, &head).await {
                 tracing::debug!(%remote_addr, "writing the upgrade response failed: {e}");
-                return None;
+                return Handshake::Done;
             }
             let config = runtime.config.websocket_config();
             let ws = WebSocketStream::from_partially_read(
@@ -143,7 +161,7 @@ pub(crate) async fn perform<K: Send + Sync + 'static>(
                 Some(config),
             )
             .await;
-            return Some(Upgraded {
+            return Handshake::Upgraded(Upgraded {
                 ws,
                 client: Arc::new(client),
                 identifier,
@@ -158,7 +176,7 @@ pub(crate) async fn perform<K: Send + Sync + 'static>(
         }
     };
     refuse(&mut stream, remote_addr, &error).await;
-    None
+    Handshake::Done
 }
 
 async fn refuse(stream: &mut Stream, remote_addr: SocketAddr, error: &ErrorResponse) {

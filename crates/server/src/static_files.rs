@@ -2,8 +2,9 @@
 //! (or the demo) serves its web app and its state syncer on one port.
 
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 fn content_type(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
@@ -61,42 +62,76 @@ fn resolve(root: &Path, target: &str) -> Option<PathBuf> {
     Some(file)
 }
 
-/// Answers a plain HTTP request with a file (GET and HEAD), then closes.
+/// One write, which must make progress within `limit`.
+async fn timed(
+    limit: Duration,
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+) -> std::io::Result<()> {
+    tokio::time::timeout(limit, write)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// Reads of a file are this large; one buffer per request being answered.
+const CHUNK: usize = 64 * 1024;
+
+/// The file to serve for `target`, or `None` (404): it must exist and stay inside
+/// `root` once every symbolic link is followed.
+async fn open(root: &Path, target: &str) -> Option<(PathBuf, tokio::fs::File, u64)> {
+    let file = resolve(root, target)?;
+    let real_root = tokio::fs::canonicalize(root).await.ok()?;
+    let real_file = tokio::fs::canonicalize(&file).await.ok()?;
+    if !real_file.starts_with(&real_root) {
+        return None;
+    }
+    let opened = tokio::fs::File::open(&real_file).await.ok()?;
+    let metadata = opened.metadata().await.ok()?;
+    metadata.is_file().then_some((file, opened, metadata.len()))
+}
+
+/// Answers a plain HTTP request with a file (GET and HEAD), then closes. The file is
+/// streamed in chunks, never read whole; each write must make progress within
+/// `write_timeout`, the download as a whole may take as long as it needs.
 pub(crate) async fn answer<S: AsyncWrite + Unpin>(
-    stream: &mut S,
+    mut stream: S,
     root: &Path,
     method: &str,
     target: &str,
+    write_timeout: Duration,
 ) -> std::io::Result<()> {
-    let (status, kind, body) = match (method, resolve(root, target)) {
-        ("GET" | "HEAD", Some(file)) => match tokio::fs::read(&file).await {
-            Ok(body) => ("200 OK", content_type(&file), body),
-            Err(_) => (
-                "404 Not Found",
-                "text/plain; charset=utf-8",
-                b"not found\n".to_vec(),
-            ),
-        },
-        ("GET" | "HEAD", None) => (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
-            b"not found\n".to_vec(),
-        ),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
-            b"only GET and HEAD\n".to_vec(),
-        ),
+    let found = match method {
+        "GET" | "HEAD" => open(root, target).await,
+        _ => None,
+    };
+    let Some((path, mut file, length)) = found else {
+        let (status, body) = if matches!(method, "GET" | "HEAD") {
+            ("404 Not Found", "not found\n")
+        } else {
+            ("405 Method Not Allowed", "only GET and HEAD\n")
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        timed(write_timeout, stream.write_all(response.as_bytes())).await?;
+        return timed(write_timeout, stream.shutdown()).await;
     };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {length}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
+        content_type(&path)
     );
-    stream.write_all(head.as_bytes()).await?;
-    if method != "HEAD" {
-        stream.write_all(&body).await?;
+    timed(write_timeout, stream.write_all(head.as_bytes())).await?;
+    if method == "GET" {
+        let mut buffer = vec![0; CHUNK];
+        loop {
+            let read = file.read(&mut buffer).await?;
+            if read == 0 {
+                break;
+            }
+            timed(write_timeout, stream.write_all(&buffer[..read])).await?;
+        }
     }
-    stream.shutdown().await
+    timed(write_timeout, stream.shutdown()).await
 }
 
 #[cfg(test)]
