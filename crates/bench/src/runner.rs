@@ -13,6 +13,8 @@ use crate::summary::{Outcome, Server, median};
 /// One scenario: the load generator's arguments and the servers it runs against.
 #[derive(Debug, Clone)]
 pub struct Scenario {
+    /// The name in the report (and for `--scenarios`).
+    pub label: &'static str,
     /// The load generator's scenario.
     pub name: &'static str,
     /// Clients to connect.
@@ -118,6 +120,18 @@ pub fn run_one(setup: &Setup, scenario: &Scenario, server: Server) -> Result<Rep
     })
 }
 
+/// Every client sends `updates` at once, then waits for all of them to arrive.
+fn burst(updates: u32) -> Vec<String> {
+    [
+        "--in-flight",
+        &updates.to_string(),
+        "--max-updates",
+        &updates.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// The scenarios of a full run, or of a smoke run.
 pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
     let all = servers.to_vec();
@@ -125,6 +139,7 @@ pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
     if smoke {
         return vec![
             Scenario {
+                label: "fanout",
                 name: "fanout",
                 clients: 50,
                 seconds: 1.0,
@@ -132,6 +147,7 @@ pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
                 servers: all.clone(),
             },
             Scenario {
+                label: "all-to-all",
                 name: "all-to-all",
                 clients: 8,
                 seconds: 1.0,
@@ -139,6 +155,15 @@ pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
                 servers: all.clone(),
             },
             Scenario {
+                label: "all-to-all burst",
+                name: "all-to-all",
+                clients: 8,
+                seconds: 10.0,
+                extra: burst(200),
+                servers: all.clone(),
+            },
+            Scenario {
+                label: "idle",
                 name: "idle",
                 clients: 200,
                 seconds: 0.0,
@@ -150,6 +175,7 @@ pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
     let mut list = Vec::new();
     for clients in [100, 1_000, 10_000] {
         list.push(Scenario {
+            label: "fanout",
             name: "fanout",
             clients,
             seconds: 5.0,
@@ -158,6 +184,7 @@ pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
         });
     }
     list.push(Scenario {
+        label: "all-to-all",
         name: "all-to-all",
         clients: 32,
         seconds: 5.0,
@@ -165,6 +192,15 @@ pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
         servers: all.clone(),
     });
     list.push(Scenario {
+        label: "all-to-all burst",
+        name: "all-to-all",
+        clients: 32,
+        seconds: 30.0,
+        extra: burst(200),
+        servers: all.clone(),
+    });
+    list.push(Scenario {
+        label: "idle",
         name: "idle",
         clients: 10_000,
         seconds: 0.0,
@@ -172,6 +208,7 @@ pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
         servers: all,
     });
     list.push(Scenario {
+        label: "hold",
         name: "hold",
         clients: 19_000,
         seconds: 0.0,
@@ -231,13 +268,13 @@ pub fn run_suite(
 ) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
     for scenario in scenarios {
-        if only.is_some_and(|only| !only.iter().any(|name| name == scenario.name)) {
+        if only.is_some_and(|only| !only.iter().any(|name| name == scenario.label)) {
             continue;
         }
         for &server in scenario.servers.iter().filter(|s| servers.contains(s)) {
             eprintln!(
                 "running {} with {} clients against {}",
-                scenario.name,
+                scenario.label,
                 scenario.clients,
                 server.name()
             );
@@ -249,14 +286,14 @@ pub fn run_suite(
             let report = median(results).unwrap_or_else(|e| {
                 eprintln!("  failed: {e}");
                 Report {
-                    scenario: scenario.name.into(),
+                    scenario: scenario.label.into(),
                     clients: scenario.clients,
                     errors: vec![e],
                     ..Report::default()
                 }
             });
             outcomes.push(Outcome {
-                scenario: scenario.name.to_owned(),
+                scenario: scenario.label.to_owned(),
                 server,
                 report,
             });

@@ -242,6 +242,22 @@ pub fn targets(outcomes: &[Outcome]) -> Vec<Target> {
             figure: p99.map_or("not run".into(), |p| format!("{p:.2} ms")),
         });
     }
+    let burst = find(outcomes, "all-to-all burst", 32, Server::Ours);
+    list.push(Target {
+        what: "all-to-all burst 32 × 200: every update reaches every client",
+        met: burst.map(|r| r.errors.is_empty()),
+        figure: burst.map_or("not run".into(), |r| {
+            if r.errors.is_empty() {
+                format!(
+                    "{} deliveries, {}/s",
+                    r.deliveries,
+                    fmt_rate(r.deliveries_per_second)
+                )
+            } else {
+                r.errors.join("; ")
+            }
+        }),
+    });
     let all = find(outcomes, "all-to-all", 32, Server::Ours).map(|r| r.deliveries_per_second);
     list.push(Target {
         what: "all-to-all 32: ≥ 500,000 deliveries/s",
@@ -324,7 +340,7 @@ pub fn document(outcomes: &[Outcome], info: &RunInfo, chart_name: &str) -> Strin
         info.repeat
     ));
     doc.push_str("Commands: `./scripts/bench.sh` builds in release mode, installs the Node.js baseline's `ws` package and runs `target/release/bench --write docs/benchmarks.md`. Any load generator can drive our server alone: `target/release/bench-server --addr 127.0.0.1:PORT` (one empty state, `bench`).\n\n");
-    doc.push_str("Scenarios: **fanout**: N clients attached to one state, one of them sending updates of about 100 bytes, at most 4 in flight (an update is in flight until the last client received it), for 5 s; latency is from the send to the last receiver. **all-to-all**: 32 clients, each sending with 4 in flight, every update delivered to all 32. **idle**: 10,000 attached idle connections, server RSS growth per connection. **hold**: 19,000 attached connections, then two updates that every one of them must receive.\n\n");
+    doc.push_str("Scenarios: **fanout**: N clients attached to one state, one of them sending updates of about 100 bytes, at most 4 in flight (an update is in flight until the last client received it), for 5 s; latency is from the send to the last receiver. **all-to-all**: 32 clients, each sending with 4 in flight, every update delivered to all 32. **all-to-all burst**: 32 clients each send 200 updates at once (6,400 in flight), then wait until every client received all 6,400: no client may be dropped. **idle**: 10,000 attached idle connections, server RSS growth per connection. **hold**: 19,000 attached connections, then two updates that every one of them must receive.\n\n");
     doc.push_str("Servers: **ours** (`bench-server`); **floor** (baseline, `floor-server`): a minimal tokio-tungstenite broadcast server without state logic, forwarding each update frame as is; **node ws** (baseline, `baselines/node-ws/server.js`): the protocol on Node.js and the `ws` package, serializing each broadcast once per recipient like the original.\n\n");
     doc.push_str("## Results\n\n");
     doc.push_str(&table(outcomes));
