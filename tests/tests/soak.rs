@@ -130,7 +130,7 @@ async fn everything_at_once_for_half_a_minute() {
             let mut acknowledged = Vec::new();
             let mut q = 0u64;
             while Instant::now() < until {
-                let burst = if q % 50 == 0 { 20 } else { 1 };
+                let burst = if q.is_multiple_of(50) { 20 } else { 1 };
                 let pending: Vec<_> = (0..burst)
                     .map(|_| {
                         q += 1;

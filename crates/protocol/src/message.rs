@@ -138,6 +138,8 @@ pub enum FailureReason {
     OutcomeUnknown,
     /// The state would grow past the server's size limit with this update.
     StateTooLarge,
+    /// The server could not save the update (its storage failed); nothing was applied.
+    StorageFailed,
     /// A reason this version of the protocol does not know.
     #[serde(other)]
     Other,

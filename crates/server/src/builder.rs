@@ -193,6 +193,15 @@ impl<K: Send + Sync + 'static> Builder<K> {
         self
     }
 
+    /// Saves every state in a durable store: an update is acknowledged and broadcast
+    /// once it is on disk, and [`create_state`](StateSyncer::create_state) brings back
+    /// what the store holds (see [`StateOptions::reset_stored`](crate::StateOptions::reset_stored)).
+    /// Without it, states live in memory only.
+    pub fn storage(mut self, storage: crate::Storage) -> Self {
+        self.config.storage = Some(storage);
+        self
+    }
+
     /// Builds the syncer.
     pub fn build(mut self) -> StateSyncer<K> {
         let snapshots = self

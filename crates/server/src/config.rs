@@ -21,6 +21,7 @@ pub(crate) struct Config {
     pub(crate) session_log_bytes: usize,
     pub(crate) read_buffer_size: usize,
     pub(crate) static_files: Option<std::path::PathBuf>,
+    pub(crate) storage: Option<crate::durable::Storage>,
 }
 
 impl Default for Config {
@@ -39,6 +40,7 @@ impl Default for Config {
             session_log_bytes: 64 << 20,
             read_buffer_size: 1024,
             static_files: None,
+            storage: None,
         }
     }
 }

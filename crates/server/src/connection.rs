@@ -18,7 +18,7 @@ use crate::handshake::{self, Handshake, Upgraded};
 use crate::hooks::run_hook;
 use crate::outbox::{Closer, Outbox};
 use crate::runtime::Runtime;
-use crate::session_log::SessionKey;
+use crate::session_log::{Outcome, SessionKey};
 use crate::state::{Origin, State};
 use crate::static_files;
 use crate::writer::{AbortOnDrop, CLOSE_TIMEOUT, write_loop};
@@ -48,44 +48,15 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
     remote_addr: SocketAddr,
     closer: Arc<Closer>,
 ) {
-    // Boxed: the handshake's state lives only while it runs, not in every connection's
-    // task for its whole life.
-    let upgrade = tokio::time::timeout(
-        runtime.config.handshake_timeout,
-        Box::pin(handshake::perform(&runtime, tcp, remote_addr)),
-    );
-    let Upgraded {
+    // Boxed: the handshake's state (and a download's) lives only while it runs, not
+    // in every connection's task for its whole life.
+    let Some(Upgraded {
         ws,
         client,
         identifier,
-    } = tokio::select! {
-        result = upgrade => match result {
-            Ok(Handshake::Upgraded(upgraded)) => upgraded,
-            Ok(Handshake::File { stream, method, target }) => {
-                if let Some(root) = &runtime.config.static_files {
-                    let answer = static_files::answer(
-                        stream,
-                        root,
-                        &method,
-                        &target,
-                        runtime.config.write_timeout,
-                    );
-                    tokio::select! {
-                        result = Box::pin(answer) => if let Err(e) = result {
-                            tracing::debug!(%remote_addr, "serving {target} failed: {e}");
-                        },
-                        () = closer.token().cancelled() => {}
-                    }
-                }
-                return;
-            }
-            Ok(Handshake::Done) => return,
-            Err(_) => {
-                tracing::debug!(%remote_addr, "handshake timed out");
-                return;
-            }
-        },
-        () = closer.token().cancelled() => return,
+    }) = Box::pin(open(&runtime, tcp, remote_addr, &closer)).await
+    else {
+        return;
     };
     tracing::debug!(%remote_addr, %identifier, "client connected");
     let registration = runtime.register(&identifier, &closer);
@@ -132,6 +103,63 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
     tracing::debug!(%remote_addr, %identifier, "client disconnected");
 }
 
+/// The handshake within its time limit; a plain request for a file is answered after
+/// it, outside that limit. `None` unless a WebSocket client came out of it.
+async fn open<K: Send + Sync + 'static>(
+    runtime: &Runtime<K>,
+    tcp: TcpStream,
+    remote_addr: SocketAddr,
+    closer: &Closer,
+) -> Option<Upgraded<K>> {
+    let upgrade = tokio::time::timeout(
+        runtime.config.handshake_timeout,
+        handshake::perform(runtime, tcp, remote_addr),
+    );
+    let handshake = tokio::select! {
+        result = upgrade => match result {
+            Ok(handshake) => handshake,
+            Err(_) => {
+                tracing::debug!(%remote_addr, "handshake timed out");
+                return None;
+            }
+        },
+        () = closer.token().cancelled() => return None,
+    };
+    match handshake {
+        Handshake::Upgraded(upgraded) => Some(upgraded),
+        Handshake::File {
+            stream,
+            method,
+            target,
+        } => {
+            serve_file(runtime, stream, method, target, closer, remote_addr).await;
+            None
+        }
+        Handshake::Done => None,
+    }
+}
+
+/// Answers a plain request with a file, outside the handshake's time limit.
+async fn serve_file<K>(
+    runtime: &Runtime<K>,
+    stream: Box<crate::tls::Stream>,
+    method: String,
+    target: String,
+    closer: &Closer,
+    remote_addr: SocketAddr,
+) {
+    let Some(root) = &runtime.config.static_files else {
+        return;
+    };
+    let answer = static_files::answer(stream, root, &method, &target, runtime.config.write_timeout);
+    tokio::select! {
+        result = answer => if let Err(e) = result {
+            tracing::debug!(%remote_addr, "serving {target} failed: {e}");
+        },
+        () = closer.token().cancelled() => {}
+    }
+}
+
 impl<K: Send + Sync + 'static> Connection<K> {
     async fn read_loop<S>(&mut self, mut source: S)
     where
@@ -140,7 +168,11 @@ impl<K: Send + Sync + 'static> Connection<K> {
         loop {
             // A sender does not run ahead of its own echoes, and the writers get to run
             // between messages (see the outbox policy).
-            self.outbox.wait_for_room().await;
+            // Boxed, and only when needed: the wait must not weigh on every idle
+            // connection's task.
+            if self.outbox.over_half() {
+                Box::pin(self.outbox.wait_for_room()).await;
+            }
             tokio::task::consume_budget().await;
             let Some(item) = source.next().await else {
                 break;
@@ -275,10 +307,20 @@ impl<K: Send + Sync + 'static> Connection<K> {
         let session = attachment.session.clone();
         let subscriber = attachment.subscriber;
         let tracked = session.as_ref().zip(request_id);
-        // A retry is answered before the interceptor runs again.
+        // A retry is answered before the interceptor runs again (once what it
+        // answers is saved).
         if let Some((session, request_id)) = tracked
             && let Err(answer) = state.check(session, request_id)
         {
+            if let Failure::Repeated(outcome) = &answer
+                && let Outcome::Applied { version, .. } = outcome.as_ref()
+                && let Err(failure) = self
+                    .runtime
+                    .saved(&state, state.pending_ticket(*version))
+                    .await
+            {
+                return self.fail(&failure, Some(request_id));
+            }
             return self.fail(&answer, Some(request_id));
         }
         let origin = Origin {
@@ -295,7 +337,10 @@ impl<K: Send + Sync + 'static> Connection<K> {
             if let Some((session, request_id)) = tracked
                 && failure.is_remembered()
             {
-                state.record_failure(session, request_id, failure.clone());
+                let ticket = state.record_failure(session, request_id, failure.clone());
+                if let Err(storage) = self.runtime.saved(&state, ticket).await {
+                    return self.fail(&storage, Some(request_id));
+                }
             }
             self.fail(&failure, request_id);
         }

@@ -14,6 +14,11 @@ pub enum Error {
     /// file or the PEM section at fault.
     #[error("TLS configuration error: {0}")]
     Tls(String),
+    /// The data directory cannot be used (not writable, in use by another running
+    /// server, a store of a newer format, a corrupt file). The message names the path
+    /// and the cause.
+    #[error("storage error: {0}")]
+    Storage(#[from] crate::durable::StoreError),
 }
 
 /// A `Result` whose error is this crate's [`Error`].
@@ -33,6 +38,9 @@ pub enum CreateStateError {
     /// The initial value is not a JSON object; a state is always an object.
     #[error("the initial value of a state must be a JSON object, got {0}")]
     InitialValueNotAnObject(&'static str),
+    /// The store could not be read; the message names the path and the cause.
+    #[error("{0}")]
+    Storage(String),
     /// The initial value is larger than
     /// [`Builder::max_state_bytes`](crate::Builder::max_state_bytes) as JSON text.
     #[error("the initial value is {size} bytes of JSON, over the limit of {limit} bytes")]
@@ -62,6 +70,10 @@ pub enum UpdateError {
     /// message says which.
     #[error("the state's interceptor failed: {0}")]
     InterceptorFailed(String),
+    /// The storage backend could not save the update: nothing was applied. The server
+    /// must be restarted once the cause (a full or failing disk) is fixed.
+    #[error("the update could not be saved: {0}")]
+    StorageFailed(String),
     /// The state would grow past [`Builder::max_state_bytes`](crate::Builder::max_state_bytes).
     #[error("the state would be {size} bytes, over its limit of {limit} bytes")]
     StateTooLarge {

@@ -39,6 +39,13 @@ pub(crate) enum Failure {
     StateTooLarge { size: usize, limit: usize },
     /// Update: a retry older than what the state remembers of its session.
     OutcomeUnknown,
+    /// Update: the storage backend could not save it.
+    StorageFailed(String),
+    /// Update: a failure loaded from storage (its reason and message as sent).
+    Remembered {
+        reason: FailureReason,
+        message: String,
+    },
     /// Update: a retry of a request the state has answered; it gets the same answer.
     Repeated(Box<Outcome>),
 }
@@ -51,6 +58,18 @@ impl Failure {
             self,
             Failure::Vetoed | Failure::InterceptorFailed(_) | Failure::StateTooLarge { .. }
         )
+    }
+
+    /// How storage remembers this failure: the reason and message the client got.
+    pub(crate) fn stored(&self) -> Option<(FailureReason, String)> {
+        let reply = self.message(Some(0))?;
+        match reply {
+            ServerMessage::StateUpdateFailed(failed) => Some((
+                failed.reason.unwrap_or(FailureReason::Other),
+                failed.message,
+            )),
+            _ => None,
+        }
     }
 
     /// The frame for the client, `None` when the original protocol says nothing (a
@@ -111,6 +130,11 @@ impl Failure {
                 )),
                 FailureReason::StateTooLarge,
             ),
+            Failure::StorageFailed(why) => update_failed(
+                texts::could_not_update(format_args!("the server could not save it ({why})")),
+                FailureReason::StorageFailed,
+            ),
+            Failure::Remembered { reason, message } => update_failed(message.clone(), *reason),
             Failure::OutcomeUnknown => update_failed(
                 texts::could_not_update(format_args!(
                     "request {} is older than the {DEDUP_WINDOW} updates this server remembers \
@@ -137,6 +161,7 @@ impl Failure {
             Failure::Vetoed => UpdateError::Vetoed,
             Failure::InterceptorFailed(cause) => UpdateError::InterceptorFailed(cause.to_string()),
             Failure::StateTooLarge { size, limit } => UpdateError::StateTooLarge { size, limit },
+            Failure::StorageFailed(why) => UpdateError::StorageFailed(why),
             _ => UpdateError::StateDoesNotExist(state.to_owned()),
         }
     }

@@ -20,7 +20,11 @@ pub(crate) fn frame(message: &ServerMessage) -> Utf8Bytes {
 struct Subscriber {
     outbox: Outbox,
     session: Option<SessionKey>,
-    /// While its snapshot is being encoded: the frames that came meanwhile.
+    /// The version of its snapshot: it gets only later updates.
+    since: u64,
+    /// Tells it apart from a later subscriber that reuses its key.
+    serial: u64,
+    /// Until its snapshot is queued: the frames that came meanwhile.
     pending: Option<Pending>,
 }
 
@@ -28,6 +32,8 @@ struct Subscriber {
 struct Pending {
     frames: Vec<Utf8Bytes>,
     bytes: usize,
+    /// Its attach has returned: only the release of its snapshot is awaited.
+    queued: bool,
 }
 
 impl Subscriber {
@@ -52,6 +58,7 @@ impl Subscriber {
 #[derive(Debug, Default)]
 pub(crate) struct Subscribers {
     slab: Slab<Subscriber>,
+    next_serial: u64,
 }
 
 impl Subscribers {
@@ -59,41 +66,81 @@ impl Subscribers {
         self.slab.len()
     }
 
-    /// Adds a subscriber and queues `snapshot` (STATE_CONNECTION_ESTABLISHED) for it;
-    /// returns its key.
+    fn add(&mut self, subscriber: impl FnOnce(u64) -> Subscriber) -> (usize, u64) {
+        self.next_serial += 1;
+        let serial = self.next_serial;
+        (self.slab.insert(subscriber(serial)), serial)
+    }
+
+    /// Adds a subscriber and queues `snapshot` (STATE_CONNECTION_ESTABLISHED at
+    /// `version`) for it; returns its key.
     pub(crate) fn insert(
         &mut self,
         outbox: Outbox,
         session: Option<SessionKey>,
         snapshot: Utf8Bytes,
+        version: u64,
     ) -> usize {
         outbox.push(snapshot);
-        self.slab.insert(Subscriber {
+        self.add(|serial| Subscriber {
             outbox,
             session,
+            since: version,
+            serial,
             pending: None,
         })
+        .0
     }
 
-    /// Adds a subscriber whose snapshot is still being encoded: what happens meanwhile
-    /// is kept for it until [`Subscribers::activate`].
-    pub(crate) fn insert_pending(&mut self, outbox: Outbox, session: Option<SessionKey>) -> usize {
-        self.slab.insert(Subscriber {
+    /// Adds a subscriber whose snapshot (at `version`) is still being encoded or
+    /// saved: later updates are kept for it until [`Subscribers::activate`]. Returns
+    /// its key and serial.
+    pub(crate) fn insert_pending(
+        &mut self,
+        outbox: Outbox,
+        session: Option<SessionKey>,
+        version: u64,
+    ) -> (usize, u64) {
+        self.add(|serial| Subscriber {
             outbox,
             session,
+            since: version,
+            serial,
             pending: Some(Pending::default()),
         })
     }
 
+    /// Marks a pending subscriber's attach as returned (its snapshot awaits release).
+    pub(crate) fn queued(&mut self, key: usize, serial: u64) {
+        if let Some(subscriber) = self.slab.get_mut(key).filter(|s| s.serial == serial)
+            && let Some(pending) = &mut subscriber.pending
+        {
+            pending.queued = true;
+        }
+    }
+
     /// Queues a pending subscriber's snapshot, then what came meanwhile.
-    pub(crate) fn activate(&mut self, key: usize, snapshot: Utf8Bytes) {
-        if let Some(subscriber) = self.slab.get_mut(key)
+    pub(crate) fn activate(&mut self, key: usize, serial: u64, snapshot: Utf8Bytes) {
+        if let Some(subscriber) = self.slab.get_mut(key).filter(|s| s.serial == serial)
             && let Some(pending) = subscriber.pending.take()
         {
             subscriber.outbox.push(snapshot);
             for frame in pending.frames {
                 subscriber.outbox.push(frame);
             }
+        }
+    }
+
+    /// A pending subscriber whose snapshot can never be released (storage failed):
+    /// its attach fails with `answer` and it is removed.
+    pub(crate) fn abandon(&mut self, key: usize, serial: u64, answer: Utf8Bytes) {
+        if self
+            .slab
+            .get(key)
+            .is_some_and(|s| s.serial == serial && s.pending.is_some())
+        {
+            let subscriber = self.slab.remove(key);
+            subscriber.outbox.push(answer);
         }
     }
 
@@ -125,13 +172,17 @@ impl Subscribers {
             Some((sender, request_id)) => {
                 let echo = message(Some(request_id));
                 for (key, subscriber) in &mut self.slab {
-                    subscriber.push(if key == sender { &echo } else { &broadcast });
+                    if subscriber.since < version {
+                        subscriber.push(if key == sender { &echo } else { &broadcast });
+                    }
                 }
                 Some(echo)
             }
             None => {
                 for (_, subscriber) in &mut self.slab {
-                    subscriber.push(&broadcast);
+                    if subscriber.since < version {
+                        subscriber.push(&broadcast);
+                    }
                 }
                 None
             }
@@ -139,15 +190,18 @@ impl Subscribers {
     }
 
     /// Tells every subscriber that the state is gone (STATE_DOES_NOT_EXIST) and
-    /// removes them all (one still waiting for its snapshot is told by its attach).
-    pub(crate) fn remove_all(&mut self, state: &str, message: &str) {
+    /// removes them all. One still waiting for its snapshot gets `unattached` instead
+    /// (the answer to its attach) once its attach returned, or from its attach.
+    pub(crate) fn remove_all(&mut self, state: &str, message: &str, unattached: &Utf8Bytes) {
         let notice = frame(&ServerMessage::StateRemoved(StateRemoved {
             state_identifier: state.to_owned(),
             message: message.to_owned(),
         }));
         for subscriber in self.slab.drain() {
-            if subscriber.pending.is_none() {
-                subscriber.outbox.push(notice.clone());
+            match &subscriber.pending {
+                None => subscriber.outbox.push(notice.clone()),
+                Some(pending) if pending.queued => subscriber.outbox.push(unattached.clone()),
+                Some(_) => {}
             }
         }
     }

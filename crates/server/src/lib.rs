@@ -48,7 +48,8 @@
 //! - `runtime`: what the API handle and the connections share, and the orchestration
 //!   around user code (interceptor, self-destruct, expiry).
 //! - `registry`: the states by identifier; `state`: one state, its lock and ordering.
-//! - `storage`: what a storage backend owns of a state (value, version, session logs);
+//! - `storage`: what a storage backend owns of a state (value, version, session logs),
+//!   in memory; `durable`: the redb store behind [`Storage`] (group commit);
 //!   `session_log`: the per-session outcome logs behind exactly-once retries.
 //! - `fanout`: a state's subscribers, and frames encoded once for all of them.
 //! - `failure`: why an attach or update did nothing, mapped to the wire in one place.
@@ -65,6 +66,7 @@
 mod builder;
 mod config;
 mod connection;
+mod durable;
 mod error;
 mod failure;
 mod fanout;
@@ -85,6 +87,7 @@ mod tls;
 mod writer;
 
 pub use builder::Builder;
+pub use durable::{Durability, Storage, StoreError};
 pub use error::{CreateStateError, Error, Result, UpdateError};
 pub use handshake::{Rejection, UpgradeRequest};
 pub use options::StateOptions;

@@ -36,6 +36,7 @@ pub struct StateOptions<K> {
     pub(crate) initial_value: Value,
     pub(crate) hooks: StateHooks<K>,
     pub(crate) ttl: Option<Duration>,
+    pub(crate) reset_stored: bool,
 }
 
 /// The user code a state calls (each optional).
@@ -56,6 +57,7 @@ impl<K> Default for StateOptions<K> {
                 self_destruct: None,
             },
             ttl: None,
+            reset_stored: false,
         }
     }
 }
@@ -130,6 +132,16 @@ impl<K> StateOptions<K> {
         hook: impl Fn(usize, SystemTime) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.hooks.self_destruct = Some(Arc::new(hook));
+        self
+    }
+
+    /// With a durable store ([`Builder::storage`](crate::Builder::storage)): start from
+    /// `initial_value` even if the store holds this state (its value, version and
+    /// sessions are discarded). Without it, a stored state comes back as it was saved,
+    /// with its version, its sessions and its ttl deadline, and the hooks given here:
+    /// a server declares its states at start-up and gets their saved values back.
+    pub fn reset_stored(mut self, reset: bool) -> Self {
+        self.reset_stored = reset;
         self
     }
 

@@ -148,6 +148,11 @@ impl Outbox {
         (outbox, Queue { rx, level })
     }
 
+    /// Whether the queue is more than half full (frames or bytes).
+    pub(crate) fn over_half(&self) -> bool {
+        self.level.over_half()
+    }
+
     /// Waits while the queue is more than half full (frames or bytes), until the writer
     /// drained it below half or the connection closes: the connection's reader calls
     /// this before reading the next message (see the module documentation).

@@ -3,14 +3,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use state_sync_protocol::JsonObject;
 use state_sync_protocol::texts;
 
+use crate::durable::{Change, RedbStore, StoredOutcome};
 use crate::error::CreateStateError;
+use crate::failure::Failure;
 use crate::options::StateHooks;
 use crate::session_log::LogBudget;
+use crate::session_log::Outcome;
 use crate::state::State;
 use crate::storage::StateRecord;
 
@@ -20,54 +23,125 @@ pub(crate) struct States<K> {
     max_state_bytes: usize,
     session_retention: Duration,
     log_budget: LogBudget,
+    store: Option<Arc<RedbStore>>,
 }
 
-impl<K> States<K> {
+impl<K: Send + Sync + 'static> States<K> {
     pub(crate) fn new(
         max_state_bytes: usize,
         session_retention: Duration,
         log_budget: LogBudget,
+        store: Option<Arc<RedbStore>>,
     ) -> Self {
         States {
             states: RwLock::new(HashMap::new()),
             max_state_bytes,
             session_retention,
             log_budget,
+            store,
         }
     }
 
-    /// Creates a state; the identifier must be free (an expired state's is).
-    pub(crate) fn create(
+    /// The durable store, if the states are saved.
+    pub(crate) fn store(&self) -> Option<&Arc<RedbStore>> {
+        self.store.as_ref()
+    }
+
+    /// The record and lifetime of a state to create: the stored one when the store has
+    /// it (unless `reset`, or it expired while the server was down), else a new one
+    /// from `value`, submitted to the store.
+    fn record_for(
         &self,
-        id: String,
+        id: &str,
         value: JsonObject,
-        hooks: StateHooks<K>,
         ttl: Option<Duration>,
-    ) -> Result<Arc<State<K>>, CreateStateError> {
-        let now = Instant::now();
+        reset: bool,
+    ) -> Result<(StateRecord, SystemTime, Option<Instant>), CreateStateError> {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        if let Some(store) = &self.store
+            && !reset
+            && let Some(loaded) = store
+                .load(id)
+                .map_err(|e| CreateStateError::Storage(e.to_string()))?
+        {
+            let left = loaded
+                .expires
+                .map(|at| at.duration_since(wall).unwrap_or(Duration::ZERO));
+            if left != Some(Duration::ZERO) {
+                let sessions = loaded
+                    .sessions
+                    .into_iter()
+                    .map(|(key, outcomes)| (key, outcomes.into_iter().map(restore).collect()))
+                    .collect();
+                let record = StateRecord::restored(
+                    loaded.value,
+                    loaded.version,
+                    sessions,
+                    self.max_state_bytes,
+                    self.session_retention,
+                    self.log_budget.clone(),
+                );
+                tracing::info!(state = %id, version = loaded.version, "state loaded from the store");
+                return Ok((record, loaded.created, left.map(|left| now + left)));
+            }
+            tracing::info!(state = %id, "the stored state expired while the server was down");
+        }
         let record = StateRecord::new(
             value,
             self.max_state_bytes,
             self.session_retention,
             self.log_budget.clone(),
         )?;
-        let state = Arc::new(State::new(
-            id.clone(),
-            record,
-            hooks,
-            ttl.map(|ttl| now + ttl),
-        ));
+        if let Some(store) = &self.store {
+            let entries = record
+                .value()
+                .iter()
+                .map(|(key, value)| (key.clone(), value.to_string()))
+                .collect();
+            store.submit(
+                Change::Create {
+                    id: id.to_owned(),
+                    entries,
+                    created: wall,
+                    expires: ttl.map(|ttl| wall + ttl),
+                },
+                None,
+            );
+        }
+        Ok((record, wall, ttl.map(|ttl| now + ttl)))
+    }
+
+    /// Creates a state; the identifier must be free (an expired state's is). With a
+    /// store, a stored state of that identifier comes back (see
+    /// [`StateOptions::reset_stored`](crate::StateOptions::reset_stored)).
+    pub(crate) fn create(
+        &self,
+        id: String,
+        value: JsonObject,
+        hooks: StateHooks<K>,
+        ttl: Option<Duration>,
+        reset: bool,
+    ) -> Result<Arc<State<K>>, CreateStateError> {
         let mut states = self.states.write().unwrap_or_else(PoisonError::into_inner);
         let expired = match states.get(&id) {
-            Some(existing) if existing.is_expired(now) => Some(Arc::clone(existing)),
+            Some(existing) if existing.is_expired(Instant::now()) => Some(Arc::clone(existing)),
             Some(_) => return Err(CreateStateError::AlreadyExists(id)),
             None => None,
         };
-        states.insert(id, Arc::clone(&state));
-        drop(states);
-        if let Some(expired) = expired {
+        if let Some(expired) = &expired {
+            // Before the new state is submitted: its removal must not follow it.
             expired.mark_removed(&texts::state_expired(&expired.id), usize::MAX);
         }
+        let (record, created, expires_at) = self.record_for(&id, value, ttl, reset)?;
+        let state = State::new(
+            id.clone(),
+            record,
+            hooks,
+            created,
+            expires_at,
+            self.store.clone(),
+        );
+        states.insert(id, Arc::clone(&state));
         Ok(state)
     }
 
@@ -150,4 +224,18 @@ impl<K> States<K> {
             .map(|(id, _)| id.clone())
             .collect()
     }
+}
+
+/// A stored outcome as a session log keeps it.
+fn restore((request_id, outcome): (u64, StoredOutcome)) -> (u64, Outcome) {
+    let outcome = match outcome {
+        StoredOutcome::Applied(version) => Outcome::Applied {
+            version,
+            reply: None,
+        },
+        StoredOutcome::Failed(reason, message) => {
+            Outcome::Failed(Failure::Remembered { reason, message })
+        }
+    };
+    (request_id, outcome)
 }

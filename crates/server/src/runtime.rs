@@ -45,6 +45,7 @@ impl<K: Send + Sync + 'static> Runtime<K> {
                 config.max_state_bytes,
                 config.session_retention,
                 LogBudget::new(config.session_log_bytes_per_state, config.session_log_bytes),
+                config.storage.clone().map(|storage| storage.store),
             ),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
@@ -65,7 +66,8 @@ impl<K: Send + Sync + 'static> Runtime<K> {
         None
     }
 
-    /// Runs the state's interceptor (if any), then applies and broadcasts.
+    /// Runs the state's interceptor (if any), then applies and broadcasts; with a
+    /// durable store, returns once the update is saved (and broadcast).
     pub(crate) async fn intercept_and_apply(
         &self,
         state: &State<K>,
@@ -85,7 +87,25 @@ impl<K: Send + Sync + 'static> Runtime<K> {
                 .ok_or(Failure::Vetoed)?
             }
         };
-        state.apply(updates, origin)
+        let applied = state.apply(updates, origin)?;
+        if let (Some(ticket), Some(store)) = (applied.ticket, state.store()) {
+            store
+                .durable(ticket)
+                .await
+                .map_err(|e| Failure::StorageFailed(e.to_string()))?;
+        }
+        Ok((applied.version, applied.updates))
+    }
+
+    /// With a durable store: waits until what `ticket` stands for is saved.
+    pub(crate) async fn saved(&self, state: &State<K>, ticket: Option<u64>) -> Result<(), Failure> {
+        match (ticket, state.store()) {
+            (Some(ticket), Some(store)) => store
+                .durable(ticket)
+                .await
+                .map_err(|e| Failure::StorageFailed(e.to_string())),
+            _ => Ok(()),
+        }
     }
 
     /// Registers a live connection; returns its id for [`Runtime::unregister`].

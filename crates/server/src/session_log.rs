@@ -180,6 +180,24 @@ impl SessionLogs {
         }
     }
 
+    /// Restores a session loaded from storage, with no connection attached.
+    pub(crate) fn restore(&mut self, key: SessionKey, mut outcomes: Vec<(u64, Outcome)>) {
+        outcomes.sort_by_key(|(id, _)| *id);
+        let skip = outcomes.len().saturating_sub(DEDUP_WINDOW);
+        let outcomes: VecDeque<_> = outcomes.into_iter().skip(skip).collect();
+        let client = key.client.clone();
+        self.logs.insert(
+            key,
+            SessionLog {
+                last_request_id: outcomes.back().map(|(id, _)| *id),
+                outcomes,
+                attached: 0,
+                last_seen: Instant::now(),
+            },
+        );
+        self.count_detached(&client, 1);
+    }
+
     /// A connection of `key` detached.
     pub(crate) fn detach(&mut self, key: &SessionKey) {
         let Some(log) = self.logs.get_mut(key) else {

@@ -5,15 +5,23 @@
 //! lock, and a subscriber is added (with the snapshot it starts from) under the same
 //! lock, so every client sees every update after its snapshot, once, in version order.
 //! No user code runs under the lock.
+//!
+//! With a durable store ([`crate::durable`]) an update is applied in memory and
+//! submitted to the store under the lock, but reaches subscribers only once it is
+//! saved: what happens to the state waits in [`Delivery`]s, in order, until the store
+//! releases it. A client attaching meanwhile gets its snapshot after the updates it
+//! contains are saved, so no client ever sees anything a crash could take back.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Instant, SystemTime};
 
 use state_sync_protocol::{JsonObject, ServerMessage};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::durable::{Change, RedbStore, Release, StoredOutcome};
 use crate::failure::Failure;
-use crate::fanout::Subscribers;
+use crate::fanout::{Subscribers, frame};
 use crate::options::StateHooks;
 use crate::outbox::Outbox;
 use crate::session_log::SessionKey;
@@ -28,12 +36,46 @@ pub(crate) struct Origin<'a> {
     pub(crate) session: Option<&'a SessionKey>,
 }
 
+/// What waits for the store before it reaches subscribers.
+enum Delivery {
+    Update {
+        ticket: u64,
+        version: u64,
+        updates: Arc<JsonObject>,
+        echo: Option<(usize, u64)>,
+    },
+    Snapshot {
+        ticket: u64,
+        subscriber: (usize, u64),
+        frame: Utf8Bytes,
+    },
+}
+
+impl Delivery {
+    fn ticket(&self) -> u64 {
+        match self {
+            Delivery::Update { ticket, .. } | Delivery::Snapshot { ticket, .. } => *ticket,
+        }
+    }
+}
+
 struct Inner {
     record: StateRecord,
     subscribers: Subscribers,
     removed: bool,
     /// STATE_CONNECTION_ESTABLISHED for the current version, once encoded.
     snapshot: Option<(u64, Utf8Bytes)>,
+    /// With a durable store: what waits for it, in order.
+    deliveries: VecDeque<Delivery>,
+}
+
+/// What [`State::apply`] did.
+#[derive(Debug)]
+pub(crate) struct Applied {
+    pub(crate) version: u64,
+    pub(crate) updates: Arc<JsonObject>,
+    /// With a durable store: the ticket to wait for before telling anybody.
+    pub(crate) ticket: Option<u64>,
 }
 
 /// One state of a server.
@@ -42,28 +84,46 @@ pub(crate) struct State<K> {
     pub(crate) created_at: SystemTime,
     pub(crate) expires_at: Option<Instant>,
     pub(crate) hooks: StateHooks<K>,
+    store: Option<Arc<RedbStore>>,
+    me: Weak<State<K>>,
     inner: Mutex<Inner>,
 }
 
-impl<K> State<K> {
+impl<K: Send + Sync + 'static> State<K> {
     pub(crate) fn new(
         id: String,
         record: StateRecord,
         hooks: StateHooks<K>,
+        created_at: SystemTime,
         expires_at: Option<Instant>,
-    ) -> Self {
-        State {
+        store: Option<Arc<RedbStore>>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| State {
             id,
-            created_at: SystemTime::now(),
+            created_at,
             expires_at,
             hooks,
+            store,
+            me: me.clone(),
             inner: Mutex::new(Inner {
                 record,
                 subscribers: Subscribers::default(),
                 removed: false,
                 snapshot: None,
+                deliveries: VecDeque::new(),
             }),
-        }
+        })
+    }
+
+    /// The store, when the state is durable.
+    pub(crate) fn store(&self) -> Option<&Arc<RedbStore>> {
+        self.store.as_ref()
+    }
+
+    /// Submits a change to the store, released to this state once saved.
+    fn submit(&self, store: &RedbStore, change: Change) -> u64 {
+        let release = self.me.upgrade().map(|me| me as Arc<dyn Release>);
+        store.submit(change, release)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -105,6 +165,7 @@ impl<K> State<K> {
                 subscribers,
                 removed,
                 snapshot,
+                deliveries,
             } = &mut *inner;
             if *removed {
                 return None;
@@ -115,10 +176,11 @@ impl<K> State<K> {
             let version = record.version();
             if let Some((encoded, frame)) = snapshot
                 && *encoded == version
+                && deliveries.is_empty()
             {
-                return Some(subscribers.insert(outbox, session, frame.clone()));
+                return Some(subscribers.insert(outbox, session, frame.clone(), version));
             }
-            let key = subscribers.insert_pending(outbox, session);
+            let key = subscribers.insert_pending(outbox, session, version);
             (key, Arc::clone(record.value()), version)
         };
         let frame: Utf8Bytes = ServerMessage::established_json(&value, Some(version)).into();
@@ -127,11 +189,27 @@ impl<K> State<K> {
         if inner.removed {
             return None;
         }
-        inner.subscribers.activate(key, frame.clone());
-        if inner.record.version() == version {
-            inner.snapshot = Some((version, frame));
+        let (subscriber, serial) = key;
+        match inner.deliveries.back().map(Delivery::ticket) {
+            // Some of what the snapshot holds is not saved yet: it follows that.
+            Some(ticket) => {
+                inner.subscribers.queued(subscriber, serial);
+                inner.deliveries.push_back(Delivery::Snapshot {
+                    ticket,
+                    subscriber: key,
+                    frame,
+                });
+            }
+            None => {
+                inner
+                    .subscribers
+                    .activate(subscriber, serial, frame.clone());
+                if inner.record.version() == version {
+                    inner.snapshot = Some((version, frame));
+                }
+            }
         }
-        Some(key)
+        Some(subscriber)
     }
 
     /// Removes a subscriber. Returns how many clients are left, or `None` when it was
@@ -151,35 +229,110 @@ impl<K> State<K> {
     }
 
     /// Remembers that an update of `session` failed, so a retry fails the same way.
-    pub(crate) fn record_failure(&self, session: &SessionKey, request_id: u64, failure: Failure) {
-        self.lock()
-            .record
-            .record_failure(session, request_id, failure);
+    /// With a durable store, returns the ticket to wait for before answering.
+    pub(crate) fn record_failure(
+        &self,
+        session: &SessionKey,
+        request_id: u64,
+        failure: Failure,
+    ) -> Option<u64> {
+        let mut inner = self.lock();
+        let stored = self.store.as_ref().zip(failure.stored());
+        inner.record.record_failure(session, request_id, failure);
+        let (store, (reason, message)) = stored?;
+        Some(self.submit(
+            store,
+            Change::Outcome {
+                id: self.id.clone(),
+                session: session.clone(),
+                request_id,
+                outcome: StoredOutcome::Failed(reason, message),
+            },
+        ))
     }
 
-    /// Applies `updates` and queues them for every subscriber. Returns the new version
-    /// and the updates as applied.
+    /// The ticket to wait for before `version` may be told (`None`: it is saved, or
+    /// nothing is durable).
+    pub(crate) fn pending_ticket(&self, version: u64) -> Option<u64> {
+        let inner = self.lock();
+        inner.deliveries.iter().find_map(|delivery| match delivery {
+            Delivery::Update {
+                ticket, version: v, ..
+            } if *v >= version => Some(*ticket),
+            _ => None,
+        })
+    }
+
+    /// Applies `updates` and queues them for every subscriber (with a durable store:
+    /// submits them, and queues them for once they are saved).
     pub(crate) fn apply(
         &self,
         updates: JsonObject,
         origin: Option<Origin<'_>>,
-    ) -> Result<(u64, Arc<JsonObject>), Failure> {
+    ) -> Result<Applied, Failure> {
         let mut inner = self.lock();
         if inner.removed {
             return Err(Failure::StateGone(self.id.clone()));
         }
+        if let Some(store) = &self.store
+            && store.failed()
+        {
+            return Err(Failure::StorageFailed("the store failed earlier".into()));
+        }
         let tracked = origin.and_then(|o| Some((o.session?, o.request_id?)));
         let version = inner.record.apply(&updates, tracked)?;
+        inner.snapshot = None;
         let updates = Arc::new(updates);
         let echo = origin.and_then(|o| Some((o.subscriber, o.request_id?)));
-        inner.snapshot = None;
-        let reply = inner.subscribers.broadcast(&updates, version, echo);
-        if let (Some((session, request_id)), Some(reply)) = (tracked, reply) {
-            inner
-                .record
-                .record_applied(session, request_id, version, reply);
+        let Some(store) = &self.store else {
+            let reply = inner.subscribers.broadcast(&updates, version, echo);
+            if let (Some((session, request_id)), Some(reply)) = (tracked, reply) {
+                inner
+                    .record
+                    .record_applied(session, request_id, version, reply);
+            }
+            return Ok(Applied {
+                version,
+                updates,
+                ticket: None,
+            });
+        };
+        let entries = updates
+            .iter()
+            .map(|(key, value)| (key.clone(), value.to_string()))
+            .collect();
+        let id = self.id.clone();
+        let mut ticket = self.submit(
+            store,
+            Change::Update {
+                id,
+                version,
+                entries,
+            },
+        );
+        if let Some((session, request_id)) = tracked {
+            inner.record.record_version(session, request_id, version);
+            ticket = self.submit(
+                store,
+                Change::Outcome {
+                    id: self.id.clone(),
+                    session: session.clone(),
+                    request_id,
+                    outcome: StoredOutcome::Applied(version),
+                },
+            );
         }
-        Ok((version, updates))
+        inner.deliveries.push_back(Delivery::Update {
+            ticket,
+            version,
+            updates: Arc::clone(&updates),
+            echo,
+        });
+        Ok(Applied {
+            version,
+            updates,
+            ticket: Some(ticket),
+        })
     }
 
     /// Marks the state removed, tells every subscriber with STATE_DOES_NOT_EXIST and
@@ -191,9 +344,71 @@ impl<K> State<K> {
             return false;
         }
         inner.removed = true;
-        inner.subscribers.remove_all(&self.id, message);
+        let unattached = frame(&ServerMessage::StateConnectionError {
+            message: state_sync_protocol::texts::state_does_not_exist(&self.id),
+        });
+        inner.subscribers.remove_all(&self.id, message, &unattached);
+        if let Some(store) = &self.store {
+            self.submit(
+                store,
+                Change::Remove {
+                    id: self.id.clone(),
+                },
+            );
+        }
         inner.record.forget_sessions();
         inner.snapshot = None;
         true
+    }
+}
+
+impl<K: Send + Sync + 'static> Release for State<K> {
+    fn release(&self, committed: u64, failed: bool) {
+        let mut inner = self.lock();
+        let Inner {
+            subscribers,
+            deliveries,
+            ..
+        } = &mut *inner;
+        while let Some(delivery) = deliveries.front() {
+            let saved = delivery.ticket() <= committed;
+            if !saved && !failed {
+                break;
+            }
+            let Some(delivery) = deliveries.pop_front() else {
+                break;
+            };
+            match delivery {
+                Delivery::Update {
+                    version,
+                    updates,
+                    echo,
+                    ..
+                } => {
+                    // An update that was not saved is told to its sender by the task
+                    // waiting for it, and to nobody else.
+                    if saved {
+                        subscribers.broadcast(&updates, version, echo);
+                    }
+                }
+                Delivery::Snapshot {
+                    subscriber: (key, serial),
+                    frame: snapshot,
+                    ..
+                } => {
+                    if saved {
+                        subscribers.activate(key, serial, snapshot);
+                    } else {
+                        let answer = frame(&ServerMessage::StateConnectionError {
+                            message: format!(
+                                "Could not connect to state {}: the server could not save it",
+                                self.id
+                            ),
+                        });
+                        subscribers.abandon(key, serial, answer);
+                    }
+                }
+            }
+        }
     }
 }

@@ -93,6 +93,30 @@ impl StateRecord {
         })
     }
 
+    /// A state loaded from storage: its value and version, and its sessions' outcomes.
+    pub(crate) fn restored(
+        value: JsonObject,
+        version: u64,
+        sessions: Vec<(SessionKey, Vec<(u64, Outcome)>)>,
+        max_bytes: usize,
+        session_retention: Duration,
+        budget: LogBudget,
+    ) -> Self {
+        let bytes = state_len(&value);
+        let mut logs = SessionLogs::new(session_retention, budget);
+        for (key, outcomes) in sessions {
+            logs.restore(key, outcomes);
+        }
+        StateRecord {
+            bytes,
+            value: Arc::new(value),
+            version,
+            // A stored state larger than today's limit stays, and cannot grow.
+            max_bytes,
+            sessions: logs,
+        }
+    }
+
     /// The value, shared (cloning it is cheap).
     pub(crate) fn value(&self) -> &Arc<JsonObject> {
         &self.value
@@ -130,6 +154,16 @@ impl StateRecord {
         self.bytes = bytes;
         self.version += 1;
         Ok(self.version)
+    }
+
+    /// Remembers that a request was applied as `version`; the answer to a retry will
+    /// be its version alone (with a durable backend, until it is saved and after).
+    pub(crate) fn record_version(&mut self, session: &SessionKey, request_id: u64, version: u64) {
+        let outcome = Outcome::Applied {
+            version,
+            reply: None,
+        };
+        self.sessions.record(session, request_id, outcome);
     }
 
     /// Remembers that a request was applied as `version`, and the frame its sender got.

@@ -107,10 +107,13 @@ impl<K: Send + Sync + 'static> StateSyncer<K> {
             Value::Object(map) => map.clone(),
             other => return Err(CreateStateError::InitialValueNotAnObject(json_kind(other))),
         };
-        let state = self
-            .runtime
-            .states
-            .create(id.clone(), value, options.hooks, options.ttl)?;
+        let state = self.runtime.states.create(
+            id.clone(),
+            value,
+            options.hooks,
+            options.ttl,
+            options.reset_stored,
+        )?;
         if let Some(expires_at) = state.expires_at {
             self.runtime.expire_at(&state, expires_at);
         }
@@ -176,6 +179,29 @@ impl<K: Send + Sync + 'static> StateSyncer<K> {
     /// authorization middleware now refuses it: revoke its access first to keep it out.
     pub fn disconnect_client(&self, identifier: &str) -> usize {
         self.runtime.disconnect_client(identifier)
+    }
+
+    /// Waits until every change made so far is saved (with a durable store; at once
+    /// without one). Call it before exiting.
+    ///
+    /// # Errors
+    /// [`UpdateError::StorageFailed`] when the store failed.
+    pub async fn sync(&self) -> Result<(), UpdateError> {
+        match self.runtime.states.store() {
+            Some(store) => store
+                .sync()
+                .await
+                .map_err(|e| UpdateError::StorageFailed(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Saves what is queued and closes the durable store (nothing can be saved after
+    /// this; updates fail). Call it last, after [`Server::shutdown`].
+    pub fn close_storage(&self) {
+        if let Some(store) = self.runtime.states.store() {
+            store.close();
+        }
     }
 
     /// Bytes of answers the session logs of every state keep for retried updates

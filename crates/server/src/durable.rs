@@ -1,0 +1,708 @@
+//! The durable storage backend: every state, its value, version, lifetime and session
+//! outcomes in one redb file, written by group commit.
+//!
+//! Policy (what "acknowledged" means with this backend): a change is submitted under
+//! its state's lock, so changes reach the committer in the order the states applied
+//! them, each with a ticket that only grows. The committer thread takes every change
+//! waiting, writes them in one transaction and commits it with an fsync: updates that
+//! arrive while a commit is in flight go together into the next one. Only then are
+//! the updates of that commit broadcast and acknowledged (the sender's echo, `Applied`
+//! in the clients, `update_state_value`): an acknowledged update is on disk. With
+//! [`Durability::WriteBehind`] commits are acknowledged before their fsync, which runs
+//! at least every given interval: a crash of the machine (not of the process) loses at
+//! most that window.
+//!
+//! An update writes what it changed (its top-level keys and the version), never the
+//! whole state. Session outcomes are written with the update (or failure) they
+//! record, and trimmed to the last [`DEDUP_WINDOW`] per session.
+//!
+//! A commit that fails (disk full, I/O error) leaves the store failed: the updates of
+//! that commit and every later one fail with `storageFailed` and nothing more is
+//! acknowledged, so nothing unsaved is ever acknowledged; the operator restarts the
+//! server once the disk is fixed, and it reloads what was committed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use state_sync_protocol::{DEDUP_WINDOW, FailureReason, JsonObject};
+use tokio::sync::watch;
+
+use crate::session_log::SessionKey;
+
+/// The file in the data directory.
+pub(crate) const FILE_NAME: &str = "state-sync.redb";
+/// The format of what this version writes; a store of a newer format is refused.
+const FORMAT: u64 = 1;
+/// Most changes written by one commit.
+const MAX_BATCH: usize = 8192;
+
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+/// State id → its record (version, lifetime, next key slot), as JSON.
+const STATES: TableDefinition<'_, &str, &str> = TableDefinition::new("states");
+/// (state id, key) → the key's slot, which keeps the order keys were written in.
+const KEYS: TableDefinition<'_, (&str, &str), u64> = TableDefinition::new("keys");
+/// (state id, slot) → (key, value as JSON text).
+const ENTRIES: TableDefinition<'_, (&str, u64), (&str, &str)> = TableDefinition::new("entries");
+/// (state id, client identifier, session, request id) → the outcome, as JSON.
+const OUTCOMES: TableDefinition<'_, (&str, &str, &str, u64), &str> =
+    TableDefinition::new("outcomes");
+
+/// When a commit is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// After its fsync (the default): an acknowledged update survives any crash.
+    Synchronous,
+    /// Before its fsync, which runs at least this often: a crash of the machine may
+    /// lose the updates of that window (a crash of the process loses nothing).
+    WriteBehind(Duration),
+}
+
+/// Why the store cannot be used. The message names the path and the cause.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub(crate) String);
+
+/// How an update ended, as stored for its session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum StoredOutcome {
+    Applied(u64),
+    Failed(FailureReason, String),
+}
+
+/// A durable store in a data directory, for [`Builder::storage`](crate::Builder::storage):
+/// every state, with its value, version, ttl deadline and session outcomes, in one redb
+/// file (`state-sync.redb`). See the module policy in the crate docs (`# Durability`).
+///
+/// ```no_run
+/// use state_sync_server::{StateSyncer, Storage};
+/// # fn main() -> Result<(), state_sync_server::Error> {
+/// let syncer = StateSyncer::builder().storage(Storage::open("data")?).build();
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Storage {
+    pub(crate) store: Arc<RedbStore>,
+}
+
+impl Storage {
+    /// Opens (or creates) the store in `dir`; an update is acknowledged once saved
+    /// ([`Durability::Synchronous`]).
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) naming the path and the cause when
+    /// the directory cannot be used: not writable, in use by another running server,
+    /// a store of a newer format, a corrupt or truncated file.
+    pub fn open(dir: impl AsRef<Path>) -> crate::Result<Storage> {
+        Self::open_with(dir, Durability::Synchronous)
+    }
+
+    /// Opens the store in `dir` with the given [`Durability`].
+    ///
+    /// # Errors
+    /// As [`Storage::open`].
+    pub fn open_with(dir: impl AsRef<Path>, durability: Durability) -> crate::Result<Storage> {
+        Ok(Storage {
+            store: RedbStore::open(dir.as_ref(), durability)?,
+        })
+    }
+}
+
+/// A change to the store.
+#[derive(Debug)]
+pub(crate) enum Change {
+    Create {
+        id: String,
+        entries: Vec<(String, String)>,
+        created: SystemTime,
+        expires: Option<SystemTime>,
+    },
+    Update {
+        id: String,
+        version: u64,
+        entries: Vec<(String, String)>,
+    },
+    Outcome {
+        id: String,
+        session: SessionKey,
+        request_id: u64,
+        outcome: StoredOutcome,
+    },
+    Remove {
+        id: String,
+    },
+}
+
+/// What a state that committed changes does once they are on disk.
+pub(crate) trait Release: Send + Sync {
+    /// Every change with a ticket up to `committed` is durable (`failed`: those after
+    /// the last durable one never will be).
+    fn release(&self, committed: u64, failed: bool);
+}
+
+/// A stored state, as loaded at start-up.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) value: JsonObject,
+    pub(crate) version: u64,
+    pub(crate) created: SystemTime,
+    pub(crate) expires: Option<SystemTime>,
+    pub(crate) sessions: Vec<(SessionKey, Vec<(u64, StoredOutcome)>)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateMeta {
+    version: u64,
+    created_ms: u64,
+    expires_ms: Option<u64>,
+    next_slot: u64,
+}
+
+/// The committed ticket, and whether the store failed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Committed {
+    ticket: u64,
+    failed: bool,
+}
+
+type Job = (u64, Change, Option<Arc<dyn Release>>);
+
+/// The redb store of a server.
+pub(crate) struct RedbStore {
+    path: PathBuf,
+    /// `None` once closed: the file is released.
+    db: Mutex<Option<Arc<Database>>>,
+    queue: Mutex<Option<(u64, mpsc::Sender<Job>)>>,
+    committed: watch::Receiver<Committed>,
+    /// The same, for threads that wait without a runtime.
+    committed_blocking: Arc<(Mutex<Committed>, std::sync::Condvar)>,
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn from_millis(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store in `dir`. Every way the directory can be unusable
+    /// is an error naming the path and the cause.
+    pub(crate) fn open(dir: &Path, durability: Durability) -> Result<Arc<Self>, StoreError> {
+        let fail = |what: &str, cause: &dyn std::fmt::Display| {
+            StoreError(format!("{what} {}: {cause}", dir.display()))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail("cannot create the data directory", &e))?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError(format!(
+                "the data directory {} is in use by another running server",
+                dir.display()
+            )),
+            other => StoreError(format!("cannot open the store {}: {other}", path.display())),
+        })?;
+        let txn = db.begin_write().map_err(|e| fail("cannot write to", &e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| fail("cannot read", &e))?;
+            let format = meta
+                .get("format")
+                .map_err(|e| fail("cannot read", &e))?
+                .map(|v| v.value());
+            match format {
+                Some(format) if format > FORMAT => {
+                    return Err(StoreError(format!(
+                        "the store {} has format {format}, newer than this server's ({FORMAT}): use a newer server",
+                        path.display()
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("format", FORMAT)
+                        .map_err(|e| fail("cannot write to", &e))?;
+                }
+            }
+            for result in [
+                txn.open_table(STATES).map(drop),
+                txn.open_table(KEYS).map(drop),
+                txn.open_table(ENTRIES).map(drop),
+                txn.open_table(OUTCOMES).map(drop),
+            ] {
+                result.map_err(|e| fail("cannot read", &e))?;
+            }
+        }
+        txn.commit().map_err(|e| fail("cannot write to", &e))?;
+        let db = Arc::new(db);
+        let (sender, receiver) = mpsc::channel();
+        let (committed_tx, committed) = watch::channel(Committed::default());
+        let committed_blocking =
+            Arc::new((Mutex::new(Committed::default()), std::sync::Condvar::new()));
+        let committer = {
+            let db = Arc::clone(&db);
+            let path = path.clone();
+            let tell = Tell {
+                watch: committed_tx,
+                blocking: Arc::clone(&committed_blocking),
+            };
+            std::thread::Builder::new()
+                .name("state-sync-commit".into())
+                .spawn(move || commit_loop(&db, &path, &receiver, &tell, durability))
+                .map_err(|e| fail("cannot start the committer for", &e))?
+        };
+        Ok(Arc::new(RedbStore {
+            path,
+            db: Mutex::new(Some(db)),
+            queue: Mutex::new(Some((0, sender))),
+            committed,
+            committed_blocking,
+            committer: Mutex::new(Some(committer)),
+        }))
+    }
+
+    /// Queues a change; returns its ticket. Call it under the lock that ordered the
+    /// change, so that tickets follow that order. `release` is told once it is durable.
+    pub(crate) fn submit(&self, change: Change, release: Option<Arc<dyn Release>>) -> u64 {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some((next, sender)) = queue.as_mut() else {
+            // Closed: the ticket is never committed, and waiting for it fails.
+            return u64::MAX;
+        };
+        *next += 1;
+        let ticket = *next;
+        if sender.send((ticket, change, release)).is_err() {
+            *queue = None;
+        }
+        ticket
+    }
+
+    /// Waits until `ticket` is durable.
+    ///
+    /// # Errors
+    /// When the store failed (or closed) before it was.
+    pub(crate) async fn durable(&self, ticket: u64) -> Result<(), StoreError> {
+        let mut committed = self.committed.clone();
+        let state = committed
+            .wait_for(|c| c.ticket >= ticket || c.failed)
+            .await
+            .map_or(
+                Committed {
+                    ticket: 0,
+                    failed: true,
+                },
+                |c| *c,
+            );
+        if state.ticket >= ticket {
+            Ok(())
+        } else {
+            Err(self.failure())
+        }
+    }
+
+    /// Whether everything submitted so far is durable.
+    pub(crate) fn failed(&self) -> bool {
+        self.committed.borrow().failed
+    }
+
+    fn failure(&self) -> StoreError {
+        StoreError(format!(
+            "the store {} failed to commit; restart the server once the disk is fixed",
+            self.path.display()
+        ))
+    }
+
+    /// The ticket of the last change submitted.
+    fn last_submitted(&self) -> u64 {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map_or(0, |(next, _)| *next)
+    }
+
+    /// Waits until everything submitted so far is durable.
+    ///
+    /// # Errors
+    /// When the store failed.
+    pub(crate) async fn sync(&self) -> Result<(), StoreError> {
+        self.durable(self.last_submitted()).await
+    }
+
+    /// Blocks the thread until everything submitted so far is written (one commit at
+    /// most: reads must see every change submitted before them).
+    fn sync_blocking(&self) -> Result<(), StoreError> {
+        let last = self.last_submitted();
+        let (committed, changed) = &*self.committed_blocking;
+        let mut state = committed.lock().unwrap_or_else(PoisonError::into_inner);
+        while state.ticket < last && !state.failed {
+            state = changed.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+        if state.ticket >= last {
+            Ok(())
+        } else {
+            Err(self.failure())
+        }
+    }
+
+    /// Commits what is queued and stops the committer (graceful shutdown).
+    pub(crate) fn close(&self) {
+        drop(
+            self.queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let committer = self
+            .committer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(committer) = committer {
+            let _ = committer.join();
+        }
+        drop(
+            self.db
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+    }
+
+    /// The stored state with this identifier, if any.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub(crate) fn load(&self, id: &str) -> Result<Option<Loaded>, StoreError> {
+        let fail = |e: &dyn std::fmt::Display| {
+            StoreError(format!(
+                "cannot read state {id} from {}: {e}",
+                self.path.display()
+            ))
+        };
+        self.sync_blocking()?;
+        let db = self
+            .db
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| StoreError(format!("the store {} is closed", self.path.display())))?;
+        let txn = db.begin_read().map_err(|e| fail(&e))?;
+        let states = txn.open_table(STATES).map_err(|e| fail(&e))?;
+        let Some(meta) = states.get(id).map_err(|e| fail(&e))? else {
+            return Ok(None);
+        };
+        let meta: StateMeta = serde_json::from_str(meta.value()).map_err(|e| fail(&e))?;
+        let entries = txn.open_table(ENTRIES).map_err(|e| fail(&e))?;
+        let mut value = JsonObject::new();
+        for entry in entries
+            .range((id, 0)..=(id, u64::MAX))
+            .map_err(|e| fail(&e))?
+        {
+            let (_, entry) = entry.map_err(|e| fail(&e))?;
+            let (key, json) = entry.value();
+            let parsed = serde_json::from_str(json).map_err(|e| fail(&e))?;
+            value.insert(key.to_owned(), parsed);
+        }
+        let outcomes = txn.open_table(OUTCOMES).map_err(|e| fail(&e))?;
+        let mut sessions: HashMap<SessionKey, Vec<(u64, StoredOutcome)>> = HashMap::new();
+        for entry in outcomes.range((id, "", "", 0)..).map_err(|e| fail(&e))? {
+            let (key, outcome) = entry.map_err(|e| fail(&e))?;
+            let (state, client, session, request_id) = key.value();
+            if state != id {
+                break;
+            }
+            let outcome = serde_json::from_str(outcome.value()).map_err(|e| fail(&e))?;
+            sessions
+                .entry(SessionKey {
+                    client: client.to_owned(),
+                    session: session.to_owned(),
+                })
+                .or_default()
+                .push((request_id, outcome));
+        }
+        Ok(Some(Loaded {
+            value,
+            version: meta.version,
+            created: from_millis(meta.created_ms),
+            expires: meta.expires_ms.map(from_millis),
+            sessions: sessions.into_iter().collect(),
+        }))
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The committer: one transaction for everything waiting, then release it.
+/// Where the committer tells what is committed.
+struct Tell {
+    watch: watch::Sender<Committed>,
+    blocking: Arc<(Mutex<Committed>, std::sync::Condvar)>,
+}
+
+impl Tell {
+    fn send(&self, committed: Committed) {
+        self.watch.send_replace(committed);
+        let (state, changed) = &*self.blocking;
+        *state.lock().unwrap_or_else(PoisonError::into_inner) = committed;
+        changed.notify_all();
+    }
+
+    fn ticket(&self) -> u64 {
+        self.watch.borrow().ticket
+    }
+}
+
+fn commit_loop(
+    db: &Database,
+    path: &Path,
+    jobs: &mpsc::Receiver<Job>,
+    committed: &Tell,
+    durability: Durability,
+) {
+    let mut unsynced_since: Option<std::time::Instant> = None;
+    loop {
+        let first = match durability {
+            Durability::WriteBehind(interval) if unsynced_since.is_some() => {
+                let waited = unsynced_since.map_or(Duration::ZERO, |since| since.elapsed());
+                match jobs.recv_timeout(interval.saturating_sub(waited)) {
+                    Ok(job) => Some(job),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        let _ = fsync(db);
+                        return;
+                    }
+                }
+            }
+            _ => match jobs.recv() {
+                Ok(job) => Some(job),
+                Err(_) => {
+                    let _ = fsync(db);
+                    return;
+                }
+            },
+        };
+        let Some(first) = first else {
+            // The write-behind interval is over: make what was acknowledged durable.
+            if let Err(e) = fsync(db) {
+                tracing::error!(path = %path.display(), "store sync failed: {e}");
+            }
+            unsynced_since = None;
+            continue;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let last = batch.last().map_or(0, |(ticket, _, _)| *ticket);
+        let sync = matches!(durability, Durability::Synchronous);
+        match write(db, &batch, sync) {
+            Ok(()) => {
+                if !sync && unsynced_since.is_none() {
+                    unsynced_since = Some(std::time::Instant::now());
+                }
+                committed.send(Committed {
+                    ticket: last,
+                    failed: false,
+                });
+                release(&batch, last, false);
+                metrics_batch(batch.len());
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), "store commit failed: {e}; nothing more is acknowledged");
+                let ticket = committed.ticket();
+                committed.send(Committed {
+                    ticket,
+                    failed: true,
+                });
+                release(&batch, ticket, true);
+                // Everything after fails too.
+                while let Ok(job) = jobs.recv() {
+                    release(&[job], ticket, true);
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn metrics_batch(size: usize) {
+    tracing::trace!(size, "committed");
+}
+
+/// Tells each state in `batch` (once) what is durable.
+fn release(batch: &[Job], committed: u64, failed: bool) {
+    let mut told: Vec<*const ()> = Vec::new();
+    for (_, _, release) in batch {
+        if let Some(release) = release {
+            let id = Arc::as_ptr(release).cast::<()>();
+            if !told.contains(&id) {
+                told.push(id);
+                release.release(committed, failed);
+            }
+        }
+    }
+}
+
+fn fsync(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    txn.commit()?;
+    Ok(())
+}
+
+fn write(db: &Database, batch: &[Job], sync: bool) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    if !sync {
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+    }
+    {
+        let mut states = txn.open_table(STATES)?;
+        let mut keys = txn.open_table(KEYS)?;
+        let mut entries = txn.open_table(ENTRIES)?;
+        let mut outcomes = txn.open_table(OUTCOMES)?;
+        for (_, change, _) in batch {
+            match change {
+                Change::Create {
+                    id,
+                    entries: values,
+                    created,
+                    expires,
+                } => {
+                    remove_state(id, &mut states, &mut keys, &mut entries, &mut outcomes)?;
+                    let mut meta = StateMeta {
+                        version: 0,
+                        created_ms: millis(*created),
+                        expires_ms: expires.map(millis),
+                        next_slot: 0,
+                    };
+                    write_entries(id, values, &mut meta, &mut keys, &mut entries)?;
+                    states.insert(id.as_str(), encode(&meta).as_str())?;
+                }
+                Change::Update {
+                    id,
+                    version,
+                    entries: values,
+                } => {
+                    let Some(stored) = states.get(id.as_str())?.map(|m| m.value().to_owned())
+                    else {
+                        continue;
+                    };
+                    let mut meta: StateMeta = serde_json::from_str(&stored)
+                        .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                    meta.version = *version;
+                    write_entries(id, values, &mut meta, &mut keys, &mut entries)?;
+                    states.insert(id.as_str(), encode(&meta).as_str())?;
+                }
+                Change::Outcome {
+                    id,
+                    session,
+                    request_id,
+                    outcome,
+                } => {
+                    let client = session.client.as_str();
+                    let name = session.session.as_str();
+                    outcomes.insert(
+                        (id.as_str(), client, name, *request_id),
+                        encode(outcome).as_str(),
+                    )?;
+                    if let Some(oldest) = request_id.checked_sub(DEDUP_WINDOW as u64) {
+                        outcomes.retain_in(
+                            (id.as_str(), client, name, 0)..=(id.as_str(), client, name, oldest),
+                            |_, _| false,
+                        )?;
+                    }
+                }
+                Change::Remove { id } => {
+                    remove_state(id, &mut states, &mut keys, &mut entries, &mut outcomes)?;
+                }
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn encode<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn write_entries(
+    id: &str,
+    values: &[(String, String)],
+    meta: &mut StateMeta,
+    keys: &mut redb::Table<'_, (&str, &str), u64>,
+    entries: &mut redb::Table<'_, (&str, u64), (&str, &str)>,
+) -> Result<(), redb::Error> {
+    for (key, json) in values {
+        let existing = keys.get((id, key.as_str()))?.map(|slot| slot.value());
+        let slot = match existing {
+            Some(slot) => slot,
+            None => {
+                let slot = meta.next_slot;
+                meta.next_slot += 1;
+                keys.insert((id, key.as_str()), slot)?;
+                slot
+            }
+        };
+        entries.insert((id, slot), (key.as_str(), json.as_str()))?;
+    }
+    Ok(())
+}
+
+fn remove_state(
+    id: &str,
+    states: &mut redb::Table<'_, &str, &str>,
+    keys: &mut redb::Table<'_, (&str, &str), u64>,
+    entries: &mut redb::Table<'_, (&str, u64), (&str, &str)>,
+    outcomes: &mut redb::Table<'_, (&str, &str, &str, u64), &str>,
+) -> Result<(), redb::Error> {
+    if states.remove(id)?.is_none() {
+        return Ok(());
+    }
+    let mut names = Vec::new();
+    for key in keys.range((id, "")..)? {
+        let (key, _) = key?;
+        let (state, name) = key.value();
+        if state != id {
+            break;
+        }
+        names.push(name.to_owned());
+    }
+    for name in &names {
+        keys.remove((id, name.as_str()))?;
+    }
+    entries.retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
+    let mut sessions = Vec::new();
+    for key in outcomes.range((id, "", "", 0)..)? {
+        let (key, _) = key?;
+        let (state, client, session, request_id) = key.value();
+        if state != id {
+            break;
+        }
+        sessions.push((client.to_owned(), session.to_owned(), request_id));
+    }
+    for (client, session, request_id) in &sessions {
+        outcomes.remove((id, client.as_str(), session.as_str(), *request_id))?;
+    }
+    Ok(())
+}
