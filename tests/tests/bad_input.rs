@@ -103,7 +103,11 @@ async fn every_malformed_frame_is_answered_and_changes_nothing() {
     );
     assert_eq!(syncer.version_of_state("s"), Some(0));
     good.expect_silence(Duration::from_millis(100)).await;
-    // Both connections still work, and the bad client is still attached.
+    // Both connections still work. A refused attach (8) left the bad client attached
+    // to nothing, as any failed attach does; it attaches again.
+    bad.update(json!({"k": "x"})).await;
+    assert_eq!(bad.expect(9).await["reason"], "notAttached");
+    bad.attach("s").await;
     bad.update(json!({"k": "w"})).await;
     assert_eq!(bad.expect(3).await["updates"], json!({"k": "w"}));
     assert_eq!(good.expect(3).await["updates"], json!({"k": "w"}));

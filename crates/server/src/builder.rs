@@ -108,7 +108,7 @@ impl<K: Send + Sync + 'static> Builder<K> {
     }
 
     /// Frames queued for one connection at most; past it the connection is closed
-    /// (see the policy in the crate documentation). Default: 1,024.
+    /// (see the policy in the crate documentation). Default: 4,096.
     pub fn outgoing_queue(mut self, frames: usize) -> Self {
         self.config.outgoing_queue = frames.max(1);
         self

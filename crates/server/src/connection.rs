@@ -188,6 +188,11 @@ impl<K: Send + Sync + 'static> Connection<K> {
                     }
                     Err(error) => {
                         tracing::debug!("invalid message from a client: {error}");
+                        // A refused attach (8) leaves the connection attached to
+                        // nothing, whatever refused it.
+                        if matches!(error.reply(), ServerMessage::StateConnectionError { .. }) {
+                            self.detach();
+                        }
                         self.reply(error.reply());
                     }
                 },
@@ -247,6 +252,9 @@ impl<K: Send + Sync + 'static> Connection<K> {
 
     async fn connect_to_state(&mut self, request: ConnectToState) {
         let id = request.state_identifier;
+        let Some(state) = self.runtime.states.get(&id) else {
+            return self.attach_failed(&Failure::NoSuchState(id));
+        };
         if let Some(session) = &request.session
             && !self.sessions.contains(session)
         {
@@ -255,9 +263,6 @@ impl<K: Send + Sync + 'static> Connection<K> {
             }
             self.sessions.push(session.clone());
         }
-        let Some(state) = self.runtime.states.get(&id) else {
-            return self.attach_failed(&Failure::NoSuchState(id));
-        };
         if let Some(allow) = state.hooks.allow_connecting_client.clone() {
             let client = Arc::clone(&self.client);
             let limit = self.runtime.config.hook_timeout;

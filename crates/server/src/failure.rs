@@ -137,8 +137,9 @@ impl Failure {
             Failure::Remembered { reason, message } => update_failed(message.clone(), *reason),
             Failure::OutcomeUnknown => update_failed(
                 texts::could_not_update(format_args!(
-                    "request {} is older than the {DEDUP_WINDOW} updates this server remembers \
-                     of the session, so whether it was applied is unknown",
+                    "request {} was sent before, and this server no longer remembers its \
+                     outcome (older than the {DEDUP_WINDOW} updates it keeps per session, or \
+                     the session was forgotten), so whether it was applied is unknown",
                     request_id.unwrap_or_default()
                 )),
                 FailureReason::OutcomeUnknown,

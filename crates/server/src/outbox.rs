@@ -94,16 +94,19 @@ struct Level {
 }
 
 impl Level {
+    // SeqCst on `waiting` and the levels: the reader stores `waiting` then loads the
+    // levels, the writer stores the levels then loads `waiting`; weaker orderings would
+    // let both miss each other and the reader sleep on a drained queue.
     fn over_half(&self) -> bool {
-        self.bytes.load(Ordering::Relaxed) > self.max_bytes / 2
-            || self.frames.load(Ordering::Relaxed) > self.max_frames / 2
+        self.bytes.load(Ordering::SeqCst) > self.max_bytes / 2
+            || self.frames.load(Ordering::SeqCst) > self.max_frames / 2
     }
 
     fn taken(&self, frame: &Utf8Bytes) {
-        self.bytes.fetch_sub(size_of(frame), Ordering::Relaxed);
-        self.frames.fetch_sub(1, Ordering::Relaxed);
-        if self.waiting.load(Ordering::Relaxed) && !self.over_half() {
-            self.waiting.store(false, Ordering::Relaxed);
+        self.bytes.fetch_sub(size_of(frame), Ordering::SeqCst);
+        self.frames.fetch_sub(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) && !self.over_half() {
+            self.waiting.store(false, Ordering::SeqCst);
             self.drained.notify_waiters();
         }
     }
@@ -161,7 +164,7 @@ impl Outbox {
             let drained = self.level.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
-            self.level.waiting.store(true, Ordering::Relaxed);
+            self.level.waiting.store(true, Ordering::SeqCst);
             if !self.level.over_half() {
                 break;
             }

@@ -14,6 +14,11 @@ use crate::http_io::{ErrorResponse, respond_error};
 use crate::outbox::Closer;
 use crate::runtime::Runtime;
 
+/// TCP keepalive: probes after this long without traffic, this often, this many times.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+const KEEPALIVE_RETRIES: u32 = 4;
+
 /// Connections over the limit being answered 503 at once, at most.
 const REFUSALS_IN_FLIGHT: usize = 32;
 
@@ -135,6 +140,13 @@ async fn accept_loop<K: Send + Sync + 'static>(
             }
         };
         let _ = tcp.set_nodelay(true);
+        // A peer that vanished without a FIN (a pulled cable, a crashed host) is found
+        // by TCP keepalive and its connection closed, even on a quiet state.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_RETRIES);
+        let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
         let runtime = Arc::clone(&runtime);
         match Arc::clone(&limit).try_acquire_owned() {
             Ok(permit) => {

@@ -58,12 +58,18 @@ fn entry_len(key: &str, value: &Value) -> usize {
     json_len(key) + 1 + json_len(value) + 1
 }
 
-/// The size of `value` as JSON text, as [`StateRecord`] counts it.
+/// The size of `value` as JSON text: `{`, `}`, and each entry with a comma but the last.
 fn state_len(value: &JsonObject) -> usize {
-    2 + value
-        .iter()
-        .map(|(key, value)| entry_len(key, value))
-        .sum::<usize>()
+    json_size(
+        value.iter().map(|(key, value)| entry_len(key, value)).sum(),
+        value.len(),
+    )
+}
+
+/// The size of an object's JSON text from its entries' sizes (each counted with a
+/// comma) and how many there are.
+fn json_size(entries: usize, count: usize) -> usize {
+    2 + entries - usize::from(count > 0)
 }
 
 /// The session and request id an update was sent with, when both are known.
@@ -137,13 +143,17 @@ impl StateRecord {
         if let Some((session, request_id)) = tracked {
             self.sessions.check(session, request_id)?;
         }
-        let mut bytes = self.bytes;
+        // The entries' sizes, each with its comma (undoing `json_size`).
+        let mut entries = self.bytes + usize::from(!self.value.is_empty()) - 2;
+        let mut count = self.value.len();
         for (key, value) in updates {
-            bytes += entry_len(key, value);
-            if let Some(old) = self.value.get(key) {
-                bytes -= entry_len(key, old);
+            entries += entry_len(key, value);
+            match self.value.get(key) {
+                Some(old) => entries -= entry_len(key, old),
+                None => count += 1,
             }
         }
+        let bytes = json_size(entries, count);
         if bytes > self.max_bytes {
             return Err(Failure::StateTooLarge {
                 size: bytes,
