@@ -195,6 +195,20 @@ async fn an_unusable_directory_is_a_clear_error() {
     .unwrap();
     let error = Storage::open(&corrupt).unwrap_err();
     assert!(error.to_string().contains("state-sync.redb"), "{error}");
+    // A store written by a newer version.
+    let newer = dir.join("newer");
+    drop(Storage::open(&newer).unwrap());
+    {
+        let db = redb::Database::create(newer.join("state-sync.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+            .unwrap()
+            .insert("format", 99)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let error = Storage::open(&newer).unwrap_err();
+    assert!(error.to_string().contains("newer than this server"), "{error}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

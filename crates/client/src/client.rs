@@ -240,6 +240,12 @@ impl Client {
         lock(&self.shared.core).state().clone()
     }
 
+    /// The version of the local state: how many updates the server had applied to it
+    /// (`None` before attaching, or against the original server, which has none).
+    pub fn state_version(&self) -> Option<u64> {
+        lock(&self.shared.core).version()
+    }
+
     /// The local state as the caller's type.
     ///
     /// # Errors
