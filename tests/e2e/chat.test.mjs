@@ -29,8 +29,11 @@ function freePort() {
   });
 }
 
+// Each run saves the chat in a folder of its own (the demo server is durable).
+const dataDir = mkdtempSync(join(tmpdir(), 'state-sync-e2e-'));
+
 function startServer(port, folder = staticDir) {
-  const child = spawn(serverBinary, ['--port', String(port), '--static', folder], {
+  const child = spawn(serverBinary, ['--port', String(port), '--static', folder, '--data', join(dataDir, String(port))], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: 'warn' },
   });

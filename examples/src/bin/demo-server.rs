@@ -1,7 +1,9 @@
-//! Demo server: `cargo run -p state-sync-examples --bin demo-server -- [--port 5000] [--static DIR]`
+//! Demo server: `cargo run -p state-sync-examples --bin demo-server -- [--port 5000] [--static DIR] [--data DIR | --memory]`
 //!
 //! Serves `ws://0.0.0.0:PORT` with one state, `demo-chat` (`{"chatMessages": []}`),
 //! and, with `--static`, the files of DIR (the built React chat) on the same port.
+//! The chat is saved in `--data DIR` (default `target/demo-data`) and survives a
+//! restart or a crash; `--memory` keeps it in memory only.
 //! It logs every client that connects and every update, and its interceptor vetoes
 //! updates whose `chatMessages` is not an array of `{sender, content}` or has a message
 //! containing the word "spam" (a moderation rule to show vetoes). Any client of
@@ -14,12 +16,15 @@ use state_sync_server::{StateOptions, StateSyncer};
 struct Args {
     port: u16,
     static_files: Option<std::path::PathBuf>,
+    /// `None`: in memory.
+    data: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let mut port = 5000;
     let mut static_files = None;
+    let mut data = Some(std::path::PathBuf::from("target/demo-data"));
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--port" => {
@@ -35,14 +40,26 @@ fn parse_args() -> Result<Args, String> {
                 }
                 static_files = Some(dir);
             }
+            "--data" => data = Some(args.next().ok_or("--data needs a folder")?.into()),
+            "--memory" => data = None,
             "-h" | "--help" => {
-                println!("usage: demo-server [--port PORT] [--static DIR]   (default port 5000)");
+                println!(
+                    "usage: demo-server [--port PORT] [--static DIR] [--data DIR | --memory]\n\n\
+                     --port PORT   where to listen (default 5000)\n\
+                     --static DIR  serve the built web app in DIR on the same port\n\
+                     --data DIR    save the chat in DIR (default target/demo-data)\n\
+                     --memory      keep the chat in memory only"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}; try --help")),
         }
     }
-    Ok(Args { port, static_files })
+    Ok(Args {
+        port,
+        static_files,
+        data,
+    })
 }
 
 /// Why an update of the chat is refused, if it is.
@@ -77,6 +94,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(dir) = &args.static_files {
         builder = builder.static_files(dir);
     }
+    if let Some(dir) = &args.data {
+        builder = builder.storage(state_sync_server::Storage::open(dir)?);
+    }
     let syncer = builder
         .authorize(|request| async move {
             tracing::info!(client = %request.identifier, from = %request.remote_addr, "client connecting");
@@ -107,7 +127,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.static_files.is_some() {
         println!("open http://localhost:{port} in two browser tabs and chat");
     }
+    if let Some(dir) = &args.data {
+        println!("the chat is saved in {}", dir.display());
+    }
     tokio::signal::ctrl_c().await?;
     server.shutdown().await;
+    syncer.sync().await?;
+    syncer.close_storage();
     Ok(())
 }
