@@ -208,7 +208,10 @@ async fn an_unusable_directory_is_a_clear_error() {
         txn.commit().unwrap();
     }
     let error = Storage::open(&newer).unwrap_err();
-    assert!(error.to_string().contains("newer than this server"), "{error}");
+    assert!(
+        error.to_string().contains("newer than this server"),
+        "{error}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -29,6 +29,13 @@ pub struct Report {
     pub rss_before: u64,
     /// Server RSS with every client connected, in bytes.
     pub rss_after: u64,
+    /// With a durable server: transactions it committed during the run (filled in by
+    /// the runner from the server's log, not by the load generator).
+    #[serde(default)]
+    pub commits: u64,
+    /// Changes it wrote in them.
+    #[serde(default)]
+    pub changes: u64,
     /// Correctness problems (missing, duplicated or reordered updates, failed
     /// connections); empty when every client received every update exactly once and
     /// in order.

@@ -53,12 +53,25 @@ fn pinned(setup: &Setup, core: u32, command: &str) -> String {
     format!("ulimit -n 20000 2>/dev/null || ulimit -n 4096; exec {pin}{command}")
 }
 
-fn start_server(setup: &Setup, server: Server, port: u16) -> Result<Child, String> {
+/// The last `store: C commits, N changes` line a durable server printed.
+type StoreLog = std::sync::Arc<std::sync::Mutex<(u64, u64)>>;
+
+fn start_server(
+    setup: &Setup,
+    server: Server,
+    port: u16,
+    data: &std::path::Path,
+) -> Result<(Child, StoreLog), String> {
     let addr = format!("127.0.0.1:{port}");
     let command = match server {
         Server::Ours => format!(
             "{} --addr {addr} --threads 1",
             setup.bin_dir.join("bench-server").display()
+        ),
+        Server::Durable => format!(
+            "{} --addr {addr} --threads 1 --data {}",
+            setup.bin_dir.join("bench-server").display(),
+            data.display()
         ),
         Server::Floor => format!(
             "{} --addr {addr} --threads 1",
@@ -71,9 +84,30 @@ fn start_server(setup: &Setup, server: Server, port: u16) -> Result<Child, Strin
         .arg(pinned(setup, 1, &command))
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("starting {}: {e}", server.name()))?;
+    let store_log = StoreLog::default();
+    if let Some(stderr) = child.stderr.take() {
+        let store_log = std::sync::Arc::clone(&store_log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let numbers: Vec<u64> = line
+                    .strip_prefix("store: ")
+                    .map(|rest| rest.split(' ').filter_map(|w| w.parse().ok()).collect())
+                    .unwrap_or_default();
+                match numbers.as_slice() {
+                    [commits, changes] => {
+                        *store_log
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            (*commits, *changes);
+                    }
+                    _ => eprintln!("{line}"),
+                }
+            }
+        });
+    }
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut line = String::new();
     BufReader::new(stdout)
@@ -83,13 +117,18 @@ fn start_server(setup: &Setup, server: Server, port: u16) -> Result<Child, Strin
         let _ = child.kill();
         return Err(format!("{} did not start: {line:?}", server.name()));
     }
-    Ok(child)
+    Ok((child, store_log))
 }
 
 /// Runs one scenario once against one server.
 pub fn run_one(setup: &Setup, scenario: &Scenario, server: Server) -> Result<Report, String> {
     let port = free_port().map_err(|e| e.to_string())?;
-    let mut child = start_server(setup, server, port)?;
+    let data = std::env::temp_dir().join(format!("state-sync-bench-{}-{port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let (mut child, store_log) = start_server(setup, server, port, &data)?;
+    let before = *store_log
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     std::thread::sleep(Duration::from_millis(300));
     let mut command = format!(
         "{} {} --url ws://127.0.0.1:{port} --clients {} --seconds {} --server-pid {}",
@@ -107,17 +146,28 @@ pub fn run_one(setup: &Setup, scenario: &Scenario, server: Server) -> Result<Rep
         .arg("-c")
         .arg(pinned(setup, 0, &command))
         .output();
+    // The store prints every 200 ms: let the last figures of the run arrive.
+    if server == Server::Durable {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let after = *store_log
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let _ = child.kill();
     let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&data);
     let output = output.map_err(|e| format!("loadgen: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let last = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(last).map_err(|e| {
+    let mut report: Report = serde_json::from_str(last).map_err(|e| {
         format!(
             "loadgen gave no report ({e}): {stdout} {}",
             String::from_utf8_lossy(&output.stderr)
         )
-    })
+    })?;
+    report.commits = after.0.saturating_sub(before.0);
+    report.changes = after.1.saturating_sub(before.1);
+    Ok(report)
 }
 
 /// Every client sends `updates` at once, then waits for all of them to arrive.

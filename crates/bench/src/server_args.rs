@@ -9,6 +9,8 @@ pub struct ServerArgs {
     pub addr: String,
     /// The runtime, with `--threads` worker threads (default: one per core).
     pub runtime: tokio::runtime::Runtime,
+    /// `--data DIR`: save the states there (our server only).
+    pub data: Option<String>,
 }
 
 /// Reads `--addr HOST:PORT [--threads N]` from the command line (`--help` prints the
@@ -19,7 +21,7 @@ pub struct ServerArgs {
 /// be built.
 pub fn server_args(program: &str) -> Result<ServerArgs, Box<dyn std::error::Error>> {
     let args = args::parse(
-        &format!("{program} --addr HOST:PORT [--threads N]"),
+        &format!("{program} --addr HOST:PORT [--threads N] [--data DIR]"),
         &[
             value(
                 "--addr",
@@ -30,6 +32,11 @@ pub fn server_args(program: &str) -> Result<ServerArgs, Box<dyn std::error::Erro
                 "--threads",
                 "N",
                 "tokio worker threads (default: one per core)",
+            ),
+            value(
+                "--data",
+                "DIR",
+                "save the states in DIR (bench-server only)",
             ),
         ],
     );
@@ -46,5 +53,10 @@ pub fn server_args(program: &str) -> Result<ServerArgs, Box<dyn std::error::Erro
         .worker_threads(threads.max(1))
         .enable_all()
         .build()?;
-    Ok(ServerArgs { addr, runtime })
+    let data = args.text("--data").map(str::to_owned);
+    Ok(ServerArgs {
+        addr,
+        runtime,
+        data,
+    })
 }

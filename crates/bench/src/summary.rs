@@ -8,6 +8,9 @@ use crate::report::Report;
 pub enum Server {
     /// Our `bench-server`.
     Ours,
+    /// Our `bench-server --data DIR`: every update saved (group commit) before it is
+    /// broadcast.
+    Durable,
     /// The tokio-tungstenite broadcast server without state logic.
     Floor,
     /// The Node.js `ws` server of the same protocol.
@@ -19,6 +22,7 @@ impl Server {
     pub fn name(self) -> &'static str {
         match self {
             Server::Ours => "ours",
+            Server::Durable => "ours, durable",
             Server::Floor => "floor (baseline)",
             Server::Node => "node ws (baseline)",
         }
@@ -28,6 +32,7 @@ impl Server {
     pub fn from_arg(name: &str) -> Option<Server> {
         match name {
             "ours" => Some(Server::Ours),
+            "durable" => Some(Server::Durable),
             "floor" => Some(Server::Floor),
             "node" => Some(Server::Node),
             _ => None,
@@ -120,6 +125,7 @@ pub fn svg_chart(outcomes: &[Outcome]) -> String {
     let group_w = (width - left - 20.0) / groups.len().max(1) as f64;
     let colors = |s: Server| match s {
         Server::Ours => "#2f6fdb",
+        Server::Durable => "#1b3f80",
         Server::Floor => "#9aa5b1",
         Server::Node => "#e08a2c",
     };
@@ -158,11 +164,11 @@ pub fn svg_chart(outcomes: &[Outcome]) -> String {
             height - bottom + 18.0
         ));
     }
-    for (i, server) in [Server::Ours, Server::Floor, Server::Node]
+    for (i, server) in [Server::Ours, Server::Durable, Server::Floor, Server::Node]
         .iter()
         .enumerate()
     {
-        let x = left + 190.0 * i as f64;
+        let x = left + 170.0 * i as f64;
         svg.push_str(&format!(
             "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
             height - 24.0,
@@ -197,6 +203,18 @@ fn find<'a>(
         .iter()
         .find(|o| o.scenario == scenario && o.report.clients == clients && o.server == server)
         .map(|o| &o.report)
+}
+
+/// How a durable run committed: commits per second and updates per commit.
+fn commits(report: &Report) -> String {
+    if report.commits == 0 {
+        return "no commit count".into();
+    }
+    format!(
+        "{:.0} commits/s, {:.1} updates per commit",
+        report.commits as f64 / report.seconds.max(1e-9),
+        report.changes as f64 / report.commits as f64
+    )
 }
 
 /// Every target, judged on `outcomes`.
@@ -242,6 +260,30 @@ pub fn targets(outcomes: &[Outcome]) -> Vec<Target> {
             figure: p99.map_or("not run".into(), |p| format!("{p:.2} ms")),
         });
     }
+    let in_memory = find(outcomes, "all-to-all", 32, Server::Ours).map(|r| r.deliveries_per_second);
+    let durable = find(outcomes, "all-to-all", 32, Server::Durable);
+    list.push(Target {
+        what: "durable all-to-all 32: ≥ 0.5 × in-memory deliveries/s",
+        met: durable
+            .zip(in_memory)
+            .map(|(d, m)| d.deliveries_per_second >= 0.5 * m),
+        figure: durable.map_or("not run".into(), |d| {
+            format!(
+                "{} ({:.2} × in-memory); {}",
+                fmt_rate(d.deliveries_per_second),
+                in_memory.map_or(0.0, |m| d.deliveries_per_second / m),
+                commits(d)
+            )
+        }),
+    });
+    let durable = find(outcomes, "fanout", 1_000, Server::Durable);
+    list.push(Target {
+        what: "durable fanout 1,000: p99 ≤ 20 ms",
+        met: durable.map(|d| d.p99_ms <= 20.0),
+        figure: durable.map_or("not run".into(), |d| {
+            format!("{:.2} ms; {}", d.p99_ms, commits(d))
+        }),
+    });
     let burst = find(outcomes, "all-to-all burst", 32, Server::Ours);
     list.push(Target {
         what: "all-to-all burst 32 × 200: every update reaches every client",
@@ -341,7 +383,7 @@ pub fn document(outcomes: &[Outcome], info: &RunInfo, chart_name: &str) -> Strin
     ));
     doc.push_str("Commands: `./scripts/bench.sh` builds in release mode, installs the Node.js baseline's `ws` package and runs `target/release/bench --write docs/benchmarks.md`. Any load generator can drive our server alone: `target/release/bench-server --addr 127.0.0.1:PORT` (one empty state, `bench`).\n\n");
     doc.push_str("Scenarios: **fanout**: N clients attached to one state, one of them sending updates of about 100 bytes, at most 4 in flight (an update is in flight until the last client received it), for 5 s; latency is from the send to the last receiver. **all-to-all**: 32 clients, each sending with 4 in flight, every update delivered to all 32. **all-to-all burst**: 32 clients each send 200 updates at once (6,400 in flight), then wait until every client received all 6,400: no client may be dropped. **idle**: 10,000 attached idle connections, server RSS growth per connection. **hold**: 19,000 attached connections, then two updates that every one of them must receive.\n\n");
-    doc.push_str("Servers: **ours** (`bench-server`); **floor** (baseline, `floor-server`): a minimal tokio-tungstenite broadcast server without state logic, forwarding each update frame as is; **node ws** (baseline, `baselines/node-ws/server.js`): the protocol on Node.js and the `ws` package, serializing each broadcast once per recipient like the original.\n\n");
+    doc.push_str("Servers: **ours** (`bench-server`); **ours, durable** (`bench-server --data DIR` on this machine's disk: every update committed and fsynced, by group commit, before it is broadcast); **floor** (baseline, `floor-server`): a minimal tokio-tungstenite broadcast server without state logic, forwarding each update frame as is; **node ws** (baseline, `baselines/node-ws/server.js`): the protocol on Node.js and the `ws` package, serializing each broadcast once per recipient like the original.\n\n");
     doc.push_str("## Results\n\n");
     doc.push_str(&table(outcomes));
     doc.push_str(&format!("\n![Deliveries per second]({chart_name})\n\n## Targets\n\n| target | figure | met |\n|---|---|---|\n"));

@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -110,6 +111,26 @@ impl Storage {
             store: RedbStore::open(dir.as_ref(), durability)?,
         })
     }
+
+    /// What the store has written since it was opened.
+    pub fn stats(&self) -> StorageStats {
+        let (commits, changes) = &*self.store.stats;
+        StorageStats {
+            commits: commits.load(Ordering::Relaxed),
+            changes: changes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What a store has written since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StorageStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Changes written (a state's update, a session outcome, a creation, a removal);
+    /// `changes / commits` is how many share a commit.
+    pub changes: u64,
 }
 
 /// A change to the store.
@@ -181,6 +202,8 @@ pub(crate) struct RedbStore {
     /// The same, for threads that wait without a runtime.
     committed_blocking: Arc<(Mutex<Committed>, std::sync::Condvar)>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Commits and changes written.
+    stats: Arc<(AtomicU64, AtomicU64)>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -251,12 +274,14 @@ impl RedbStore {
         let (committed_tx, committed) = watch::channel(Committed::default());
         let committed_blocking =
             Arc::new((Mutex::new(Committed::default()), std::sync::Condvar::new()));
+        let stats = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
         let committer = {
             let db = Arc::clone(&db);
             let path = path.clone();
             let tell = Tell {
                 watch: committed_tx,
                 blocking: Arc::clone(&committed_blocking),
+                stats: Arc::clone(&stats),
             };
             std::thread::Builder::new()
                 .name("state-sync-commit".into())
@@ -270,6 +295,7 @@ impl RedbStore {
             committed,
             committed_blocking,
             committer: Mutex::new(Some(committer)),
+            stats,
         }))
     }
 
@@ -454,6 +480,7 @@ impl Drop for RedbStore {
 struct Tell {
     watch: watch::Sender<Committed>,
     blocking: Arc<(Mutex<Committed>, std::sync::Condvar)>,
+    stats: Arc<(AtomicU64, AtomicU64)>,
 }
 
 impl Tell {
@@ -525,7 +552,11 @@ fn commit_loop(
                     failed: false,
                 });
                 release(&batch, last, false);
-                metrics_batch(batch.len());
+                committed.stats.0.fetch_add(1, Ordering::Relaxed);
+                committed
+                    .stats
+                    .1
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
             Err(e) => {
                 tracing::error!(path = %path.display(), "store commit failed: {e}; nothing more is acknowledged");
@@ -543,10 +574,6 @@ fn commit_loop(
             }
         }
     }
-}
-
-fn metrics_batch(size: usize) {
-    tracing::trace!(size, "committed");
 }
 
 /// Tells each state in `batch` (once) what is durable.

@@ -87,7 +87,7 @@ mod tls;
 mod writer;
 
 pub use builder::Builder;
-pub use durable::{Durability, Storage, StoreError};
+pub use durable::{Durability, Storage, StorageStats, StoreError};
 pub use error::{CreateStateError, Error, Result, UpdateError};
 pub use handshake::{Rejection, UpgradeRequest};
 pub use options::StateOptions;

@@ -1,17 +1,38 @@
-//! Our server alone: `bench-server --addr 127.0.0.1:PORT [--threads N]`
+//! Our server alone: `bench-server --addr 127.0.0.1:PORT [--threads N] [--data DIR]`
 //!
 //! One empty state named `bench`, no authorization, no hooks, default settings, so that
 //! any load generator can drive it. Prints `listening on ADDR`; stops on Ctrl-C or a
-//! signal. `--threads` sets the tokio worker threads (default: one per core).
+//! signal. `--threads` sets the tokio worker threads (default: one per core). With
+//! `--data` the states are saved in DIR, and every 200 ms a line
+//! `store: C commits, N changes` on stderr tells how the group commit goes.
 
 use serde_json::json;
 use state_sync_bench::server_args::{ServerArgs, server_args};
-use state_sync_server::{StateOptions, StateSyncer};
+use state_sync_server::{StateOptions, StateSyncer, Storage};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let ServerArgs { addr, runtime } = server_args("bench-server")?;
+    let ServerArgs {
+        addr,
+        runtime,
+        data,
+    } = server_args("bench-server")?;
     runtime.block_on(async {
-        let syncer = StateSyncer::new();
+        let mut builder = StateSyncer::builder();
+        if let Some(dir) = &data {
+            let storage = Storage::open(dir)?;
+            builder = builder.storage(storage.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    let stats = storage.stats();
+                    eprintln!(
+                        "store: {} commits, {} changes",
+                        stats.commits, stats.changes
+                    );
+                }
+            });
+        }
+        let syncer = builder.build();
         syncer.create_state(
             StateOptions::new()
                 .identifier("bench")

@@ -1,4 +1,4 @@
-//! Benchmark runner: `bench [--smoke] [--servers ours,floor,node] [--scenarios fanout,idle] [--repeat 3] [--write docs/benchmarks.md]`
+//! Benchmark runner: `bench [--smoke] [--servers ours,durable,floor,node] [--scenarios fanout,idle] [--repeat 3] [--write docs/benchmarks.md]`
 //!
 //! Starts each server pinned to core 1 and the load generator pinned to core 0 (with
 //! `taskset`, where the machine has two cores or more), runs the scenarios against
@@ -48,8 +48,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .split(',')
             .map(|name| Server::from_arg(name).ok_or(format!("unknown server {name:?}")))
             .collect::<Result<_, _>>()?,
-        None if smoke => vec![Server::Ours, Server::Floor],
-        None => vec![Server::Ours, Server::Floor, Server::Node],
+        None if smoke => vec![Server::Ours, Server::Durable, Server::Floor],
+        None => vec![Server::Ours, Server::Durable, Server::Floor, Server::Node],
     };
     let only: Option<Vec<String>> = args
         .text("--scenarios")

@@ -65,7 +65,7 @@ async fn serve(tcp: tokio::net::TcpStream, registry: Registry) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let ServerArgs { addr, runtime } = server_args("floor-server")?;
+    let ServerArgs { addr, runtime, .. } = server_args("floor-server")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
         println!("listening on {}", listener.local_addr()?);
