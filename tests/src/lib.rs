@@ -51,6 +51,16 @@ pub async fn serve<K: Send + Sync + 'static>(syncer: &StateSyncer<K>) -> (Server
     (server, url)
 }
 
+/// Sends a raw HTTP request and returns the whole answer (the server closes after it).
+pub async fn http_request(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(request.as_bytes()).await.expect("send");
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).await.expect("read");
+    String::from_utf8_lossy(&response).into_owned()
+}
+
 /// A syncer with an empty state for each identifier, served on a fresh loopback
 /// port: the syncer, the server and its `ws://` URL.
 pub async fn serve_states(ids: &[&str]) -> (StateSyncer, Server, String) {

@@ -4,15 +4,8 @@
 
 use state_sync_server::StateSyncer;
 use state_sync_tests::serve;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn http(addr: std::net::SocketAddr, request: &str) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tcp.read_to_end(&mut response).await.unwrap();
-    String::from_utf8_lossy(&response).into_owned()
-}
+use state_sync_tests::http_request as http;
 
 #[tokio::test]
 async fn no_encoding_of_a_path_leaves_the_folder() {

@@ -6,13 +6,7 @@ use state_sync_server::{StateOptions, StateSyncer};
 use state_sync_tests::{RawClient, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn http(addr: std::net::SocketAddr, request: &str) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tcp.read_to_end(&mut response).await.unwrap();
-    String::from_utf8_lossy(&response).into_owned()
-}
+use state_sync_tests::http_request as http;
 
 #[tokio::test]
 async fn files_and_websockets_share_the_port() {

@@ -169,10 +169,20 @@ async fn accept_loop<K: Send + Sync + 'static>(
                         http::StatusCode::SERVICE_UNAVAILABLE,
                         "too many connections; try again later",
                     );
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(1),
-                        respond_error(&mut tcp, &refusal),
-                    )
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        respond_error(&mut tcp, &refusal).await?;
+                        // Read what the client sent already (its request): closing with
+                        // unread data would reset the connection, and the reset can
+                        // overtake the 503 on its way.
+                        let mut discard = [0u8; 512];
+                        let _ = tokio::time::timeout(Duration::from_millis(100), async {
+                            while tokio::io::AsyncReadExt::read(&mut tcp, &mut discard).await? > 0 {
+                            }
+                            std::io::Result::Ok(())
+                        })
+                        .await;
+                        std::io::Result::Ok(())
+                    })
                     .await;
                 });
             }

@@ -3,13 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
+
+use common::{BIN, address, spawn};
 
 use serde_json::json;
 use state_sync_client::Client;
-
-const BIN: &str = env!("CARGO_BIN_EXE_state-sync-server");
 
 fn temp(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("state-sync-cli-{name}-{}", std::process::id()));
@@ -58,22 +59,15 @@ fn an_unusable_data_directory_is_an_error_naming_it() {
 #[tokio::test]
 async fn sigterm_stops_gracefully_and_a_second_server_on_the_same_data_is_refused() {
     let dir = temp("term");
-    let mut child = Command::new(BIN)
-        .args(["--addr", "127.0.0.1:0", "--state", "s", "--data"])
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let (mut child, line) = spawn(&[
+        "--addr".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--state".as_ref(),
+        "s".as_ref(),
+        "--data".as_ref(),
+        dir.as_os_str(),
+    ]);
+    let addr = address(&line);
     // The directory is held while it runs.
     let second = Command::new(BIN)
         .args(["--addr", "127.0.0.1:0", "--data"])
@@ -98,22 +92,15 @@ async fn sigterm_stops_gracefully_and_a_second_server_on_the_same_data_is_refuse
     assert!(exit.success(), "exit 0 on SIGTERM: {exit:?}");
     client.close().await;
     // Everything is there for the next one.
-    let mut child = Command::new(BIN)
-        .args(["--addr", "127.0.0.1:0", "--state", "s", "--data"])
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let (mut child, line) = spawn(&[
+        "--addr".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--state".as_ref(),
+        "s".as_ref(),
+        "--data".as_ref(),
+        dir.as_os_str(),
+    ]);
+    let addr = address(&line);
     let client = Client::connect(&format!("ws://{addr}"), "c", None)
         .await
         .unwrap();

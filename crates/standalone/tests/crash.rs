@@ -5,12 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::spawn;
 use serde_json::{Value, json};
 use state_sync_client::{Client, ReconnectPolicy};
 
@@ -37,19 +39,15 @@ fn free_port() -> u16 {
 fn start(dir: &Path, port: u16) -> ServerProcess {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_state-sync-server"))
-            .args(["--addr", &format!("127.0.0.1:{port}"), "--state", "s"])
-            .arg("--data")
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let address = format!("127.0.0.1:{port}");
+        let (mut child, line) = spawn(&[
+            "--addr".as_ref(),
+            address.as_ref(),
+            "--state".as_ref(),
+            "s".as_ref(),
+            "--data".as_ref(),
+            dir.as_os_str(),
+        ]);
         if line.starts_with("listening on") {
             return ServerProcess(child);
         }

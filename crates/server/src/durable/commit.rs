@@ -1,0 +1,276 @@
+//! The committer thread of the durable store: group commit, and how each change is
+//! written (the tables are described in the parent module).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::time::Duration;
+
+use redb::{Database, ReadableTable};
+use serde::Serialize;
+use state_sync_protocol::DEDUP_WINDOW;
+use tokio::sync::watch;
+
+use super::{
+    Change, Committed, Durability, ENTRIES, Job, KEYS, MAX_BATCH, OUTCOMES, STATES, StateMeta,
+    millis,
+};
+
+/// Where the committer tells what is committed.
+pub(super) struct Tell {
+    pub(super) watch: watch::Sender<Committed>,
+    pub(super) blocking: Arc<(Mutex<Committed>, std::sync::Condvar)>,
+    pub(super) stats: Arc<(AtomicU64, AtomicU64)>,
+}
+
+impl Tell {
+    fn send(&self, committed: Committed) {
+        self.watch.send_replace(committed);
+        let (state, changed) = &*self.blocking;
+        *state.lock().unwrap_or_else(PoisonError::into_inner) = committed;
+        changed.notify_all();
+    }
+
+    fn ticket(&self) -> u64 {
+        self.watch.borrow().ticket
+    }
+}
+
+/// The committer: one transaction for everything waiting, then release it.
+pub(super) fn commit_loop(
+    db: &Database,
+    path: &Path,
+    jobs: &mpsc::Receiver<Job>,
+    committed: &Tell,
+    durability: Durability,
+) {
+    let mut unsynced_since: Option<std::time::Instant> = None;
+    loop {
+        let first = match durability {
+            Durability::WriteBehind(interval) if unsynced_since.is_some() => {
+                let waited = unsynced_since.map_or(Duration::ZERO, |since| since.elapsed());
+                match jobs.recv_timeout(interval.saturating_sub(waited)) {
+                    Ok(job) => Some(job),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        let _ = fsync(db);
+                        return;
+                    }
+                }
+            }
+            _ => match jobs.recv() {
+                Ok(job) => Some(job),
+                Err(_) => {
+                    let _ = fsync(db);
+                    return;
+                }
+            },
+        };
+        let Some(first) = first else {
+            // The write-behind interval is over: make what was acknowledged durable.
+            if let Err(e) = fsync(db) {
+                tracing::error!(path = %path.display(), "store sync failed: {e}");
+            }
+            unsynced_since = None;
+            continue;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let last = batch.last().map_or(0, |(ticket, _, _)| *ticket);
+        let sync = matches!(durability, Durability::Synchronous);
+        match write(db, &batch, sync) {
+            Ok(()) => {
+                if !sync && unsynced_since.is_none() {
+                    unsynced_since = Some(std::time::Instant::now());
+                }
+                committed.send(Committed {
+                    ticket: last,
+                    failed: false,
+                });
+                release(&batch, last, false);
+                committed.stats.0.fetch_add(1, Ordering::Relaxed);
+                committed
+                    .stats
+                    .1
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), "store commit failed: {e}; nothing more is acknowledged");
+                let ticket = committed.ticket();
+                committed.send(Committed {
+                    ticket,
+                    failed: true,
+                });
+                release(&batch, ticket, true);
+                // Everything after fails too.
+                while let Ok(job) = jobs.recv() {
+                    release(&[job], ticket, true);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Tells each state in `batch` (once) what is durable.
+fn release(batch: &[Job], committed: u64, failed: bool) {
+    let mut told: Vec<*const ()> = Vec::new();
+    for (_, _, release) in batch {
+        if let Some(release) = release {
+            let id = Arc::as_ptr(release).cast::<()>();
+            if !told.contains(&id) {
+                told.push(id);
+                release.release(committed, failed);
+            }
+        }
+    }
+}
+
+fn fsync(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    txn.commit()?;
+    Ok(())
+}
+
+fn write(db: &Database, batch: &[Job], sync: bool) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    if !sync {
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+    }
+    {
+        let mut states = txn.open_table(STATES)?;
+        let mut keys = txn.open_table(KEYS)?;
+        let mut entries = txn.open_table(ENTRIES)?;
+        let mut outcomes = txn.open_table(OUTCOMES)?;
+        for (_, change, _) in batch {
+            match change {
+                Change::Create {
+                    id,
+                    entries: values,
+                    created,
+                    expires,
+                } => {
+                    remove_state(id, &mut states, &mut keys, &mut entries, &mut outcomes)?;
+                    let mut meta = StateMeta {
+                        version: 0,
+                        created_ms: millis(*created),
+                        expires_ms: expires.map(millis),
+                        next_slot: 0,
+                    };
+                    write_entries(id, values, &mut meta, &mut keys, &mut entries)?;
+                    states.insert(id.as_str(), encode(&meta).as_str())?;
+                }
+                Change::Update {
+                    id,
+                    version,
+                    entries: values,
+                } => {
+                    let Some(stored) = states.get(id.as_str())?.map(|m| m.value().to_owned())
+                    else {
+                        continue;
+                    };
+                    let mut meta: StateMeta = serde_json::from_str(&stored)
+                        .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                    meta.version = *version;
+                    write_entries(id, values, &mut meta, &mut keys, &mut entries)?;
+                    states.insert(id.as_str(), encode(&meta).as_str())?;
+                }
+                Change::Outcome {
+                    id,
+                    session,
+                    request_id,
+                    outcome,
+                } => {
+                    let client = session.client.as_str();
+                    let name = session.session.as_str();
+                    outcomes.insert(
+                        (id.as_str(), client, name, *request_id),
+                        encode(outcome).as_str(),
+                    )?;
+                    if let Some(oldest) = request_id.checked_sub(DEDUP_WINDOW as u64) {
+                        outcomes.retain_in(
+                            (id.as_str(), client, name, 0)..=(id.as_str(), client, name, oldest),
+                            |_, _| false,
+                        )?;
+                    }
+                }
+                Change::Remove { id } => {
+                    remove_state(id, &mut states, &mut keys, &mut entries, &mut outcomes)?;
+                }
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn encode<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn write_entries(
+    id: &str,
+    values: &[(String, String)],
+    meta: &mut StateMeta,
+    keys: &mut redb::Table<'_, (&str, &str), u64>,
+    entries: &mut redb::Table<'_, (&str, u64), (&str, &str)>,
+) -> Result<(), redb::Error> {
+    for (key, json) in values {
+        let existing = keys.get((id, key.as_str()))?.map(|slot| slot.value());
+        let slot = match existing {
+            Some(slot) => slot,
+            None => {
+                let slot = meta.next_slot;
+                meta.next_slot += 1;
+                keys.insert((id, key.as_str()), slot)?;
+                slot
+            }
+        };
+        entries.insert((id, slot), (key.as_str(), json.as_str()))?;
+    }
+    Ok(())
+}
+
+fn remove_state(
+    id: &str,
+    states: &mut redb::Table<'_, &str, &str>,
+    keys: &mut redb::Table<'_, (&str, &str), u64>,
+    entries: &mut redb::Table<'_, (&str, u64), (&str, &str)>,
+    outcomes: &mut redb::Table<'_, (&str, &str, &str, u64), &str>,
+) -> Result<(), redb::Error> {
+    if states.remove(id)?.is_none() {
+        return Ok(());
+    }
+    let mut names = Vec::new();
+    for key in keys.range((id, "")..)? {
+        let (key, _) = key?;
+        let (state, name) = key.value();
+        if state != id {
+            break;
+        }
+        names.push(name.to_owned());
+    }
+    for name in &names {
+        keys.remove((id, name.as_str()))?;
+    }
+    entries.retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
+    let mut sessions = Vec::new();
+    for key in outcomes.range((id, "", "", 0)..)? {
+        let (key, _) = key?;
+        let (state, client, session, request_id) = key.value();
+        if state != id {
+            break;
+        }
+        sessions.push((client.to_owned(), session.to_owned(), request_id));
+    }
+    for (client, session, request_id) in &sessions {
+        outcomes.remove((id, client.as_str(), session.as_str(), *request_id))?;
+    }
+    Ok(())
+}
