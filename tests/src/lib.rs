@@ -61,6 +61,19 @@ pub async fn http_request(addr: std::net::SocketAddr, request: &str) -> String {
     String::from_utf8_lossy(&response).into_owned()
 }
 
+/// A WebSocket of a client `name` attached to `state`, to split into its sink and
+/// stream (for tests that send and read at once), with the data of its
+/// STATE_CONNECTION_ESTABLISHED.
+pub async fn attached_socket(
+    url: &str,
+    name: &str,
+    state: &str,
+) -> (WebSocketStream<MaybeTlsStream<TcpStream>>, Value) {
+    let mut client = RawClient::connect(url, name, None).await;
+    let snapshot = client.attach(state).await;
+    (client.into_inner(), snapshot)
+}
+
 /// A syncer with an empty state for each identifier, served on a fresh loopback
 /// port: the syncer, the server and its `ws://` URL.
 pub async fn serve_states(ids: &[&str]) -> (StateSyncer, Server, String) {
@@ -149,42 +162,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         self.ws.send(message).await.expect("send");
     }
 
-    /// The next text or close frame (pings are skipped); panics after [`PATIENCE`].
-    pub async fn next(&mut self) -> Received {
+    /// The next text frame as sent, or the close frame (pings are skipped); panics
+    /// after [`PATIENCE`].
+    async fn next_frame(&mut self) -> Result<String, Option<CloseFrame>> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let item = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .expect("timed out waiting for a frame");
             match item {
-                Some(Ok(Message::Text(text))) => {
-                    return Received::Json(
-                        serde_json::from_str(text.as_str()).expect("server sent JSON"),
-                    );
-                }
-                Some(Ok(Message::Close(frame))) => return Received::Closed(frame),
+                Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
+                Some(Ok(Message::Close(frame))) => return Err(frame),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => panic!("stream error: {e}"),
-                None => return Received::Closed(None),
+                None => return Err(None),
             }
+        }
+    }
+
+    /// The next text or close frame (pings are skipped); panics after [`PATIENCE`].
+    pub async fn next(&mut self) -> Received {
+        match self.next_frame().await {
+            Ok(text) => Received::Json(serde_json::from_str(&text).expect("server sent JSON")),
+            Err(frame) => Received::Closed(frame),
         }
     }
 
     /// The next text frame, as sent (pings are skipped); panics on a close.
     pub async fn next_text(&mut self) -> String {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let item = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .expect("timed out waiting for a frame");
-            match item {
-                Some(Ok(Message::Text(text))) => return text.as_str().to_owned(),
-                Some(Ok(Message::Close(frame))) => panic!("closed: {frame:?}"),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => panic!("stream error: {e}"),
-                None => panic!("closed"),
-            }
-        }
+        self.next_frame()
+            .await
+            .unwrap_or_else(|frame| panic!("closed: {frame:?}"))
     }
 
     /// The next JSON frame; panics on a close.

@@ -6,27 +6,14 @@
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use state_sync_server::{CreateStateError, StateOptions, StateSyncer, UpdateError};
-use state_sync_tests::{PATIENCE, RawClient, serve, serve_states};
+use state_sync_tests::{PATIENCE, RawClient, attached_socket, serve, serve_states};
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn attached(url: &str, name: &str) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{url}/?identifier={name}"))
-        .await
-        .unwrap();
-    ws.send(Message::text(
-        r#"{"type":2,"data":{"stateIdentifier":"s"}}"#,
-    ))
-    .await
-    .unwrap();
-    let first = ws.next().await.unwrap().unwrap();
-    assert!(
-        first.to_text().unwrap().starts_with(r#"{"type":7"#),
-        "{first:?}"
-    );
-    ws
+    attached_socket(url, name, "s").await.0
 }
 
 /// Reads until `count` updates arrived; fails on a close or anything else.

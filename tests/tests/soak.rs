@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use state_sync_client::{Client, ReconnectPolicy};
 use state_sync_server::{StateOptions, StateSyncer};
-use state_sync_tests::serve;
+use state_sync_tests::{attached_socket, serve};
 use tokio_tungstenite::tungstenite::Message;
 
 const RUN: Duration = Duration::from_secs(25);
@@ -33,16 +33,11 @@ fn rss_bytes() -> u64 {
 async fn raw(
     url: &str,
     name: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{url}/?identifier={name}"))
-        .await
-        .unwrap();
-    ws.send(Message::text(
-        r#"{"type":2,"data":{"stateIdentifier":"soak"}}"#,
-    ))
-    .await
-    .unwrap();
-    ws
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Value,
+) {
+    attached_socket(url, name, "soak").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,11 +65,11 @@ async fn everything_at_once_for_half_a_minute() {
     // Readers: read everything, must never be closed, see versions without gaps.
     let mut readers = Vec::new();
     for r in 0..READERS {
-        let ws = raw(&url, &format!("reader{r}")).await;
+        let (ws, snapshot) = raw(&url, &format!("reader{r}")).await;
         let applied = Arc::clone(&applied);
         readers.push(tokio::spawn(async move {
             let (_sink, mut stream) = ws.split();
-            let mut last = None;
+            let mut last = snapshot["version"].as_u64();
             let mut received = 0u64;
             loop {
                 let next = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
@@ -173,7 +168,7 @@ async fn everything_at_once_for_half_a_minute() {
             let mut stuck = Vec::new();
             let mut round = 0;
             while Instant::now() < until {
-                let (mut sink, mut stream) = raw(&url, "burster").await.split();
+                let (mut sink, mut stream) = raw(&url, "burster").await.0.split();
                 let drain = tokio::spawn(async move { while stream.next().await.is_some() {} });
                 for i in 0..500 {
                     let update =
@@ -184,10 +179,10 @@ async fn everything_at_once_for_half_a_minute() {
                 drop(sink);
                 drain.abort();
                 if stuck.len() < 10 {
-                    stuck.push(raw(&url, &format!("stuck{round}")).await);
+                    stuck.push(raw(&url, &format!("stuck{round}")).await.0);
                 }
                 for v in 0..5 {
-                    drop(raw(&url, &format!("vanish{round}-{v}")).await);
+                    drop(raw(&url, &format!("vanish{round}-{v}")).await.0);
                 }
                 round += 1;
                 tokio::time::sleep(Duration::from_millis(300)).await;

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{BIN, address, spawn};
+use common::{BIN, serving};
 
 use serde_json::json;
 use state_sync_client::Client;
@@ -59,15 +59,7 @@ fn an_unusable_data_directory_is_an_error_naming_it() {
 #[tokio::test]
 async fn sigterm_stops_gracefully_and_a_second_server_on_the_same_data_is_refused() {
     let dir = temp("term");
-    let (mut child, line) = spawn(&[
-        "--addr".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--state".as_ref(),
-        "s".as_ref(),
-        "--data".as_ref(),
-        dir.as_os_str(),
-    ]);
-    let addr = address(&line);
+    let (mut child, addr) = serving("127.0.0.1:0", &dir);
     // The directory is held while it runs.
     let second = Command::new(BIN)
         .args(["--addr", "127.0.0.1:0", "--data"])
@@ -92,15 +84,7 @@ async fn sigterm_stops_gracefully_and_a_second_server_on_the_same_data_is_refuse
     assert!(exit.success(), "exit 0 on SIGTERM: {exit:?}");
     client.close().await;
     // Everything is there for the next one.
-    let (mut child, line) = spawn(&[
-        "--addr".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--state".as_ref(),
-        "s".as_ref(),
-        "--data".as_ref(),
-        dir.as_os_str(),
-    ]);
-    let addr = address(&line);
+    let (mut child, addr) = serving("127.0.0.1:0", &dir);
     let client = Client::connect(&format!("ws://{addr}"), "c", None)
         .await
         .unwrap();

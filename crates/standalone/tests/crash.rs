@@ -12,7 +12,7 @@ use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::spawn;
+use common::try_serving;
 use serde_json::{Value, json};
 use state_sync_client::{Client, ReconnectPolicy};
 
@@ -39,18 +39,10 @@ fn free_port() -> u16 {
 fn start(dir: &Path, port: u16) -> ServerProcess {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let address = format!("127.0.0.1:{port}");
-        let (mut child, line) = spawn(&[
-            "--addr".as_ref(),
-            address.as_ref(),
-            "--state".as_ref(),
-            "s".as_ref(),
-            "--data".as_ref(),
-            dir.as_os_str(),
-        ]);
-        if line.starts_with("listening on") {
+        let (mut child, address) = try_serving(&format!("127.0.0.1:{port}"), dir);
+        let Err(line) = address else {
             return ServerProcess(child);
-        }
+        };
         // The port may still be held for a moment by the killed process.
         let _ = child.wait();
         assert!(

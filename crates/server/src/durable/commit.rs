@@ -1,6 +1,7 @@
 //! The committer thread of the durable store: group commit, and how each change is
 //! written (the tables are described in the parent module).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -137,6 +138,72 @@ fn fsync(db: &Database) -> Result<(), redb::Error> {
     Ok(())
 }
 
+/// The tables a commit writes.
+struct Tables<'t> {
+    states: redb::Table<'t, &'static str, &'static str>,
+    keys: redb::Table<'t, (&'static str, &'static str), u64>,
+    entries: redb::Table<'t, (&'static str, u64), (&'static str, &'static str)>,
+    outcomes: redb::Table<'t, (&'static str, &'static str, &'static str, u64), &'static str>,
+}
+
+/// What the updates of one commit leave, written once at its end: within a commit a
+/// state's record is read and written once, and a key updated many times is written
+/// once with its last value.
+#[derive(Default)]
+struct Pending<'b> {
+    metas: HashMap<&'b str, StateMeta>,
+    /// (state, key) → the key's last value, in the order keys were first written.
+    values: HashMap<(&'b str, &'b str), &'b str>,
+    order: Vec<(&'b str, &'b str)>,
+}
+
+impl<'b> Pending<'b> {
+    fn update(
+        &mut self,
+        tables: &Tables<'_>,
+        id: &'b str,
+        version: u64,
+        values: &'b [(String, String)],
+    ) -> Result<(), redb::Error> {
+        if !self.metas.contains_key(id) {
+            let Some(stored) = tables.states.get(id)?.map(|m| m.value().to_owned()) else {
+                // Removed (or never created): nothing to update.
+                return Ok(());
+            };
+            let meta: StateMeta =
+                serde_json::from_str(&stored).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+            self.metas.insert(id, meta);
+        }
+        if let Some(meta) = self.metas.get_mut(id) {
+            meta.version = version;
+        }
+        for (key, json) in values {
+            let slot = (id, key.as_str());
+            if self.values.insert(slot, json.as_str()).is_none() {
+                self.order.push(slot);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what the updates left.
+    fn flush(&mut self, tables: &mut Tables<'_>) -> Result<(), redb::Error> {
+        for (id, key) in self.order.drain(..) {
+            let Some(json) = self.values.remove(&(id, key)) else {
+                continue;
+            };
+            let Some(meta) = self.metas.get_mut(id) else {
+                continue;
+            };
+            write_entry(id, key, json, meta, &mut tables.keys, &mut tables.entries)?;
+        }
+        for (id, meta) in self.metas.drain() {
+            tables.states.insert(id, encode(&meta).as_str())?;
+        }
+        Ok(())
+    }
+}
+
 fn write(db: &Database, batch: &[Job], sync: bool) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
     if !sync {
@@ -144,10 +211,13 @@ fn write(db: &Database, batch: &[Job], sync: bool) -> Result<(), redb::Error> {
             .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
     }
     {
-        let mut states = txn.open_table(STATES)?;
-        let mut keys = txn.open_table(KEYS)?;
-        let mut entries = txn.open_table(ENTRIES)?;
-        let mut outcomes = txn.open_table(OUTCOMES)?;
+        let mut tables = Tables {
+            states: txn.open_table(STATES)?,
+            keys: txn.open_table(KEYS)?,
+            entries: txn.open_table(ENTRIES)?,
+            outcomes: txn.open_table(OUTCOMES)?,
+        };
+        let mut pending = Pending::default();
         for (_, change, _) in batch {
             match change {
                 Change::Create {
@@ -156,31 +226,31 @@ fn write(db: &Database, batch: &[Job], sync: bool) -> Result<(), redb::Error> {
                     created,
                     expires,
                 } => {
-                    remove_state(id, &mut states, &mut keys, &mut entries, &mut outcomes)?;
+                    pending.flush(&mut tables)?;
+                    remove_state(id, &mut tables)?;
                     let mut meta = StateMeta {
                         version: 0,
                         created_ms: millis(*created),
                         expires_ms: expires.map(millis),
                         next_slot: 0,
                     };
-                    write_entries(id, values, &mut meta, &mut keys, &mut entries)?;
-                    states.insert(id.as_str(), encode(&meta).as_str())?;
+                    for (key, json) in values {
+                        write_entry(
+                            id,
+                            key,
+                            json,
+                            &mut meta,
+                            &mut tables.keys,
+                            &mut tables.entries,
+                        )?;
+                    }
+                    tables.states.insert(id.as_str(), encode(&meta).as_str())?;
                 }
                 Change::Update {
                     id,
                     version,
                     entries: values,
-                } => {
-                    let Some(stored) = states.get(id.as_str())?.map(|m| m.value().to_owned())
-                    else {
-                        continue;
-                    };
-                    let mut meta: StateMeta = serde_json::from_str(&stored)
-                        .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
-                    meta.version = *version;
-                    write_entries(id, values, &mut meta, &mut keys, &mut entries)?;
-                    states.insert(id.as_str(), encode(&meta).as_str())?;
-                }
+                } => pending.update(&tables, id, *version, values)?,
                 Change::Outcome {
                     id,
                     session,
@@ -189,22 +259,24 @@ fn write(db: &Database, batch: &[Job], sync: bool) -> Result<(), redb::Error> {
                 } => {
                     let client = session.client.as_str();
                     let name = session.session.as_str();
-                    outcomes.insert(
+                    tables.outcomes.insert(
                         (id.as_str(), client, name, *request_id),
                         encode(outcome).as_str(),
                     )?;
                     if let Some(oldest) = request_id.checked_sub(DEDUP_WINDOW as u64) {
-                        outcomes.retain_in(
+                        tables.outcomes.retain_in(
                             (id.as_str(), client, name, 0)..=(id.as_str(), client, name, oldest),
                             |_, _| false,
                         )?;
                     }
                 }
                 Change::Remove { id } => {
-                    remove_state(id, &mut states, &mut keys, &mut entries, &mut outcomes)?;
+                    pending.flush(&mut tables)?;
+                    remove_state(id, &mut tables)?;
                 }
             }
         }
+        pending.flush(&mut tables)?;
     }
     txn.commit()?;
     Ok(())
@@ -214,36 +286,37 @@ fn encode<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-fn write_entries(
+/// Writes one key of a state, in the slot that keeps its place (a new key gets the
+/// next slot).
+fn write_entry(
     id: &str,
-    values: &[(String, String)],
+    key: &str,
+    json: &str,
     meta: &mut StateMeta,
-    keys: &mut redb::Table<'_, (&str, &str), u64>,
-    entries: &mut redb::Table<'_, (&str, u64), (&str, &str)>,
+    keys: &mut redb::Table<'_, (&'static str, &'static str), u64>,
+    entries: &mut redb::Table<'_, (&'static str, u64), (&'static str, &'static str)>,
 ) -> Result<(), redb::Error> {
-    for (key, json) in values {
-        let existing = keys.get((id, key.as_str()))?.map(|slot| slot.value());
-        let slot = match existing {
-            Some(slot) => slot,
-            None => {
-                let slot = meta.next_slot;
-                meta.next_slot += 1;
-                keys.insert((id, key.as_str()), slot)?;
-                slot
-            }
-        };
-        entries.insert((id, slot), (key.as_str(), json.as_str()))?;
-    }
+    let existing = keys.get((id, key))?.map(|slot| slot.value());
+    let slot = match existing {
+        Some(slot) => slot,
+        None => {
+            let slot = meta.next_slot;
+            meta.next_slot += 1;
+            keys.insert((id, key), slot)?;
+            slot
+        }
+    };
+    entries.insert((id, slot), (key, json))?;
     Ok(())
 }
 
-fn remove_state(
-    id: &str,
-    states: &mut redb::Table<'_, &str, &str>,
-    keys: &mut redb::Table<'_, (&str, &str), u64>,
-    entries: &mut redb::Table<'_, (&str, u64), (&str, &str)>,
-    outcomes: &mut redb::Table<'_, (&str, &str, &str, u64), &str>,
-) -> Result<(), redb::Error> {
+fn remove_state(id: &str, tables: &mut Tables<'_>) -> Result<(), redb::Error> {
+    let Tables {
+        states,
+        keys,
+        entries,
+        outcomes,
+    } = tables;
     if states.remove(id)?.is_none() {
         return Ok(());
     }

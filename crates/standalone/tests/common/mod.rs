@@ -25,10 +25,30 @@ pub(crate) fn spawn(args: &[&std::ffi::OsStr]) -> (Child, String) {
     (child, line)
 }
 
-/// The address in a `listening on HOST:PORT` line.
-pub(crate) fn address(line: &str) -> String {
-    line.trim()
+/// Starts the server on `addr` with the state `s` saved in `dir`; returns it and the
+/// address it listens on, or the line it printed instead.
+pub(crate) fn try_serving(addr: &str, dir: &std::path::Path) -> (Child, Result<String, String>) {
+    let (child, line) = spawn(&[
+        "--addr".as_ref(),
+        addr.as_ref(),
+        "--state".as_ref(),
+        "s".as_ref(),
+        "--data".as_ref(),
+        dir.as_os_str(),
+    ]);
+    let address = line
+        .trim()
         .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("the server did not start: {line:?}"))
-        .to_owned()
+        .map(str::to_owned)
+        .ok_or(line);
+    (child, address)
+}
+
+/// [`try_serving`] that must start.
+pub(crate) fn serving(addr: &str, dir: &std::path::Path) -> (Child, String) {
+    let (child, address) = try_serving(addr, dir);
+    (
+        child,
+        address.unwrap_or_else(|line| panic!("the server did not start: {line:?}")),
+    )
 }
