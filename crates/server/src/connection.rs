@@ -336,7 +336,7 @@ impl<K: Send + Sync + 'static> Connection<K> {
         let client = Some(Arc::clone(&self.client));
         let applied = self
             .runtime
-            .intercept_and_apply(&state, updates, client, Some(origin))
+            .intercept_and_apply(&state, updates, client, Some(origin), false)
             .await;
         if let Err(failure) = applied {
             if let Some((session, request_id)) = tracked

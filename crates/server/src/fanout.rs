@@ -144,6 +144,13 @@ impl Subscribers {
         }
     }
 
+    /// Queues a frame for one subscriber, if it is still here.
+    pub(crate) fn send_to(&mut self, key: usize, frame: Utf8Bytes) {
+        if let Some(subscriber) = self.slab.get_mut(key) {
+            subscriber.push(&frame);
+        }
+    }
+
     /// Removes a subscriber; its session, if it had one. `None` when it was not here.
     pub(crate) fn remove(&mut self, key: usize) -> Option<Option<SessionKey>> {
         self.slab

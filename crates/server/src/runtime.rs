@@ -22,6 +22,9 @@ use crate::state::{Origin, State};
 #[cfg(feature = "tls")]
 use crate::tls::TlsConfig;
 
+/// Updates of one state waiting for the store, past which their senders wait for it.
+const MAX_UNSAVED: usize = 4096;
+
 /// The shared core of a syncer.
 pub(crate) struct Runtime<K> {
     pub(crate) states: States<K>,
@@ -66,14 +69,18 @@ impl<K: Send + Sync + 'static> Runtime<K> {
         None
     }
 
-    /// Runs the state's interceptor (if any), then applies and broadcasts; with a
-    /// durable store, returns once the update is saved (and broadcast).
+    /// Runs the state's interceptor (if any), then applies and broadcasts. With a
+    /// durable store the broadcast (and the sender's echo, or its failure) follows the
+    /// save; `wait_saved` returns only then, for callers that are told nothing else
+    /// (server code). A connection does not wait: it reads its next message while the
+    /// store saves, so that its updates share commits.
     pub(crate) async fn intercept_and_apply(
         &self,
         state: &State<K>,
         updates: JsonObject,
         client: Option<Arc<K>>,
         origin: Option<Origin<'_>>,
+        wait_saved: bool,
     ) -> Result<(u64, Arc<JsonObject>), Failure> {
         let updates = match state.hooks.intercept_state_update.clone() {
             None => updates,
@@ -88,7 +95,10 @@ impl<K: Send + Sync + 'static> Runtime<K> {
             }
         };
         let applied = state.apply(updates, origin)?;
-        if let (Some(ticket), Some(store)) = (applied.ticket, state.store()) {
+        // A sender faster than the disk waits too, so that what waits for the store
+        // stays bounded.
+        let wait_saved = wait_saved || state.unsaved() > MAX_UNSAVED;
+        if let (true, Some(ticket), Some(store)) = (wait_saved, applied.ticket, state.store()) {
             store
                 .durable(ticket)
                 .await

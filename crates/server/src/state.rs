@@ -251,6 +251,11 @@ impl<K: Send + Sync + 'static> State<K> {
         ))
     }
 
+    /// How many updates and snapshots wait for the store.
+    pub(crate) fn unsaved(&self) -> usize {
+        self.lock().deliveries.len()
+    }
+
     /// The ticket to wait for before `version` may be told (`None`: it is saved, or
     /// nothing is durable).
     pub(crate) fn pending_ticket(&self, version: u64) -> Option<u64> {
@@ -385,10 +390,16 @@ impl<K: Send + Sync + 'static> Release for State<K> {
                     echo,
                     ..
                 } => {
-                    // An update that was not saved is told to its sender by the task
-                    // waiting for it, and to nobody else.
                     if saved {
                         subscribers.broadcast(&updates, version, echo);
+                    } else if let Some((sender, request_id)) = echo {
+                        // Not saved: its sender is told, nobody else sees it.
+                        let failure = Failure::StorageFailed(
+                            "the server's store failed; restart it once the disk is fixed".into(),
+                        );
+                        if let Some(answer) = failure.reply(Some(request_id)) {
+                            subscribers.send_to(sender, answer);
+                        }
                     }
                 }
                 Delivery::Snapshot {

@@ -240,7 +240,7 @@ impl<K: Send + Sync + 'static> StateSyncer<K> {
         let client = client_information.map(Arc::new);
         match self
             .runtime
-            .intercept_and_apply(&state, updates, client, None)
+            .intercept_and_apply(&state, updates, client, None, true)
             .await
         {
             Ok((version, updates)) => Ok(Applied { version, updates }),
