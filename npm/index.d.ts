@@ -10,6 +10,7 @@ export type FailureReason =
   | 'stateDoesNotExist'
   | 'outcomeUnknown'
   | 'stateTooLarge'
+  | 'storageFailed'
   | 'unconfirmed'
   | 'detached'
   | 'closed'
