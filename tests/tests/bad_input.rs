@@ -337,3 +337,30 @@ async fn an_http_1_0_upgrade_is_refused_and_a_wrong_version_gets_426_with_13() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_is_cut_at_the_handshake_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let syncer = StateSyncer::builder()
+        .handshake_timeout(Duration::from_millis(300))
+        .build();
+    let (server, _) = serve(&syncer).await;
+    // Slowloris: half a request head, then nothing.
+    let mut tcp = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /?identifier=slow HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed: {read:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(syncer.connection_count(), 0);
+    server.shutdown().await;
+}
