@@ -21,6 +21,8 @@
 //!   [`LogBudget::server_max`] for the whole server (defaults 8 MiB and 64 MiB); past
 //!   them the oldest frames are dropped and a retry of such an update is answered with
 //!   its version and empty `updates` (the client has resynced the state by then).
+//! - Outcomes over all sessions of a state: [`MAX_OUTCOMES_PER_STATE`] (the least
+//!   recently seen session without a connection goes first).
 //! - Sessions without a connection: kept for the session retention (default 10
 //!   minutes); at most [`MAX_SESSIONS_PER_CLIENT`] per client identifier (its own
 //!   least recently seen goes first) and [`MAX_DETACHED_SESSIONS`] per state (the least
@@ -40,6 +42,10 @@ use crate::failure::Failure;
 pub(crate) const MAX_DETACHED_SESSIONS: usize = 4096;
 /// Most sessions without a connection a state remembers for one client identifier.
 pub(crate) const MAX_SESSIONS_PER_CLIENT: usize = 64;
+/// Most outcomes a state remembers, over all its sessions (about 70 bytes each besides
+/// the kept frames): past it, the least recently seen session without a connection
+/// goes.
+pub(crate) const MAX_OUTCOMES_PER_STATE: usize = 65_536;
 
 /// A session as a state knows it: the client identifier the middleware accepted and
 /// the session id the client chose. Structured, so that no choice of either can make
@@ -136,6 +142,8 @@ pub(crate) struct SessionLogs {
     kept_frames: usize,
     /// Where kept frames are, oldest first (entries whose frame is gone are skipped).
     kept_order: VecDeque<(SessionKey, u64)>,
+    /// Outcomes remembered over all sessions.
+    outcomes: usize,
 }
 
 impl SessionLogs {
@@ -150,6 +158,7 @@ impl SessionLogs {
             kept: 0,
             kept_frames: 0,
             kept_order: VecDeque::new(),
+            outcomes: 0,
         }
     }
 
@@ -185,6 +194,7 @@ impl SessionLogs {
         outcomes.sort_by_key(|(id, _)| *id);
         let skip = outcomes.len().saturating_sub(DEDUP_WINDOW);
         let outcomes: VecDeque<_> = outcomes.into_iter().skip(skip).collect();
+        self.outcomes += outcomes.len();
         let client = key.client.clone();
         self.logs.insert(
             key,
@@ -243,6 +253,7 @@ impl SessionLogs {
         if log.outcomes.len() == DEDUP_WINDOW
             && let Some((_, old)) = log.outcomes.pop_front()
         {
+            self.outcomes -= 1;
             self.release(reply_len(&old));
         }
         let size = reply_len(&outcome);
@@ -260,6 +271,20 @@ impl SessionLogs {
         let size = reply_len(&outcome);
         if let Some(log) = self.logs.get_mut(key) {
             log.outcomes.push_back((request_id, outcome));
+            self.outcomes += 1;
+        }
+        while self.outcomes > MAX_OUTCOMES_PER_STATE {
+            let oldest = self
+                .logs
+                .iter()
+                .filter(|(_, log)| log.attached == 0)
+                .min_by_key(|(_, log)| log.last_seen)
+                .map(|(key, _)| key.clone());
+            match oldest {
+                Some(oldest) => self.forget(&oldest),
+                // Every session has a connection: they are bounded by the connections.
+                None => break,
+            }
         }
         if size > 0 {
             self.kept += size;
@@ -317,6 +342,7 @@ impl SessionLogs {
     /// Forgets every session (the state was removed).
     pub(crate) fn clear(&mut self) {
         self.logs.clear();
+        self.outcomes = 0;
         self.detached_per_client.clear();
         self.detached = 0;
         self.kept_order.clear();
@@ -381,6 +407,7 @@ impl SessionLogs {
     /// Forgets a session without a connection.
     fn forget(&mut self, key: &SessionKey) {
         if let Some(log) = self.logs.remove(key) {
+            self.outcomes -= log.outcomes.len();
             for (_, outcome) in &log.outcomes {
                 self.release(reply_len(outcome));
             }

@@ -166,3 +166,28 @@ fn past_the_state_cap_the_biggest_client_loses_a_session_first() {
     assert!(logs.detached <= MAX_DETACHED_SESSIONS, "{}", logs.detached);
     assert!(matches!(logs.check(&victim, 1), Err(Failure::Repeated(_))));
 }
+
+#[test]
+fn the_outcomes_of_a_state_stay_within_their_count() {
+    let mut logs = logs();
+    let live = key("live", "l");
+    logs.attach(&live, None);
+    logs.record(&live, 1, applied(1, 10));
+    let mut id = 1;
+    for client in 0..300 {
+        let k = key(&format!("c{client}"), "s");
+        logs.attach(&k, None);
+        for _ in 0..DEDUP_WINDOW {
+            id += 1;
+            logs.record(&k, id, applied(id, 0));
+        }
+        logs.detach(&k);
+        assert!(logs.outcomes <= MAX_OUTCOMES_PER_STATE, "{}", logs.outcomes);
+    }
+    assert!(
+        logs.check(&live, 1).is_err(),
+        "a session with a connection is kept"
+    );
+    let kept: usize = logs.logs.values().map(|log| log.outcomes.len()).sum();
+    assert_eq!(kept, logs.outcomes, "the count matches");
+}
