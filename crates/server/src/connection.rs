@@ -290,8 +290,9 @@ impl<K: Send + Sync + 'static> Connection<K> {
             let left_for_good = !Arc::ptr_eq(&previous.state, &state);
             self.runtime.after_detach(previous.state, left_for_good);
         }
-        let Some(subscriber) = attached else {
-            return self.attach_failed(&Failure::NoSuchState(id));
+        let subscriber = match attached {
+            Ok(subscriber) => subscriber,
+            Err(failure) => return self.attach_failed(&failure),
         };
         self.attachment = Some(Attachment {
             state,

@@ -30,9 +30,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use state_sync_protocol::{FailureReason, JsonObject};
+use state_sync_protocol::JsonObject;
 use tokio::sync::watch;
 
+use crate::backend::{Backend, Change, Loaded, Release, Saving, StoreError, StoredOutcome};
 use crate::session_log::SessionKey;
 
 mod commit;
@@ -65,18 +66,6 @@ pub enum Durability {
     /// Before its fsync, which runs at least this often: a crash of the machine may
     /// lose the updates of that window (a crash of the process loses nothing).
     WriteBehind(Duration),
-}
-
-/// Why the store cannot be used. The message names the path and the cause.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub(crate) String);
-
-/// How an update ended, as stored for its session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) enum StoredOutcome {
-    Applied(u64),
-    Failed(FailureReason, String),
 }
 
 /// A durable store in a data directory, for [`Builder::storage`](crate::Builder::storage):
@@ -135,48 +124,6 @@ pub struct StorageStats {
     /// Changes written (a state's update, a session outcome, a creation, a removal);
     /// `changes / commits` is how many share a commit.
     pub changes: u64,
-}
-
-/// A change to the store.
-#[derive(Debug)]
-pub(crate) enum Change {
-    Create {
-        id: String,
-        entries: Vec<(String, String)>,
-        created: SystemTime,
-        expires: Option<SystemTime>,
-    },
-    Update {
-        id: String,
-        version: u64,
-        entries: Vec<(String, String)>,
-    },
-    Outcome {
-        id: String,
-        session: SessionKey,
-        request_id: u64,
-        outcome: StoredOutcome,
-    },
-    Remove {
-        id: String,
-    },
-}
-
-/// What a state that committed changes does once they are on disk.
-pub(crate) trait Release: Send + Sync {
-    /// Every change with a ticket up to `committed` is durable (`failed`: those after
-    /// the last durable one never will be).
-    fn release(&self, committed: u64, failed: bool);
-}
-
-/// A stored state, as loaded at start-up.
-#[derive(Debug)]
-pub(crate) struct Loaded {
-    pub(crate) value: JsonObject,
-    pub(crate) version: u64,
-    pub(crate) created: SystemTime,
-    pub(crate) expires: Option<SystemTime>,
-    pub(crate) sessions: Vec<(SessionKey, Vec<(u64, StoredOutcome)>)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -303,27 +250,11 @@ impl RedbStore {
         }))
     }
 
-    /// Queues a change; returns its ticket. Call it under the lock that ordered the
-    /// change, so that tickets follow that order. `release` is told once it is durable.
-    pub(crate) fn submit(&self, change: Change, release: Option<Arc<dyn Release>>) -> u64 {
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some((next, sender)) = queue.as_mut() else {
-            // Closed: the ticket is never committed, and waiting for it fails.
-            return u64::MAX;
-        };
-        *next += 1;
-        let ticket = *next;
-        if sender.send((ticket, change, release)).is_err() {
-            *queue = None;
-        }
-        ticket
-    }
-
     /// Waits until `ticket` is durable.
     ///
     /// # Errors
     /// When the store failed (or closed) before it was.
-    pub(crate) async fn durable(&self, ticket: u64) -> Result<(), StoreError> {
+    async fn wait_for(&self, ticket: u64) -> Result<(), StoreError> {
         let mut committed = self.committed.clone();
         let state = committed
             .wait_for(|c| c.ticket >= ticket || c.failed)
@@ -340,11 +271,6 @@ impl RedbStore {
         } else {
             Err(self.failure())
         }
-    }
-
-    /// Whether everything submitted so far is durable.
-    pub(crate) fn failed(&self) -> bool {
-        self.committed.borrow().failed
     }
 
     fn failure(&self) -> StoreError {
@@ -367,8 +293,8 @@ impl RedbStore {
     ///
     /// # Errors
     /// When the store failed.
-    pub(crate) async fn sync(&self) -> Result<(), StoreError> {
-        self.durable(self.last_submitted()).await
+    async fn wait_for_all(&self) -> Result<(), StoreError> {
+        self.wait_for(self.last_submitted()).await
     }
 
     /// Blocks the thread until everything submitted so far is written (one commit at
@@ -386,9 +312,39 @@ impl RedbStore {
             Err(self.failure())
         }
     }
+}
+
+impl Backend for RedbStore {
+    /// Queues a change; returns its ticket. Call it under the lock that ordered the
+    /// change, so that tickets follow that order. `release` is told once it is durable.
+    fn submit(&self, change: Change, release: Option<Arc<dyn Release>>) -> u64 {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some((next, sender)) = queue.as_mut() else {
+            // Closed: the ticket is never committed, and waiting for it fails.
+            return u64::MAX;
+        };
+        *next += 1;
+        let ticket = *next;
+        if sender.send((ticket, change, release)).is_err() {
+            *queue = None;
+        }
+        ticket
+    }
+
+    fn saved(&self, ticket: u64) -> Saving<'_> {
+        Box::pin(self.wait_for(ticket))
+    }
+
+    fn synced(&self) -> Saving<'_> {
+        Box::pin(self.wait_for_all())
+    }
+
+    fn failed(&self) -> bool {
+        self.committed.borrow().failed
+    }
 
     /// Commits what is queued and stops the committer (graceful shutdown).
-    pub(crate) fn close(&self) {
+    fn close(&self) {
         drop(
             self.queue
                 .lock()
@@ -415,7 +371,7 @@ impl RedbStore {
     ///
     /// # Errors
     /// When the store cannot be read.
-    pub(crate) fn load(&self, id: &str) -> Result<Option<Loaded>, StoreError> {
+    fn load(&self, id: &str) -> Result<Option<Loaded>, StoreError> {
         let fail = |e: &dyn std::fmt::Display| {
             StoreError(format!(
                 "cannot read state {id} from {}: {e}",

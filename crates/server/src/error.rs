@@ -18,7 +18,7 @@ pub enum Error {
     /// server, a store of a newer format, a corrupt file). The message names the path
     /// and the cause.
     #[error("storage error: {0}")]
-    Storage(#[from] crate::durable::StoreError),
+    Storage(#[from] crate::backend::StoreError),
 }
 
 /// A `Result` whose error is this crate's [`Error`].

@@ -27,6 +27,9 @@ pub(crate) enum Failure {
     TooManySessions,
     /// Attach: the state's `allow_connecting_client` panicked or hung.
     AllowHookFailed { state: String, cause: HookFailure },
+    /// Attach: the storage backend failed, so the state in memory may hold changes
+    /// that were never saved; nobody is shown them.
+    StoreUnusable(String),
     /// Update: the state was removed (or expired) before the update was applied.
     StateGone(String),
     /// Update: the connection is not attached to a state.
@@ -104,6 +107,10 @@ impl Failure {
             )),
             Failure::AllowHookFailed { state, cause } => connection_error(format!(
                 "Could not connect to state {state}: its allowConnectingClient hook failed ({cause})"
+            )),
+            Failure::StoreUnusable(id) => connection_error(format!(
+                "Could not connect to state {id}: the server's store failed, so it cannot \
+                 show what it saved; the server must be restarted once its disk is fixed"
             )),
             Failure::StateGone(id) => update_failed(
                 texts::could_not_update(format_args!("state {id} does not exist anymore")),

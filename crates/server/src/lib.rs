@@ -48,8 +48,9 @@
 //! - `runtime`: what the API handle and the connections share, and the orchestration
 //!   around user code (interceptor, self-destruct, expiry).
 //! - `registry`: the states by identifier; `state`: one state, its lock and ordering.
-//! - `storage`: what a storage backend owns of a state (value, version, session logs),
-//!   in memory; `durable`: the redb store behind [`Storage`] (group commit);
+//! - `storage`: a state's value, version and session logs, in memory; `backend`: the
+//!   storage seam (what a backend that keeps states beyond the process must do);
+//!   `durable`: the redb backend behind [`Storage`] (group commit);
 //!   `session_log`: the per-session outcome logs behind exactly-once retries.
 //! - `fanout`: a state's subscribers, and frames encoded once for all of them.
 //! - `failure`: why an attach or update did nothing, mapped to the wire in one place.
@@ -63,6 +64,7 @@
 //! - `tls`: [`TlsConfig`] for `wss://`.
 //! - `error`: [`Error`], [`CreateStateError`], [`UpdateError`].
 
+mod backend;
 mod builder;
 mod config;
 mod connection;
@@ -86,8 +88,9 @@ mod syncer;
 mod tls;
 mod writer;
 
+pub use backend::StoreError;
 pub use builder::Builder;
-pub use durable::{Durability, Storage, StorageStats, StoreError};
+pub use durable::{Durability, Storage, StorageStats};
 pub use error::{CreateStateError, Error, Result, UpdateError};
 pub use handshake::{Rejection, UpgradeRequest};
 pub use options::StateOptions;

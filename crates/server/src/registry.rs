@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use state_sync_protocol::JsonObject;
 use state_sync_protocol::texts;
 
-use crate::durable::{Change, RedbStore, StoredOutcome};
+use crate::backend::{Backend, Change, StoredOutcome};
 use crate::error::CreateStateError;
 use crate::failure::Failure;
 use crate::options::StateHooks;
@@ -23,7 +23,7 @@ pub(crate) struct States<K> {
     max_state_bytes: usize,
     session_retention: Duration,
     log_budget: LogBudget,
-    store: Option<Arc<RedbStore>>,
+    store: Option<Arc<dyn Backend>>,
 }
 
 impl<K: Send + Sync + 'static> States<K> {
@@ -31,7 +31,7 @@ impl<K: Send + Sync + 'static> States<K> {
         max_state_bytes: usize,
         session_retention: Duration,
         log_budget: LogBudget,
-        store: Option<Arc<RedbStore>>,
+        store: Option<Arc<dyn Backend>>,
     ) -> Self {
         States {
             states: RwLock::new(HashMap::new()),
@@ -42,8 +42,8 @@ impl<K: Send + Sync + 'static> States<K> {
         }
     }
 
-    /// The durable store, if the states are saved.
-    pub(crate) fn store(&self) -> Option<&Arc<RedbStore>> {
+    /// The storage backend, if the states are kept beyond the process.
+    pub(crate) fn store(&self) -> Option<&Arc<dyn Backend>> {
         self.store.as_ref()
     }
 

@@ -11,6 +11,7 @@ use std::time::Instant;
 use state_sync_protocol::{JsonObject, texts};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::backend::Backend;
 use crate::config::Config;
 use crate::failure::Failure;
 use crate::handshake::Authorizer;
@@ -48,7 +49,10 @@ impl<K: Send + Sync + 'static> Runtime<K> {
                 config.max_state_bytes,
                 config.session_retention,
                 LogBudget::new(config.session_log_bytes_per_state, config.session_log_bytes),
-                config.storage.clone().map(|storage| storage.store),
+                config
+                    .storage
+                    .clone()
+                    .map(|storage| storage.store as Arc<dyn Backend>),
             ),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
@@ -100,7 +104,7 @@ impl<K: Send + Sync + 'static> Runtime<K> {
         let wait_saved = wait_saved || state.unsaved() > MAX_UNSAVED;
         if let (true, Some(ticket), Some(store)) = (wait_saved, applied.ticket, state.store()) {
             store
-                .durable(ticket)
+                .saved(ticket)
                 .await
                 .map_err(|e| Failure::StorageFailed(e.to_string()))?;
         }
@@ -111,7 +115,7 @@ impl<K: Send + Sync + 'static> Runtime<K> {
     pub(crate) async fn saved(&self, state: &State<K>, ticket: Option<u64>) -> Result<(), Failure> {
         match (ticket, state.store()) {
             (Some(ticket), Some(store)) => store
-                .durable(ticket)
+                .saved(ticket)
                 .await
                 .map_err(|e| Failure::StorageFailed(e.to_string())),
             _ => Ok(()),

@@ -6,7 +6,7 @@
 //! lock, so every client sees every update after its snapshot, once, in version order.
 //! No user code runs under the lock.
 //!
-//! With a durable store ([`crate::durable`]) an update is applied in memory and
+//! With a storage backend ([`crate::backend`]) an update is applied in memory and
 //! submitted to the store under the lock, but reaches subscribers only once it is
 //! saved: what happens to the state waits in [`Delivery`]s, in order, until the store
 //! releases it. A client attaching meanwhile gets its snapshot after the updates it
@@ -19,7 +19,7 @@ use std::time::{Instant, SystemTime};
 use state_sync_protocol::{JsonObject, ServerMessage};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::durable::{Change, RedbStore, Release, StoredOutcome};
+use crate::backend::{Backend, Change, Release, StoredOutcome};
 use crate::failure::Failure;
 use crate::fanout::{Subscribers, frame};
 use crate::options::StateHooks;
@@ -84,7 +84,7 @@ pub(crate) struct State<K> {
     pub(crate) created_at: SystemTime,
     pub(crate) expires_at: Option<Instant>,
     pub(crate) hooks: StateHooks<K>,
-    store: Option<Arc<RedbStore>>,
+    store: Option<Arc<dyn Backend>>,
     me: Weak<State<K>>,
     inner: Mutex<Inner>,
 }
@@ -96,7 +96,7 @@ impl<K: Send + Sync + 'static> State<K> {
         hooks: StateHooks<K>,
         created_at: SystemTime,
         expires_at: Option<Instant>,
-        store: Option<Arc<RedbStore>>,
+        store: Option<Arc<dyn Backend>>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| State {
             id,
@@ -115,13 +115,13 @@ impl<K: Send + Sync + 'static> State<K> {
         })
     }
 
-    /// The store, when the state is durable.
-    pub(crate) fn store(&self) -> Option<&Arc<RedbStore>> {
+    /// The backend, when the state is kept beyond the process.
+    pub(crate) fn store(&self) -> Option<&Arc<dyn Backend>> {
         self.store.as_ref()
     }
 
     /// Submits a change to the store, released to this state once saved.
-    fn submit(&self, store: &RedbStore, change: Change) -> u64 {
+    fn submit(&self, store: &dyn Backend, change: Change) -> u64 {
         let release = self.me.upgrade().map(|me| me as Arc<dyn Release>);
         store.submit(change, release)
     }
@@ -146,8 +146,9 @@ impl<K: Send + Sync + 'static> State<K> {
         self.lock().subscribers.len()
     }
 
-    /// Adds a subscriber and queues STATE_CONNECTION_ESTABLISHED for it. `None` when
-    /// the state was removed meanwhile.
+    /// Adds a subscriber and queues STATE_CONNECTION_ESTABLISHED for it. Fails when
+    /// the state was removed meanwhile, or its backend failed (what memory holds may
+    /// not be saved, and nobody is shown what a restart would take back).
     ///
     /// The snapshot is encoded once per version, and outside the lock: the subscriber
     /// is added first with its value (shared, not copied) and keeps what happens while
@@ -157,7 +158,11 @@ impl<K: Send + Sync + 'static> State<K> {
         outbox: Outbox,
         session: Option<SessionKey>,
         last_sent: Option<u64>,
-    ) -> Option<usize> {
+    ) -> Result<usize, Failure> {
+        let gone = || Failure::NoSuchState(self.id.clone());
+        if self.store.as_ref().is_some_and(|store| store.failed()) {
+            return Err(Failure::StoreUnusable(self.id.clone()));
+        }
         let (key, value, version) = {
             let mut inner = self.lock();
             let Inner {
@@ -168,7 +173,7 @@ impl<K: Send + Sync + 'static> State<K> {
                 deliveries,
             } = &mut *inner;
             if *removed {
-                return None;
+                return Err(gone());
             }
             if let Some(session) = &session {
                 record.session_attached(session, last_sent);
@@ -178,7 +183,7 @@ impl<K: Send + Sync + 'static> State<K> {
                 && *encoded == version
                 && deliveries.is_empty()
             {
-                return Some(subscribers.insert(outbox, session, frame.clone(), version));
+                return Ok(subscribers.insert(outbox, session, frame.clone(), version));
             }
             let key = subscribers.insert_pending(outbox, session, version);
             (key, Arc::clone(record.value()), version)
@@ -187,7 +192,7 @@ impl<K: Send + Sync + 'static> State<K> {
         drop(value);
         let mut inner = self.lock();
         if inner.removed {
-            return None;
+            return Err(gone());
         }
         let (subscriber, serial) = key;
         match inner.deliveries.back().map(Delivery::ticket) {
@@ -209,7 +214,7 @@ impl<K: Send + Sync + 'static> State<K> {
                 }
             }
         }
-        Some(subscriber)
+        Ok(subscriber)
     }
 
     /// Removes a subscriber. Returns how many clients are left, or `None` when it was
@@ -241,7 +246,7 @@ impl<K: Send + Sync + 'static> State<K> {
         inner.record.record_failure(session, request_id, failure);
         let (store, (reason, message)) = stored?;
         Some(self.submit(
-            store,
+            store.as_ref(),
             Change::Outcome {
                 id: self.id.clone(),
                 session: session.clone(),
@@ -308,7 +313,7 @@ impl<K: Send + Sync + 'static> State<K> {
             .collect();
         let id = self.id.clone();
         let mut ticket = self.submit(
-            store,
+            store.as_ref(),
             Change::Update {
                 id,
                 version,
@@ -318,7 +323,7 @@ impl<K: Send + Sync + 'static> State<K> {
         if let Some((session, request_id)) = tracked {
             inner.record.record_version(session, request_id, version);
             ticket = self.submit(
-                store,
+                store.as_ref(),
                 Change::Outcome {
                     id: self.id.clone(),
                     session: session.clone(),
@@ -355,7 +360,7 @@ impl<K: Send + Sync + 'static> State<K> {
         inner.subscribers.remove_all(&self.id, message, &unattached);
         if let Some(store) = &self.store {
             self.submit(
-                store,
+                store.as_ref(),
                 Change::Remove {
                     id: self.id.clone(),
                 },

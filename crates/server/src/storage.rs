@@ -1,11 +1,10 @@
-//! What a storage backend owns of a state: its value, its version and the outcome logs
-//! of its sessions. Nothing here knows about connections, frames or hooks.
+//! What is stored of a state: its value, its version and the outcome logs of its
+//! sessions. Nothing here knows about connections, frames or hooks.
 //!
-//! This is the in-memory backend: a [`StateRecord`] lives inside its state's lock and
-//! every operation is synchronous. A durable or shared backend keeps the same
-//! operations (create, apply an update with its exactly-once check, record a failure,
-//! remove) and adds the I/O behind them; fan-out ([`crate::fanout`]) and hooks
-//! ([`crate::hooks`]) stay outside.
+//! This is the in-memory part, and all of the in-memory default: a [`StateRecord`]
+//! lives inside its state's lock and every operation is synchronous. A backend that
+//! keeps states beyond the process ([`crate::backend`]) is handed each change this
+//! record makes; fan-out ([`crate::fanout`]) and hooks ([`crate::hooks`]) stay outside.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -189,7 +189,7 @@ impl<K: Send + Sync + 'static> StateSyncer<K> {
     pub async fn sync(&self) -> Result<(), UpdateError> {
         match self.runtime.states.store() {
             Some(store) => store
-                .sync()
+                .synced()
                 .await
                 .map_err(|e| UpdateError::StorageFailed(e.to_string())),
             None => Ok(()),
