@@ -277,11 +277,23 @@ pub fn targets(outcomes: &[Outcome]) -> Vec<Target> {
         }),
     });
     let durable = find(outcomes, "fanout", 1_000, Server::Durable);
+    // The same run's in-memory server and floor, for what the disk adds.
+    let beside = |server: Server| {
+        find(outcomes, "fanout", 1_000, server).map_or(String::new(), |r| {
+            format!("; {} {:.2} ms", server.name(), r.p99_ms)
+        })
+    };
     list.push(Target {
         what: "durable fanout 1,000: p99 ≤ 20 ms",
         met: durable.map(|d| d.p99_ms <= 20.0),
         figure: durable.map_or("not run".into(), |d| {
-            format!("{:.2} ms; {}", d.p99_ms, commits(d))
+            format!(
+                "{:.2} ms; {}{}{}",
+                d.p99_ms,
+                commits(d),
+                beside(Server::Ours),
+                beside(Server::Floor)
+            )
         }),
     });
     let burst = find(outcomes, "all-to-all burst", 32, Server::Ours);
