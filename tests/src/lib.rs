@@ -93,7 +93,7 @@ pub fn vetoing_state<K>(id: &str) -> StateOptions<K> {
     StateOptions::new()
         .identifier(id)
         .intercept_state_update(|updates, _| {
-            (!updates.contains_key("forbidden")).then_some(updates)
+            (!updates.set.contains_key("forbidden")).then_some(updates)
         })
 }
 

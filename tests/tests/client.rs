@@ -44,9 +44,9 @@ async fn the_whole_api() {
                 .identifier("doc")
                 .initial_value(json!({"title": "t", "body": "b"}))
                 .intercept_state_update(|mut updates, _| {
-                    if let Some(Value::String(title)) = updates.get("title") {
+                    if let Some(Value::String(title)) = updates.set.get("title") {
                         let shouted = title.to_uppercase();
-                        updates.insert("title".into(), json!(shouted));
+                        updates.set.insert("title".into(), json!(shouted));
                     }
                     Some(updates)
                 }),

@@ -92,7 +92,7 @@ async fn client_information_reaches_the_hooks() {
                 .intercept_state_update(move |mut updates, user| {
                     let user = user.expect("sent by a client");
                     seen_by_hook.lock().unwrap().push(user.clone());
-                    updates.insert("by".into(), json!(user.name));
+                    updates.set.insert("by".into(), json!(user.name));
                     Some(updates)
                 }),
         )
@@ -176,7 +176,7 @@ async fn a_panicking_or_hanging_hook_fails_one_operation_and_the_server_carries_
             StateOptions::new()
                 .identifier("panics")
                 .intercept_state_update(|updates, _| {
-                    if updates.contains_key("boom") {
+                    if updates.set.contains_key("boom") {
                         panic!("interceptor exploded");
                     }
                     Some(updates)
@@ -188,7 +188,7 @@ async fn a_panicking_or_hanging_hook_fails_one_operation_and_the_server_carries_
             StateOptions::new()
                 .identifier("hangs")
                 .intercept_state_update(|updates, _| {
-                    if updates.contains_key("sleep") {
+                    if updates.set.contains_key("sleep") {
                         std::thread::sleep(Duration::from_millis(2500));
                     }
                     Some(updates)

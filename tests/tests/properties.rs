@@ -5,8 +5,8 @@
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use state_sync_protocol::{
-    ClientMessage, ConnectToState, JsonObject, ServerMessage, UpdateState, apply_updates, diff,
-    shallow_merge,
+    ClientMessage, ConnectToState, JsonObject, Operation, ServerMessage, UpdateState,
+    apply_updates, diff, shallow_merge,
 };
 
 fn json() -> impl Strategy<Value = Value> {
@@ -91,7 +91,22 @@ proptest! {
             session,
         });
         prop_assert_eq!(ClientMessage::from_json(&connect.to_json()).unwrap(), connect);
-        let update = ClientMessage::UpdateState(UpdateState { updates, request_id });
+        // Operations on keys of their own (a key is set or operated on, not both).
+        let ops = updates
+            .keys()
+            .enumerate()
+            .map(|(n, key)| {
+                let operation = match n % 3 {
+                    0 => Operation::Remove,
+                    1 => Operation::Increment(serde_json::Number::from(n)),
+                    _ => Operation::Append { items: vec![serde_json::Value::from(n)], max: request_id },
+                };
+                (format!("op-{key}"), operation)
+            })
+            .filter(|(key, _)| !updates.contains_key(key))
+            .collect();
+        let if_version = request_id.map(|id| id / 2);
+        let update = ClientMessage::UpdateState(UpdateState { updates, request_id, ops, if_version });
         prop_assert_eq!(ClientMessage::from_json(&update.to_json()).unwrap(), update);
     }
 

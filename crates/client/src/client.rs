@@ -2,11 +2,15 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use state_sync_protocol::{ClientCore, ConnectionStatus, JsonObject, Listeners, ReconnectPolicy};
+use state_sync_protocol::{
+    ClientCore, ConnectionStatus, FailureReason, JsonObject, Listeners, ReconnectPolicy, Update,
+    UpdateFailure,
+};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::driver::{Command, Driver};
@@ -45,6 +49,30 @@ pub(crate) struct Shared {
     pub(crate) status: watch::Sender<ConnectionStatus>,
     pub(crate) errors: broadcast::Sender<Error>,
     pub(crate) streams: Mutex<Vec<mpsc::UnboundedSender<StateUpdate>>>,
+    /// Counts what the core told the driver besides frames to send (attached, updated,
+    /// settled, detached): functional updates wait on it for a newer state.
+    pub(crate) changes: watch::Sender<u64>,
+}
+
+/// How many times [`Client::update_state_with`] computes and sends an update that
+/// conflicts with other writers before it gives up.
+pub const MAX_ATTEMPTS: usize = 32;
+
+/// The object in `value`, or [`Error::NotAnObject`].
+fn object(value: Value) -> Result<JsonObject> {
+    match value {
+        Value::Object(object) => Ok(object),
+        other => Err(Error::NotAnObject(state_sync_protocol::json_kind(&other))),
+    }
+}
+
+impl Shared {
+    /// Tells the core whether anybody looks at state updates (listeners, streams):
+    /// without, atomic appends are applied in place, not copied for nobody.
+    pub(crate) fn refresh_observed(&self) {
+        let observed = !lock(&self.listeners).is_empty() || !lock(&self.streams).is_empty();
+        lock(&self.core).set_observed(observed);
+    }
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -129,7 +157,9 @@ impl ClientBuilder {
             status,
             errors: broadcast::channel(64).0,
             streams: Mutex::new(Vec::new()),
+            changes: watch::channel(0).0,
         });
+        shared.refresh_observed();
         let (commands, receiver) = mpsc::unbounded_channel();
         let driver = Driver::new(Arc::clone(&shared), receiver, target, self.reconnect);
         tokio::spawn(driver.run(socket));
@@ -193,6 +223,11 @@ impl Client {
     /// returned future is awaited) and delivered exactly once, across reconnections;
     /// the future resolves when the server applied it, with the updates as applied.
     ///
+    /// Each top-level key replaces the state's: the last writer wins per key. When
+    /// several clients change the same key (a list everybody appends to, a counter),
+    /// use an atomic operation ([`Client::apply`]) or a functional update
+    /// ([`Client::update_state_with`]) instead, or concurrent changes are lost.
+    ///
     /// # Errors
     /// [`Error::NotAnObject`]; [`Error::Update`] when it was vetoed, refused, invalid,
     /// or its state is gone; [`Error::Closed`].
@@ -200,18 +235,157 @@ impl Client {
         &self,
         updates: impl Into<Value>,
     ) -> impl Future<Output = Result<Applied>> + Send + 'static {
-        let queued = match updates.into() {
-            Value::Object(updates) => {
-                let (reply, answer) = oneshot::channel();
-                if self.send(Command::Update { updates, reply }) {
-                    Ok(answer)
-                } else {
-                    Err(Error::Closed)
+        let queued = object(updates.into()).map(|updates| self.queue(Update::from(updates)));
+        async move { queued?.await }
+    }
+
+    /// Sends an [`Update`]: keys to set and atomic operations the server applies
+    /// against the state's current value, so that concurrent senders all land: append
+    /// to an array (optionally capped), increment a number, remove a key. Optionally
+    /// conditional on the state's version ([`Update::if_version`]). Queued and
+    /// delivered like [`Client::update_state`].
+    ///
+    /// ```no_run
+    /// # async fn run(client: state_sync_client::Client) -> state_sync_client::Result<()> {
+    /// use serde_json::json;
+    /// use state_sync_client::Update;
+    /// let message = json!({"sender": "ada", "content": "hi"});
+    /// client
+    ///     .apply(Update::new().append_capped("chatMessages", [message], 100).increment("sent", 1))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Against the original server, which knows no operations, they are resolved
+    /// against the local state and sent as plain updates (not atomic there), and the
+    /// version is not checked.
+    ///
+    /// # Errors
+    /// As [`Client::update_state`]; [`UpdateFailure::Rejected`](crate::UpdateFailure)
+    /// with [`FailureReason::Conflict`] when the state is not at the expected version,
+    /// [`FailureReason::InvalidOperation`] when an operation does not fit the key's value.
+    pub fn apply(&self, update: Update) -> impl Future<Output = Result<Applied>> + Send + 'static {
+        self.queue(update)
+    }
+
+    /// [`Client::update_state`] applied only if the state is at `version` (the version
+    /// the updates were computed from); otherwise it fails with
+    /// [`FailureReason::Conflict`] and changes nothing.
+    ///
+    /// # Errors
+    /// As [`Client::apply`].
+    pub fn update_state_if(
+        &self,
+        updates: impl Into<Value>,
+        version: u64,
+    ) -> impl Future<Output = Result<Applied>> + Send + 'static {
+        let queued = object(updates.into())
+            .map(|updates| self.queue(Update::from(updates).if_version(version)));
+        async move { queued?.await }
+    }
+
+    /// A functional update, like React's `setState(prev => next)`: `compute` gets the
+    /// state and returns the partial state to send. It runs when the update can be
+    /// sent (attached, after any resync), against the state the server then has; the
+    /// update is sent conditionally on that version, and when another writer got there
+    /// first it waits for the newer state (and a short random delay that spreads
+    /// colliding writers) and runs `compute` again, up to [`MAX_ATTEMPTS`] times.
+    /// Resolves once, with what was finally applied. For a key many clients change at
+    /// once (a counter, a list), an atomic operation ([`Client::apply`]) never needs a
+    /// retry.
+    ///
+    /// ```no_run
+    /// # async fn run(client: state_sync_client::Client) -> state_sync_client::Result<()> {
+    /// use serde_json::json;
+    /// client
+    ///     .update_state_with(|state| {
+    ///         let count = state.get("count").and_then(|c| c.as_u64()).unwrap_or(0);
+    ///         json!({ "count": count + 1, "last": "ada" })
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Against the original server, which has no versions, it sends what `compute`
+    /// returned once, unconditionally.
+    ///
+    /// # Errors
+    /// As [`Client::update_state`]; [`FailureReason::Conflict`] after [`MAX_ATTEMPTS`]
+    /// conflicts in a row.
+    pub async fn update_state_with(
+        &self,
+        mut compute: impl FnMut(&JsonObject) -> Value + Send,
+    ) -> Result<Applied> {
+        for attempt in 0..MAX_ATTEMPTS {
+            self.wait_until(|core| core.is_attached() || core.state_identifier().is_none())
+                .await?;
+            // Not under the lock: `compute` is user code.
+            let (state, version) = {
+                let core = lock(&self.shared.core);
+                let version = core.version().filter(|_| !core.is_legacy_server());
+                (core.state().clone(), version)
+            };
+            let update = Update::from(object(compute(&state))?);
+            let update = match version {
+                Some(version) => update.if_version(version),
+                None => update,
+            };
+            match self.queue(update).await {
+                Err(Error::Update(UpdateFailure::Rejected {
+                    reason: FailureReason::Conflict,
+                    ..
+                })) => {
+                    // Wait for the newer state (or a resync) before computing again,
+                    // and a little more, at random, so that writers who keep colliding
+                    // spread out (growing to at most 128 ms).
+                    self.wait_until(|core| core.version() != version || !core.is_attached())
+                        .await?;
+                    let spread = 500_u64 << attempt.min(8);
+                    tokio::time::sleep(Duration::from_micros(fastrand::u64(0..=spread))).await;
                 }
+                other => return other,
             }
-            other => Err(Error::NotAnObject(state_sync_protocol::json_kind(&other))),
-        };
-        async move { queued?.await.unwrap_or(Err(Error::Closed)) }
+        }
+        Err(Error::Update(UpdateFailure::Rejected {
+            reason: FailureReason::Conflict,
+            message: format!(
+                "Could not update state: it changed under the update {MAX_ATTEMPTS} times in a \
+                 row (other writers kept changing it); nothing was applied"
+            ),
+        }))
+    }
+
+    /// Queues an update; the future resolves with its outcome.
+    fn queue(&self, update: Update) -> impl Future<Output = Result<Applied>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.send(Command::Update { update, reply });
+        async move {
+            if !sent {
+                return Err(Error::Closed);
+            }
+            answer.await.unwrap_or(Err(Error::Closed))
+        }
+    }
+
+    /// Waits until `ready` holds for the core.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the client is closed first.
+    async fn wait_until(&self, mut ready: impl FnMut(&ClientCore) -> bool) -> Result<()> {
+        let mut changes = self.shared.changes.subscribe();
+        let mut status = self.shared.status.subscribe();
+        loop {
+            if ready(&lock(&self.shared.core)) {
+                return Ok(());
+            }
+            if *status.borrow_and_update() == ConnectionStatus::Closed {
+                return Err(Error::Closed);
+            }
+            tokio::select! {
+                changed = changes.changed() => changed.map_err(|_| Error::Closed)?,
+                changed = status.changed() => changed.map_err(|_| Error::Closed)?,
+            }
+        }
     }
 
     /// Adds a listener, or replaces the one with the same identifier. It is called with
@@ -228,11 +402,14 @@ impl Client {
         let properties = properties.iter().map(|p| (*p).to_owned()).collect();
         let listener: SharedListener = Arc::new(Mutex::new(Box::new(listener)));
         lock(&self.shared.listeners).add(listener_identifier, properties, listener);
+        self.shared.refresh_observed();
     }
 
     /// Removes a listener; `false` when none had this identifier.
     pub fn remove_state_update_listener(&self, listener_identifier: &str) -> bool {
-        lock(&self.shared.listeners).remove(listener_identifier)
+        let removed = lock(&self.shared.listeners).remove(listener_identifier);
+        self.shared.refresh_observed();
+        removed
     }
 
     /// A snapshot of the local state (the original's `getState()`).
@@ -282,6 +459,7 @@ impl Client {
     pub fn updates(&self) -> impl Stream<Item = StateUpdate> + Send + 'static {
         let (sender, receiver) = mpsc::unbounded_channel();
         lock(&self.shared.streams).push(sender);
+        self.shared.refresh_observed();
         futures_util::stream::unfold(receiver, |mut receiver| async move {
             receiver.recv().await.map(|update| (update, receiver))
         })

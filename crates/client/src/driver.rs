@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use state_sync_protocol::{
-    ClientCore, ConnectionStatus, Event, JsonObject, Reconnect, ReconnectPolicy, Waiters,
+    ClientCore, ConnectionStatus, Event, JsonObject, Reconnect, ReconnectPolicy, Update, Waiters,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
@@ -33,7 +33,7 @@ pub(crate) enum Command {
         reply: AttachWaiter,
     },
     Update {
-        updates: JsonObject,
+        update: Update,
         reply: UpdateWaiter,
     },
     Close {
@@ -200,8 +200,8 @@ impl Driver {
                 let events = self.core(|core| core.connect_to_state(&state_identifier));
                 self.dispatch(events)
             }
-            Command::Update { updates, reply } => {
-                let (request_id, events) = self.core(|core| core.update(updates));
+            Command::Update { update, reply } => {
+                let (request_id, events) = self.core(|core| core.submit(update));
                 self.waiters.update(request_id, reply);
                 self.dispatch(events)
             }
@@ -270,6 +270,10 @@ impl Driver {
 
     /// Performs the core's events; returns the frames to send.
     fn dispatch(&mut self, events: Vec<Event>) -> Vec<String> {
+        if events.iter().any(|event| !matches!(event, Event::Send(_))) {
+            // Whoever waits for the local state to change looks again.
+            self.shared.changes.send_modify(|count| *count += 1);
+        }
         let mut outgoing = Vec::new();
         for event in events {
             match event {
@@ -348,7 +352,13 @@ impl Driver {
             }
         }
         let update = StateUpdate { updates, previous };
-        lock(&self.shared.streams).retain(|stream| stream.send(update.clone()).is_ok());
+        let mut streams = lock(&self.shared.streams);
+        let before = streams.len();
+        streams.retain(|stream| stream.send(update.clone()).is_ok());
+        if streams.len() != before {
+            drop(streams);
+            self.shared.refresh_observed();
+        }
     }
 }
 

@@ -54,7 +54,9 @@ mod driver;
 mod error;
 mod transport;
 
-pub use client::{Applied, Client, ClientBuilder, StateUpdate};
+pub use client::{Applied, Client, ClientBuilder, MAX_ATTEMPTS, StateUpdate};
 pub use error::{Error, Result, UpdateFailure};
 pub use state_sync_protocol as protocol;
-pub use state_sync_protocol::{ConnectionStatus, JsonObject, ReconnectPolicy};
+pub use state_sync_protocol::{
+    ConnectionStatus, FailureReason, JsonObject, Operation, ReconnectPolicy, Update,
+};

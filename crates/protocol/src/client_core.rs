@@ -14,10 +14,14 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use serde_json::Value;
+
+use crate::update::append_in_place;
+
 use crate::{
-    ClientMessage, ConnectToState, DEDUP_WINDOW, Event, FailureReason, JsonObject, ServerMessage,
-    ServerMessageError, StateConnectionEstablished, StateRemoved, StateUpdated, UpdateFailed,
-    UpdateFailure, UpdateState, diff, shallow_merge,
+    ClientMessage, ConnectToState, DEDUP_WINDOW, Event, FailureReason, JsonObject, Operation,
+    ServerMessage, ServerMessageError, StateConnectionEstablished, StateRemoved, StateUpdated,
+    Update, UpdateFailed, UpdateFailure, UpdateState, diff, shallow_merge,
 };
 
 /// Largest UPDATE_STATE frame a client sends by default: the server's default limit.
@@ -34,7 +38,7 @@ enum Phase {
 #[derive(Debug)]
 struct Pending {
     request_id: u64,
-    updates: JsonObject,
+    update: Update,
     sent: bool,
 }
 
@@ -59,6 +63,9 @@ pub struct ClientCore {
     next_request_id: u64,
     pending: VecDeque<Pending>,
     max_frame: usize,
+    /// Whether somebody looks at [`Event::Updated`]: without, appended arrays are not
+    /// copied into it.
+    observed: bool,
 }
 
 impl ClientCore {
@@ -78,6 +85,7 @@ impl ClientCore {
             next_request_id: 1,
             pending: VecDeque::new(),
             max_frame: DEFAULT_MAX_FRAME,
+            observed: true,
         }
     }
 
@@ -87,6 +95,14 @@ impl ClientCore {
     pub fn with_max_frame(mut self, bytes: usize) -> Self {
         self.max_frame = bytes;
         self
+    }
+
+    /// Tells whether anybody looks at [`Event::Updated`] (listeners, streams). Without
+    /// (`false`), an atomic append is applied to the local array in place and the
+    /// event carries only the other keys, so that a long list costs nothing per
+    /// append. Default: `true`.
+    pub fn set_observed(&mut self, observed: bool) {
+        self.observed = observed;
     }
 
     /// The local copy of the state.
@@ -165,11 +181,44 @@ impl ClientCore {
     }
 
     fn frame(&self, pending: &Pending) -> String {
+        let update = &pending.update;
+        if self.legacy {
+            return ClientMessage::UpdateState(UpdateState {
+                updates: self.legacy_updates(update),
+                request_id: None,
+                ops: Vec::new(),
+                if_version: None,
+            })
+            .to_json();
+        }
         ClientMessage::UpdateState(UpdateState {
-            updates: pending.updates.clone(),
-            request_id: (!self.legacy).then_some(pending.request_id),
+            updates: update.set.clone(),
+            request_id: Some(pending.request_id),
+            ops: update.ops.clone(),
+            if_version: update.expected_version,
         })
         .to_json()
+    }
+
+    /// What the original server can be sent for `update`: it knows no operations and
+    /// no versions, so operations are resolved against the local state (not atomic:
+    /// the original cannot do better) and a removed key is set to `null`. An operation
+    /// that does not fit the local value is left out.
+    fn legacy_updates(&self, update: &Update) -> JsonObject {
+        let mut updates = update.set.clone();
+        for (key, operation) in &update.ops {
+            let single = Update {
+                ops: vec![(key.clone(), operation.clone())],
+                ..Update::default()
+            };
+            if let Ok(resolved) = single.resolve(&self.state) {
+                updates.extend(resolved.values);
+                for key in resolved.removed {
+                    updates.insert(key, Value::Null);
+                }
+            }
+        }
+        updates
     }
 
     /// Sends unsent pending updates, keeping at most [`DEDUP_WINDOW`] unacknowledged
@@ -181,10 +230,11 @@ impl ClientCore {
         }
         if self.legacy {
             while let Some(pending) = self.pending.pop_front() {
+                let updates = self.legacy_updates(&pending.update);
                 events.push(Event::Send(self.frame(&pending)));
                 events.push(Event::Acknowledged {
                     request_id: pending.request_id,
-                    updates: Arc::new(pending.updates),
+                    updates: Arc::new(updates),
                     version: None,
                 });
             }
@@ -285,6 +335,13 @@ impl ClientCore {
     /// after (re-)attaching; the outcome comes as [`Event::Acknowledged`] or
     /// [`Event::Failed`] with this id.
     pub fn update(&mut self, updates: JsonObject) -> (u64, Vec<Event>) {
+        self.submit(Update::from(updates))
+    }
+
+    /// Queue an [`Update`] (keys to set, atomic operations, an expected version), like
+    /// [`ClientCore::update`]. Against the original server operations are resolved
+    /// against the local state and the expected version is not checked (it has none).
+    pub fn submit(&mut self, update: Update) -> (u64, Vec<Event>) {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
         let mut events = Vec::new();
@@ -300,7 +357,7 @@ impl ClientCore {
         }
         let pending = Pending {
             request_id,
-            updates,
+            update,
             sent: false,
         };
         let size = self.frame(&pending).len();
@@ -419,6 +476,8 @@ impl ClientCore {
             updates,
             version,
             request_id,
+            removed,
+            ops,
         } = updated;
         // While (re-)attaching, broadcasts belong to a state being left, or are
         // covered by the whole state that is coming.
@@ -427,20 +486,68 @@ impl ClientCore {
                 (Some(local), Some(remote)) => remote > local,
                 _ => true,
             };
+        let acknowledges =
+            request_id.is_some_and(|id| self.pending.iter().any(|p| p.request_id == id));
+        let mut updates = updates;
         if fresh {
             let merge = shallow_merge(&mut self.state, &updates);
+            let mut previous = merge.previous;
+            for key in &removed {
+                self.state.shift_remove(key);
+            }
+            // Appends come as operations on the previous version's arrays: applied here,
+            // in place. Whole arrays are copied only for whoever looks at them.
+            let mut appended = JsonObject::new();
+            let mut applicable = true;
+            for (key, operation) in &ops {
+                let Operation::Append { items, max } = operation else {
+                    applicable = false;
+                    continue;
+                };
+                let existed = self.state.contains_key(key);
+                let array = self
+                    .state
+                    .entry(key.clone())
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                let Value::Array(array) = array else {
+                    applicable = false;
+                    continue;
+                };
+                if self.observed && existed {
+                    previous.insert(key.clone(), Value::Array(array.clone()));
+                }
+                append_in_place(array, items, *max);
+                if self.observed || acknowledges {
+                    appended.insert(key.clone(), Value::Array(array.clone()));
+                }
+            }
+            if !appended.is_empty() {
+                let mut whole = (*updates).clone();
+                whole.extend(appended);
+                updates = Arc::new(whole);
+            }
             let gap = matches!((self.version, version), (Some(local), Some(remote)) if remote > local + 1);
             if version.is_some() {
                 self.version = version;
             }
             events.push(Event::Updated {
                 updates: Arc::clone(&updates),
-                previous: merge.previous,
+                previous,
             });
-            if gap {
-                // Something was missed: re-attach to get the whole state.
+            if gap || !applicable {
+                // Something was missed (or cannot be applied here, which one connection
+                // never sees): re-attach to get the whole state.
                 self.attach(events);
             }
+        } else if acknowledges && !ops.is_empty() {
+            // A replayed acknowledgement: the appends are in the state already.
+            let mut whole = (*updates).clone();
+            for (key, _) in &ops {
+                if let Some(value) = self.state.get(key) {
+                    whole.insert(key.clone(), value.clone());
+                }
+            }
+            updates = Arc::new(whole);
         }
         if let Some(request_id) = request_id
             && let Some(index) = self.pending.iter().position(|p| p.request_id == request_id)
@@ -460,6 +567,7 @@ impl ClientCore {
             message,
             request_id,
             reason,
+            version: _,
         } = failed;
         let index = request_id.and_then(|id| self.pending.iter().position(|p| p.request_id == id));
         match (request_id, index) {

@@ -112,6 +112,10 @@ struct RawUpdate {
     updates: Option<Value>,
     #[serde(default)]
     request_id: Option<Value>,
+    #[serde(default)]
+    ops: Option<Value>,
+    #[serde(default)]
+    if_version: Option<Value>,
 }
 
 impl ClientMessage {
@@ -266,11 +270,37 @@ fn parse_update(data: Option<&RawValue>) -> Result<ClientMessage, ClientMessageE
             ));
         }
     };
+    let invalid = |what: String| {
+        ClientMessageError::invalid(format!("{COULD_NOT_UPDATE}: {what}"), request_id)
+    };
+    let ops = match &raw.ops {
+        None | Some(Value::Null) => Vec::new(),
+        Some(ops) => crate::update::wire::parse(ops).map_err(invalid)?,
+    };
+    let if_version = match raw.if_version {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(_) => {
+            return Err(invalid(
+                "data.ifVersion must be a non-negative integer".to_owned(),
+            ));
+        }
+    };
     match raw.updates {
-        Some(Value::Object(updates)) => Ok(ClientMessage::UpdateState(UpdateState {
-            updates,
-            request_id,
-        })),
+        Some(Value::Object(updates)) => {
+            if let Some((key, _)) = ops.iter().find(|(key, _)| updates.contains_key(key)) {
+                return Err(invalid(format!(
+                    "key {key:?} is both in data.updates and in data.ops; an update sets a \
+                     key or operates on it"
+                )));
+            }
+            Ok(ClientMessage::UpdateState(UpdateState {
+                updates,
+                request_id,
+                ops,
+                if_version,
+            }))
+        }
         None | Some(Value::Null) => Err(ClientMessageError::invalid(
             format!("{COULD_NOT_UPDATE}: UPDATE_STATE needs data.updates, a JSON object"),
             request_id,
@@ -478,7 +508,9 @@ mod tests {
             ClientMessage::from_json(r#"{"type":3,"data":{"updates":{"k":[1]}}}"#).unwrap(),
             ClientMessage::UpdateState(UpdateState {
                 updates: json!({"k": [1]}).as_object().cloned().unwrap(),
-                request_id: None
+                request_id: None,
+                ops: Vec::new(),
+                if_version: None,
             })
         );
     }

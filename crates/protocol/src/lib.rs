@@ -17,6 +17,8 @@
 //! let update = ClientMessage::UpdateState(UpdateState {
 //!     updates: json!({"title": "Hello"}).as_object().cloned().unwrap(),
 //!     request_id: Some(1),
+//!     ops: Vec::new(),
+//!     if_version: None,
 //! });
 //! assert_eq!(update.to_json(), r#"{"type":3,"data":{"updates":{"title":"Hello"},"requestId":1}}"#);
 //!
@@ -39,6 +41,8 @@
 //! - `decode`: reading a client's frame with an error that says what was wrong, and a
 //!   server's frame with an error that keeps what can still be read (type, request id).
 //! - `merge`: the shallow-merge rule and the diff used to resync.
+//! - `update`: atomic operations (append, increment, remove) and conditional updates
+//!   ([`Update`]), and how they resolve against a state.
 //! - `client_core`: a client's logic without I/O ([`ClientCore`]), shared by both
 //!   clients; what an unreadable answer still settles in `client_core/unreadable.rs`,
 //!   its behaviour tests in `client_core/tests.rs`.
@@ -67,6 +71,7 @@ mod message;
 mod reconnect;
 mod status;
 pub mod texts;
+mod update;
 mod waiters;
 
 pub use backoff::ReconnectPolicy;
@@ -76,6 +81,7 @@ pub use event::{Event, UpdateFailure};
 pub use listeners::Listeners;
 pub use reconnect::Reconnect;
 pub use status::ConnectionStatus;
+pub use update::{Operation, OperationError, Resolved, Update};
 pub use waiters::{Superseded, Waiters};
 
 pub use codes::{client_code, server_code};

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::JsonObject;
 use crate::codes::{client_code, server_code};
+use crate::update::Operation;
 
 /// A message a client sends to the server.
 ///
@@ -50,6 +51,18 @@ pub struct UpdateState {
     /// request ids must increase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<u64>,
+    /// Extension: atomic operations on keys not in `updates`, applied by the server
+    /// against the current value (see [`Operation`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "crate::update::wire"
+    )]
+    pub ops: Vec<(String, Operation)>,
+    /// Extension: apply the update only if the state is at this version; otherwise it
+    /// fails with [`FailureReason::Conflict`] and changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_version: Option<u64>,
 }
 
 /// A message the server sends to a client.
@@ -90,6 +103,20 @@ pub struct StateUpdated {
     /// client that sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<u64>,
+    /// Extension: keys the update removed from the state. They are also in `updates`
+    /// as `null`, which is what clients of the original (which cannot remove a key)
+    /// keep.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+    /// Extension, only to clients that sent a session (the clients of this project):
+    /// appends to apply to the previous version's value, instead of the whole arrays
+    /// in `updates` (clients of the original get those).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "crate::update::wire"
+    )]
+    pub ops: Vec<(String, Operation)>,
 }
 
 /// Data of STATE_CONNECTION_ESTABLISHED (type 7).
@@ -115,6 +142,10 @@ pub struct UpdateFailed {
     /// Extension: why, in a form a program can match on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<FailureReason>,
+    /// Extension, with [`FailureReason::Conflict`]: the state's version, which the
+    /// update expected to be another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 /// Why an update failed (the `reason` of STATE_UPDATE_FAILED).
@@ -140,6 +171,12 @@ pub enum FailureReason {
     StateTooLarge,
     /// The server could not save the update (its storage failed); nothing was applied.
     StorageFailed,
+    /// A conditional update expected another version than the state's; nothing was
+    /// applied. Compute it again from the newer state.
+    Conflict,
+    /// An operation does not fit the key's current value (appending to something that
+    /// is not an array, incrementing something that is not a number, out of range).
+    InvalidOperation,
     /// A reason this version of the protocol does not know.
     #[serde(other)]
     Other,
@@ -246,6 +283,7 @@ impl ServerMessage {
             message: message.into(),
             request_id,
             reason: Some(reason),
+            version: None,
         })
     }
 }
@@ -288,6 +326,8 @@ mod tests {
         let update = ClientMessage::UpdateState(UpdateState {
             updates: object(json!({"a": 1})),
             request_id: None,
+            ops: Vec::new(),
+            if_version: None,
         });
         assert_eq!(update.to_json(), r#"{"type":3,"data":{"updates":{"a":1}}}"#);
     }
@@ -298,6 +338,8 @@ mod tests {
             updates: Arc::new(object(json!({"a": [1, 2]}))),
             version: None,
             request_id: None,
+            removed: Vec::new(),
+            ops: Vec::new(),
         });
         assert_eq!(
             updated.to_json(),
@@ -322,6 +364,7 @@ mod tests {
             message: "Could not update state".into(),
             request_id: None,
             reason: None,
+            version: None,
         });
         assert_eq!(
             failed.to_json(),
@@ -351,6 +394,8 @@ mod tests {
             updates: Arc::new(object(json!({"a": 1}))),
             version: Some(4),
             request_id: Some(9),
+            removed: Vec::new(),
+            ops: Vec::new(),
         });
         assert_eq!(
             echo.to_json(),

@@ -56,11 +56,13 @@ pub(crate) enum Change {
         created: SystemTime,
         expires: Option<SystemTime>,
     },
-    /// An applied update: the top-level keys it set, and the version it produced.
+    /// An applied update: the top-level keys it set and those it removed, and the
+    /// version it produced.
     Update {
         id: String,
         version: u64,
         entries: Vec<(String, String)>,
+        removed: Vec<String>,
     },
     /// How a session's request ended.
     Outcome {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use state_sync_protocol::{
-    ClientMessage, ConnectToState, FailureReason, ServerMessage, UpdateState,
+    ClientMessage, ConnectToState, FailureReason, ServerMessage, Update, UpdateState,
 };
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -305,7 +305,14 @@ impl<K: Send + Sync + 'static> Connection<K> {
         let UpdateState {
             updates,
             request_id,
+            ops,
+            if_version,
         } = request;
+        let update = Update {
+            set: updates,
+            ops,
+            expected_version: if_version,
+        };
         let Some(attachment) = &self.attachment else {
             return self.fail(&Failure::NotAttached, request_id);
         };
@@ -337,7 +344,7 @@ impl<K: Send + Sync + 'static> Connection<K> {
         let client = Some(Arc::clone(&self.client));
         let applied = self
             .runtime
-            .intercept_and_apply(&state, updates, client, Some(origin), false)
+            .intercept_and_apply(&state, update, client, Some(origin), false)
             .await;
         if let Err(failure) = applied {
             if let Some((session, request_id)) = tracked

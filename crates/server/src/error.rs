@@ -82,4 +82,14 @@ pub enum UpdateError {
         /// The limit.
         limit: usize,
     },
+    /// The update expected the state at another version than its current one; nothing
+    /// was applied.
+    #[error("the state is at version {version}, not the version the update expected")]
+    Conflict {
+        /// The state's current version.
+        version: u64,
+    },
+    /// An operation does not fit the key's current value; nothing was applied.
+    #[error("{0}")]
+    InvalidOperation(String),
 }

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use state_sync_protocol::texts::{self, NOT_ALLOWED_TO_CONNECT, UPDATE_VETOED};
-use state_sync_protocol::{DEDUP_WINDOW, FailureReason, JsonObject, ServerMessage, StateUpdated};
+use state_sync_protocol::{
+    DEDUP_WINDOW, FailureReason, JsonObject, ServerMessage, StateUpdated, UpdateFailed,
+};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::error::UpdateError;
@@ -44,6 +46,10 @@ pub(crate) enum Failure {
     OutcomeUnknown,
     /// Update: the storage backend could not save it.
     StorageFailed(String),
+    /// Update: a conditional update expected another version; the state is at this one.
+    Conflict { version: u64 },
+    /// Update: an operation does not fit the key's current value.
+    InvalidOperation(String),
     /// Update: a failure loaded from storage (its reason and message as sent).
     Remembered {
         reason: FailureReason,
@@ -59,7 +65,11 @@ impl Failure {
     pub(crate) fn is_remembered(&self) -> bool {
         matches!(
             self,
-            Failure::Vetoed | Failure::InterceptorFailed(_) | Failure::StateTooLarge { .. }
+            Failure::Vetoed
+                | Failure::InterceptorFailed(_)
+                | Failure::StateTooLarge { .. }
+                | Failure::Conflict { .. }
+                | Failure::InvalidOperation(_)
         )
     }
 
@@ -87,6 +97,8 @@ impl Failure {
                     updates: Arc::new(JsonObject::new()),
                     version: Some(*version),
                     request_id,
+                    removed: Vec::new(),
+                    ops: Vec::new(),
                 }))
             }));
         }
@@ -141,6 +153,19 @@ impl Failure {
                 texts::could_not_update(format_args!("the server could not save it ({why})")),
                 FailureReason::StorageFailed,
             ),
+            Failure::Conflict { version } => Some(ServerMessage::StateUpdateFailed(UpdateFailed {
+                message: texts::could_not_update(format_args!(
+                    "the state is at version {version}, not the version the update expected; \
+                     compute it again from the newer state"
+                )),
+                request_id,
+                reason: Some(FailureReason::Conflict),
+                version: Some(*version),
+            })),
+            Failure::InvalidOperation(why) => update_failed(
+                texts::could_not_update(format_args!("{why}")),
+                FailureReason::InvalidOperation,
+            ),
             Failure::Remembered { reason, message } => update_failed(message.clone(), *reason),
             Failure::OutcomeUnknown => update_failed(
                 texts::could_not_update(format_args!(
@@ -170,6 +195,8 @@ impl Failure {
             Failure::InterceptorFailed(cause) => UpdateError::InterceptorFailed(cause.to_string()),
             Failure::StateTooLarge { size, limit } => UpdateError::StateTooLarge { size, limit },
             Failure::StorageFailed(why) => UpdateError::StorageFailed(why),
+            Failure::Conflict { version } => UpdateError::Conflict { version },
+            Failure::InvalidOperation(why) => UpdateError::InvalidOperation(why),
             _ => UpdateError::StateDoesNotExist(state.to_owned()),
         }
     }

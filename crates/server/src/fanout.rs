@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use slab::Slab;
-use state_sync_protocol::{JsonObject, ServerMessage, StateRemoved, StateUpdated};
+use state_sync_protocol::{
+    JsonObject, Operation, Resolved, ServerMessage, StateRemoved, StateUpdated,
+};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::outbox::Outbox;
@@ -14,6 +16,48 @@ use crate::session_log::SessionKey;
 /// clones a reference count, not the text).
 pub(crate) fn frame(message: &ServerMessage) -> Utf8Bytes {
     message.to_json().into()
+}
+
+/// What an applied update tells subscribers.
+#[derive(Debug)]
+pub(crate) struct Broadcast {
+    /// The resulting value of every key it touched, a removed key as `null`: what
+    /// clients of the original get (and server code).
+    pub(crate) updates: Arc<JsonObject>,
+    /// The keys it removed.
+    pub(crate) removed: Vec<String>,
+    /// With appends: the other keys, and the appends as operations, which clients
+    /// with a session apply themselves (no whole arrays on the wire).
+    pub(crate) compact: Option<(Arc<JsonObject>, Operations)>,
+}
+
+/// Operations by key, in order.
+pub(crate) type Operations = Vec<(String, Operation)>;
+
+impl Broadcast {
+    /// What `resolved` tells subscribers.
+    pub(crate) fn new(resolved: Resolved) -> Broadcast {
+        let Resolved {
+            values: mut updates,
+            removed,
+            appended,
+        } = resolved;
+        for key in &removed {
+            updates.insert(key.clone(), serde_json::Value::Null);
+        }
+        let compact = (!appended.is_empty()).then(|| {
+            let mut rest = updates.clone();
+            for (key, _) in &appended {
+                rest.shift_remove(key);
+            }
+            (Arc::new(rest), appended)
+        });
+        Broadcast {
+            updates: Arc::new(updates),
+            removed,
+            compact,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -158,42 +202,50 @@ impl Subscribers {
             .map(|subscriber| subscriber.session)
     }
 
-    /// Queues STATE_UPDATED for every subscriber: one encoding for all, plus one for
-    /// the sender's echo (`echo`: its key and request id) when it sent a request id.
-    /// Returns the echo frame.
+    /// Queues STATE_UPDATED for every subscriber: one encoding for all of a kind (with
+    /// appends, clients with a session get them as operations, the others the whole
+    /// arrays), plus one for the sender's echo (`echo`: its key and request id) when it
+    /// sent a request id. Returns the echo frame.
     pub(crate) fn broadcast(
         &mut self,
-        updates: &Arc<JsonObject>,
+        change: &Broadcast,
         version: u64,
         echo: Option<(usize, u64)>,
     ) -> Option<Utf8Bytes> {
-        let message = |request_id| {
+        let message = |request_id, compact: bool| {
+            let (updates, ops) = match (&change.compact, compact) {
+                (Some((updates, ops)), true) => (Arc::clone(updates), ops.clone()),
+                _ => (Arc::clone(&change.updates), Vec::new()),
+            };
             frame(&ServerMessage::StateUpdated(StateUpdated {
-                updates: Arc::clone(updates),
+                updates,
                 version: Some(version),
                 request_id,
+                removed: change.removed.clone(),
+                ops,
             }))
         };
-        let broadcast = message(None);
-        match echo {
-            Some((sender, request_id)) => {
-                let echo = message(Some(request_id));
-                for (key, subscriber) in &mut self.slab {
-                    if subscriber.since < version {
-                        subscriber.push(if key == sender { &echo } else { &broadcast });
-                    }
-                }
-                Some(echo)
+        let mut frames: [Option<Utf8Bytes>; 2] = [None, None];
+        let mut reply = None;
+        for (key, subscriber) in &mut self.slab {
+            if subscriber.since >= version {
+                continue;
             }
-            None => {
-                for (_, subscriber) in &mut self.slab {
-                    if subscriber.since < version {
-                        subscriber.push(&broadcast);
-                    }
+            let compact = change.compact.is_some() && subscriber.session.is_some();
+            match echo {
+                Some((sender, request_id)) if key == sender => {
+                    let frame = message(Some(request_id), compact);
+                    subscriber.push(&frame);
+                    reply = Some(frame);
                 }
-                None
+                _ => {
+                    let frame =
+                        frames[usize::from(compact)].get_or_insert_with(|| message(None, compact));
+                    subscriber.push(frame);
+                }
             }
         }
+        reply
     }
 
     /// Tells every subscriber that the state is gone (STATE_DOES_NOT_EXIST) and

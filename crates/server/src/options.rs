@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-use state_sync_protocol::JsonObject;
+use state_sync_protocol::{JsonObject, Update};
 
 pub(crate) type AllowHook<K> = Arc<dyn Fn(&K) -> bool + Send + Sync>;
-pub(crate) type InterceptHook<K> =
-    Arc<dyn Fn(JsonObject, Option<&K>) -> Option<JsonObject> + Send + Sync>;
+pub(crate) type InterceptHook<K> = Arc<dyn Fn(Update, Option<&K>) -> Option<Update> + Send + Sync>;
 pub(crate) type SelfDestructHook = Arc<dyn Fn(usize, SystemTime) -> bool + Send + Sync>;
 
 /// How to create a state: the original's `StateOptions`, as a builder.
@@ -113,12 +112,42 @@ impl<K> StateOptions<K> {
     }
 
     /// Sees every update before it is applied, with the client information of its
-    /// sender (`None` for updates made by server code without one). Return the updates
-    /// to apply (they may be rewritten) or `None` to veto the update: nothing is stored
-    /// or broadcast, and a client that sent a request id is told it was vetoed.
+    /// sender (`None` for updates made by server code without one). Return the update
+    /// to apply (it may be rewritten) or `None` to veto it: nothing is stored or
+    /// broadcast, and a client that sent a request id is told it was vetoed.
+    ///
+    /// An [`Update`] holds the keys it sets (`update.set`, the original's `updates`)
+    /// and its atomic operations (`update.ops`: append, increment, remove), which are
+    /// applied after the interceptor, against the state's value at that moment: the
+    /// interceptor sees what is asked (the items to append, the amount to add), not
+    /// the resulting values. It may change or drop either part, add operations, or
+    /// turn an operation into a set. A conditional update's expected version is
+    /// checked after it too.
+    ///
+    /// ```
+    /// use serde_json::{json, Value};
+    /// use state_sync_server::StateOptions;
+    /// use state_sync_server::protocol::Operation;
+    ///
+    /// // Stamp every appended chat message with its author; nobody removes the history.
+    /// let options = StateOptions::<String>::new().intercept_state_update(|mut update, user| {
+    ///     for (key, operation) in &mut update.ops {
+    ///         match (key.as_str(), operation) {
+    ///             ("messages", Operation::Append { items, .. }) => {
+    ///                 for item in items.iter_mut() {
+    ///                     item["author"] = json!(user?);
+    ///                 }
+    ///             }
+    ///             ("messages", Operation::Remove) => return None,
+    ///             _ => {}
+    ///         }
+    ///     }
+    ///     Some(update)
+    /// });
+    /// ```
     pub fn intercept_state_update(
         mut self,
-        hook: impl Fn(JsonObject, Option<&K>) -> Option<JsonObject> + Send + Sync + 'static,
+        hook: impl Fn(Update, Option<&K>) -> Option<Update> + Send + Sync + 'static,
     ) -> Self {
         self.hooks.intercept_state_update = Some(Arc::new(hook));
         self

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Instant;
 
-use state_sync_protocol::{JsonObject, texts};
+use state_sync_protocol::{JsonObject, Update, texts};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::backend::Backend;
@@ -81,24 +81,24 @@ impl<K: Send + Sync + 'static> Runtime<K> {
     pub(crate) async fn intercept_and_apply(
         &self,
         state: &State<K>,
-        updates: JsonObject,
+        update: Update,
         client: Option<Arc<K>>,
         origin: Option<Origin<'_>>,
         wait_saved: bool,
     ) -> Result<(u64, Arc<JsonObject>), Failure> {
-        let updates = match state.hooks.intercept_state_update.clone() {
-            None => updates,
+        let update = match state.hooks.intercept_state_update.clone() {
+            None => update,
             Some(intercept) => {
                 let limit = self.config.hook_timeout;
                 run_hook("intercept_state_update", limit, move || {
-                    intercept(updates, client.as_deref())
+                    intercept(update, client.as_deref())
                 })
                 .await
                 .map_err(Failure::InterceptorFailed)?
                 .ok_or(Failure::Vetoed)?
             }
         };
-        let applied = state.apply(updates, origin)?;
+        let applied = state.apply(&update, origin)?;
         // A sender faster than the disk waits too, so that what waits for the store
         // stays bounded.
         let wait_saved = wait_saved || state.unsaved() > MAX_UNSAVED;

@@ -16,12 +16,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Instant, SystemTime};
 
-use state_sync_protocol::{JsonObject, ServerMessage};
+use state_sync_protocol::{JsonObject, ServerMessage, Update};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::backend::{Backend, Change, Release, StoredOutcome};
 use crate::failure::Failure;
-use crate::fanout::{Subscribers, frame};
+use crate::fanout::{Broadcast, Subscribers, frame};
 use crate::options::StateHooks;
 use crate::outbox::Outbox;
 use crate::session_log::SessionKey;
@@ -41,7 +41,7 @@ enum Delivery {
     Update {
         ticket: u64,
         version: u64,
-        updates: Arc<JsonObject>,
+        change: Broadcast,
         echo: Option<(usize, u64)>,
     },
     Snapshot {
@@ -273,11 +273,13 @@ impl<K: Send + Sync + 'static> State<K> {
         })
     }
 
-    /// Applies `updates` and queues them for every subscriber (with a durable store:
-    /// submits them, and queues them for once they are saved).
+    /// Applies `update` and queues what it did for every subscriber (with a durable
+    /// store: submits it, and queues it for once it is saved). Subscribers receive the
+    /// resulting value of every key it touched; a removed key is `null` there and
+    /// listed in `removed`.
     pub(crate) fn apply(
         &self,
-        updates: JsonObject,
+        update: &Update,
         origin: Option<Origin<'_>>,
     ) -> Result<Applied, Failure> {
         let mut inner = self.lock();
@@ -290,12 +292,13 @@ impl<K: Send + Sync + 'static> State<K> {
             return Err(Failure::StorageFailed("the store failed earlier".into()));
         }
         let tracked = origin.and_then(|o| Some((o.session?, o.request_id?)));
-        let version = inner.record.apply(&updates, tracked)?;
+        let (version, resolved) = inner.record.apply(update, tracked)?;
         inner.snapshot = None;
-        let updates = Arc::new(updates);
+        let change = Broadcast::new(resolved);
+        let updates = Arc::clone(&change.updates);
         let echo = origin.and_then(|o| Some((o.subscriber, o.request_id?)));
         let Some(store) = &self.store else {
-            let reply = inner.subscribers.broadcast(&updates, version, echo);
+            let reply = inner.subscribers.broadcast(&change, version, echo);
             if let (Some((session, request_id)), Some(reply)) = (tracked, reply) {
                 inner
                     .record
@@ -309,6 +312,7 @@ impl<K: Send + Sync + 'static> State<K> {
         };
         let entries = updates
             .iter()
+            .filter(|(key, _)| !change.removed.contains(key))
             .map(|(key, value)| (key.clone(), value.to_string()))
             .collect();
         let id = self.id.clone();
@@ -318,6 +322,7 @@ impl<K: Send + Sync + 'static> State<K> {
                 id,
                 version,
                 entries,
+                removed: change.removed.clone(),
             },
         );
         if let Some((session, request_id)) = tracked {
@@ -335,7 +340,7 @@ impl<K: Send + Sync + 'static> State<K> {
         inner.deliveries.push_back(Delivery::Update {
             ticket,
             version,
-            updates: Arc::clone(&updates),
+            change,
             echo,
         });
         Ok(Applied {
@@ -391,12 +396,12 @@ impl<K: Send + Sync + 'static> Release for State<K> {
             match delivery {
                 Delivery::Update {
                     version,
-                    updates,
+                    change,
                     echo,
                     ..
                 } => {
                     if saved {
-                        subscribers.broadcast(&updates, version, echo);
+                        subscribers.broadcast(&change, version, echo);
                     } else if let Some((sender, request_id)) = echo {
                         // Not saved: its sender is told, nobody else sees it.
                         let failure = Failure::StorageFailed(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use state_sync_protocol::JsonObject;
+use state_sync_protocol::{JsonObject, Resolved, Update};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::error::CreateStateError;
@@ -131,25 +131,44 @@ impl StateRecord {
         self.version
     }
 
-    /// Merges `updates` (top-level keys replaced) and increments the version, unless
-    /// the session already sent this request id: then the answer it got. The caller
-    /// then records the answer with [`StateRecord::record_applied`].
+    /// Applies `update` (its set keys replaced, its operations resolved against the
+    /// current value) and increments the version, unless the session already sent
+    /// this request id: then the answer it got. A conditional update at another
+    /// version fails with [`Failure::Conflict`]. Returns the new version and what the
+    /// update resolved to; the caller then records the answer with
+    /// [`StateRecord::record_applied`].
     pub(crate) fn apply(
         &mut self,
-        updates: &JsonObject,
+        update: &Update,
         tracked: Tracked<'_>,
-    ) -> Result<u64, Failure> {
+    ) -> Result<(u64, Resolved), Failure> {
         if let Some((session, request_id)) = tracked {
             self.sessions.check(session, request_id)?;
         }
+        if let Some(expected) = update.expected_version
+            && expected != self.version
+        {
+            return Err(Failure::Conflict {
+                version: self.version,
+            });
+        }
+        let resolved = update
+            .resolve(&self.value)
+            .map_err(|error| Failure::InvalidOperation(error.0))?;
         // The entries' sizes, each with its comma (undoing `json_size`).
         let mut entries = self.bytes + usize::from(!self.value.is_empty()) - 2;
         let mut count = self.value.len();
-        for (key, value) in updates {
+        for (key, value) in &resolved.values {
             entries += entry_len(key, value);
             match self.value.get(key) {
                 Some(old) => entries -= entry_len(key, old),
                 None => count += 1,
+            }
+        }
+        for key in &resolved.removed {
+            if let Some(old) = self.value.get(key) {
+                entries -= entry_len(key, old);
+                count -= 1;
             }
         }
         let bytes = json_size(entries, count);
@@ -159,10 +178,14 @@ impl StateRecord {
                 limit: self.max_bytes,
             });
         }
-        state_sync_protocol::apply_updates(Arc::make_mut(&mut self.value), updates);
+        let value = Arc::make_mut(&mut self.value);
+        state_sync_protocol::apply_updates(value, &resolved.values);
+        for key in &resolved.removed {
+            value.shift_remove(key);
+        }
         self.bytes = bytes;
         self.version += 1;
-        Ok(self.version)
+        Ok((self.version, resolved))
     }
 
     /// Remembers that a request was applied as `version`; the answer to a retry will

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use state_sync_protocol::{JsonObject, json_kind, texts};
+use state_sync_protocol::{JsonObject, Update, json_kind, texts};
 use tokio::net::{TcpListener, ToSocketAddrs};
 
 use crate::builder::Builder;
@@ -232,6 +232,23 @@ impl<K: Send + Sync + 'static> StateSyncer<K> {
             Value::Object(map) => map,
             other => return Err(UpdateError::NotAnObject(json_kind(&other))),
         };
+        self.apply_update(id, Update::from(updates), client_information)
+            .await
+    }
+
+    /// Applies an [`Update`] from server code: keys to set and atomic operations
+    /// (append, increment, remove), optionally only at an expected version. Runs the
+    /// interceptor like [`StateSyncer::update_state_value`].
+    ///
+    /// # Errors
+    /// As [`StateSyncer::update_state_value`], and [`UpdateError::Conflict`] or
+    /// [`UpdateError::InvalidOperation`].
+    pub async fn apply_update(
+        &self,
+        id: &str,
+        update: Update,
+        client_information: Option<K>,
+    ) -> Result<Applied, UpdateError> {
         let state = self
             .runtime
             .states
@@ -240,7 +257,7 @@ impl<K: Send + Sync + 'static> StateSyncer<K> {
         let client = client_information.map(Arc::new);
         match self
             .runtime
-            .intercept_and_apply(&state, updates, client, None, true)
+            .intercept_and_apply(&state, update, client, None, true)
             .await
         {
             Ok((version, updates)) => Ok(Applied { version, updates }),

@@ -10,7 +10,8 @@
 //! server-state-sync (the original JavaScript one included) can connect with
 //! `?identifier=<name>`; the token is ignored. Ctrl-C closes connections cleanly.
 
-use serde_json::json;
+use serde_json::{Value, json};
+use state_sync_server::protocol::{Operation, Update};
 use state_sync_server::{StateOptions, StateSyncer};
 
 struct Args {
@@ -63,10 +64,13 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// Why an update of the chat is refused, if it is.
-fn refusal(updates: &state_sync_server::JsonObject) -> Option<&'static str> {
-    let messages = updates.get("chatMessages")?;
-    let Some(messages) = messages.as_array() else {
-        return Some("chatMessages must be an array");
+fn refusal(update: &Update) -> Option<&'static str> {
+    let messages: &[Value] = match (update.set.get("chatMessages"), chat_operation(update)) {
+        (Some(Value::Array(messages)), _) => messages,
+        (Some(_), _) => return Some("chatMessages must be an array"),
+        (None, Some(Operation::Append { items, .. })) => items,
+        (None, Some(_)) => return Some("messages can only be appended"),
+        (None, None) => return None,
     };
     for message in messages {
         let (Some(_), Some(content)) = (message["sender"].as_str(), message["content"].as_str())
@@ -78,6 +82,15 @@ fn refusal(updates: &state_sync_server::JsonObject) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// The operation an update does on the chat history, if any.
+fn chat_operation(update: &Update) -> Option<&Operation> {
+    update
+        .ops
+        .iter()
+        .find(|(key, _)| key == "chatMessages")
+        .map(|(_, operation)| operation)
 }
 
 #[tokio::main]
@@ -117,7 +130,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     tracing::warn!(%client, "vetoed: {why}");
                     return None;
                 }
-                tracing::info!(%client, updates = %serde_json::Value::Object(updates.clone()), "update");
+                tracing::info!(%client, set = %serde_json::Value::Object(updates.set.clone()), operations = updates.ops.len(), "update");
                 Some(updates)
             }),
     )?;

@@ -64,13 +64,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .identifier(id)
                 .initial_value(json!({"title": "t", "items": []}))
                 .intercept_state_update(move |updates, client: Option<&String>| {
-                    if updates.contains_key("__disconnect") {
+                    if updates.set.contains_key("__disconnect") {
                         if let Some(client) = client {
                             kicker.disconnect_client(client);
                         }
                         return None;
                     }
-                    (!updates.contains_key("forbidden")).then_some(updates)
+                    (!updates.set.contains_key("forbidden")).then_some(updates)
                 }),
         )?;
     }

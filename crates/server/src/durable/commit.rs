@@ -152,8 +152,9 @@ struct Tables<'t> {
 #[derive(Default)]
 struct Pending<'b> {
     metas: HashMap<&'b str, StateMeta>,
-    /// (state, key) → the key's last value, in the order keys were first written.
-    values: HashMap<(&'b str, &'b str), &'b str>,
+    /// (state, key) → the key's last value (`None`: removed), in the order keys were
+    /// first written.
+    values: HashMap<(&'b str, &'b str), Option<&'b str>>,
     order: Vec<(&'b str, &'b str)>,
 }
 
@@ -164,6 +165,7 @@ impl<'b> Pending<'b> {
         id: &'b str,
         version: u64,
         values: &'b [(String, String)],
+        removed: &'b [String],
     ) -> Result<(), redb::Error> {
         if !self.metas.contains_key(id) {
             let Some(stored) = tables.states.get(id)?.map(|m| m.value().to_owned()) else {
@@ -177,9 +179,10 @@ impl<'b> Pending<'b> {
         if let Some(meta) = self.metas.get_mut(id) {
             meta.version = version;
         }
-        for (key, json) in values {
+        let written = values.iter().map(|(key, json)| (key, Some(json.as_str())));
+        for (key, json) in written.chain(removed.iter().map(|key| (key, None))) {
             let slot = (id, key.as_str());
-            if self.values.insert(slot, json.as_str()).is_none() {
+            if self.values.insert(slot, json).is_none() {
                 self.order.push(slot);
             }
         }
@@ -195,7 +198,16 @@ impl<'b> Pending<'b> {
             let Some(meta) = self.metas.get_mut(id) else {
                 continue;
             };
-            write_entry(id, key, json, meta, &mut tables.keys, &mut tables.entries)?;
+            match json {
+                Some(json) => {
+                    write_entry(id, key, json, meta, &mut tables.keys, &mut tables.entries)?;
+                }
+                None => {
+                    if let Some(slot) = tables.keys.remove((id, key))? {
+                        tables.entries.remove((id, slot.value()))?;
+                    }
+                }
+            }
         }
         for (id, meta) in self.metas.drain() {
             tables.states.insert(id, encode(&meta).as_str())?;
@@ -250,7 +262,8 @@ fn write(db: &Database, batch: &[Job], sync: bool) -> Result<(), redb::Error> {
                     id,
                     version,
                     entries: values,
-                } => pending.update(&tables, id, *version, values)?,
+                    removed,
+                } => pending.update(&tables, id, *version, values, removed)?,
                 Change::Outcome {
                     id,
                     session,
