@@ -228,6 +228,43 @@ async fn the_interceptor_sees_rewrites_and_vetoes_operations() {
     server.shutdown().await;
 }
 
+#[tokio::test]
+async fn an_interceptor_that_changes_a_key_twice_fails_the_update_cleanly() {
+    let syncer = StateSyncer::new();
+    syncer
+        .create_state(
+            StateOptions::new()
+                .identifier("s")
+                .initial_value(json!({"a": [1], "b": 2}))
+                // Sets the key it was asked to remove: not one change per key.
+                .intercept_state_update(|mut update, _| {
+                    update.set.insert("a".into(), json!("set"));
+                    Some(update)
+                }),
+        )
+        .unwrap();
+    let (server, url) = serve(&syncer).await;
+    let client = Client::connect(&url, "c", None).await.unwrap();
+    client.connect_to_state("s").await.unwrap();
+    let error = client
+        .apply(Update::new().remove_key("a"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reason(&error),
+        Some(FailureReason::InvalidOperation),
+        "{error}"
+    );
+    assert_eq!(
+        Value::Object(syncer.value_of_state("s").unwrap()),
+        json!({"a": [1], "b": 2})
+    );
+    // The state still takes updates.
+    client.update_state(json!({"b": 3})).await.unwrap();
+    client.close().await;
+    server.shutdown().await;
+}
+
 const CLIENTS: usize = 50;
 const ITEMS: usize = 100;
 

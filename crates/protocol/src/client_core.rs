@@ -488,8 +488,14 @@ impl ClientCore {
             };
         let acknowledges =
             request_id.is_some_and(|id| self.pending.iter().any(|p| p.request_id == id));
+        let gap =
+            matches!((self.version, version), (Some(local), Some(remote)) if remote > local + 1);
         let mut updates = updates;
-        if fresh {
+        if fresh && gap && !ops.is_empty() {
+            // Appends apply to the version just before, which this copy missed: get
+            // the whole state instead.
+            self.attach(events);
+        } else if fresh {
             let merge = shallow_merge(&mut self.state, &updates);
             let mut previous = merge.previous;
             for key in &removed {
@@ -526,7 +532,6 @@ impl ClientCore {
                 whole.extend(appended);
                 updates = Arc::new(whole);
             }
-            let gap = matches!((self.version, version), (Some(local), Some(remote)) if remote > local + 1);
             if version.is_some() {
                 self.version = version;
             }

@@ -184,8 +184,18 @@ impl Update {
     /// # Errors
     /// An operation that does not fit the key's current value: appending to something
     /// that is not an array, incrementing something that is not a number, or an
-    /// increment whose result is out of range.
+    /// increment whose result is out of range. A key that is both set and operated on,
+    /// or operated on twice (which the wire cannot carry, but an interceptor could
+    /// return).
     pub fn resolve(&self, state: &JsonObject) -> Result<Resolved, OperationError> {
+        for (n, (key, _)) in self.ops.iter().enumerate() {
+            if self.set.contains_key(key) || self.ops[..n].iter().any(|(k, _)| k == key) {
+                return Err(OperationError(format!(
+                    "key {key:?} is changed twice by one update; an update sets a key or \
+                     applies one operation to it"
+                )));
+            }
+        }
         let mut resolved = Resolved {
             values: self.set.clone(),
             ..Resolved::default()
@@ -440,6 +450,31 @@ mod tests {
             .resolve(&state)
             .unwrap_err();
         assert!(error.0.contains("not an array"), "{error}");
+    }
+
+    #[test]
+    fn a_key_changed_twice_is_refused() {
+        let state = object(json!({"a": 1}));
+        let twice = Update {
+            set: object(json!({"a": 2})),
+            ops: vec![("a".into(), Operation::Remove)],
+            expected_version: None,
+        };
+        assert!(
+            twice
+                .resolve(&state)
+                .unwrap_err()
+                .0
+                .contains("changed twice")
+        );
+        let twice = Update {
+            ops: vec![
+                ("a".into(), Operation::Increment(1.into())),
+                ("a".into(), Operation::Remove),
+            ],
+            ..Update::default()
+        };
+        assert!(twice.resolve(&state).is_err());
     }
 
     #[test]

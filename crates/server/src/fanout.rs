@@ -46,10 +46,11 @@ impl Broadcast {
             updates.insert(key.clone(), serde_json::Value::Null);
         }
         let compact = (!appended.is_empty()).then(|| {
-            let mut rest = updates.clone();
-            for (key, _) in &appended {
-                rest.shift_remove(key);
-            }
+            let rest = updates
+                .iter()
+                .filter(|(key, _)| !appended.iter().any(|(appended, _)| appended == *key))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
             (Arc::new(rest), appended)
         });
         Broadcast {
