@@ -38,6 +38,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--port" => port = args.next().ok_or("--port needs a value")?.parse()?,
+            "-h" | "--help" => {
+                println!(
+                    "usage: browser-test-server [--port PORT]\n\n\
+                     --port PORT  where to listen on 127.0.0.1 (default: a free port)\n\n\
+                     Serves the states the browser tests use; prints `listening on ADDR`."
+                );
+                return Ok(());
+            }
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
