@@ -6,11 +6,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use js_sys::{Function, Promise};
-use state_sync_protocol::{ConnectionStatus, Endpoint};
+use state_sync_protocol::{ConnectionStatus, Endpoint, Update};
 use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
 
-use crate::convert::{error, object_from_js, to_js};
-use crate::driver::{Effects, Inner, with_inner};
+use crate::convert::{error, to_js};
+use crate::driver::{Effects, Inner, new_promise, submit, with_inner};
+use crate::{arguments, functional};
 
 /// A client of a server-state-sync server, with the original JavaScript client's API.
 #[wasm_bindgen]
@@ -38,18 +40,18 @@ fn session_identifier() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn new_promise(register: impl FnOnce(Function, Function)) -> Promise {
-    let mut register = Some(register);
-    Promise::new(&mut |resolve, reject| {
-        if let Some(register) = register.take() {
-            register(resolve, reject);
-        }
-    })
-}
-
 impl Client {
     fn with(&self, f: impl FnOnce(&mut Inner, &mut Effects)) {
         with_inner(&Rc::downgrade(&self.inner), f);
+    }
+
+    /// Queues an update whose arguments were checked: its promise, or the rejected
+    /// promise of the wrong argument.
+    fn submit(&self, update: Result<Update, JsValue>) -> Promise {
+        match update {
+            Ok(update) => submit(&Rc::downgrade(&self.inner), update),
+            Err(invalid) => Promise::reject(&invalid),
+        }
     }
 }
 
@@ -108,24 +110,47 @@ impl Client {
     /// Sends a partial state. Resolves with `{updates, version}` once the server applied
     /// it (the updates as applied); rejects with an `Error` whose `reason` says why
     /// (`"vetoed"`, `"invalid"`, `"stateDoesNotExist"`, `"closed"`, …). Delivered exactly
-    /// once across reconnections; ignoring the promise is fine.
+    /// once across reconnections; ignoring the promise is fine. Each key replaces the
+    /// state's: the last writer wins per key.
+    ///
+    /// With `options.ifVersion`, it is applied only if the state is at that version,
+    /// else it rejects with reason `"conflict"` and changes nothing.
+    ///
+    /// Given a function `prev => partial` instead, it is a functional update: the
+    /// function computes the updates from the state when they can be sent, and again
+    /// whenever another writer got there first (see `functional`).
     #[wasm_bindgen(js_name = updateState)]
-    pub fn update_state(&self, updates: JsValue) -> Promise {
-        let updates = object_from_js(updates);
-        new_promise(|resolve, reject| {
-            self.with(|inner, effects| {
-                let updates = match updates {
-                    Ok(updates) => updates,
-                    Err(message) => {
-                        return effects.push((reject, vec![error(&message, "invalid")]));
-                    }
-                };
-                if inner.status == ConnectionStatus::Closed {
-                    return effects.push((reject, vec![error("the client is closed", "closed")]));
-                }
-                inner.update(updates, (resolve, reject), effects);
-            });
-        })
+    pub fn update_state(&self, updates: JsValue, options: JsValue) -> Promise {
+        if let Some(compute) = updates.dyn_ref::<Function>() {
+            if let Err(invalid) = arguments::functional_options(&options) {
+                return Promise::reject(&invalid);
+            }
+            let this = Rc::downgrade(&self.inner);
+            return future_to_promise(functional::run(this, compute.clone()));
+        }
+        self.submit(arguments::update_state(updates, &options))
+    }
+
+    /// Appends `items` (an array) to the array at `key`, atomically: concurrent appends
+    /// all land. A missing key counts as `[]`. With `options.max`, the oldest items go
+    /// so that at most `max` remain. Resolves and rejects like `updateState` (reason
+    /// `"invalidOperation"` when the key holds something else than an array).
+    pub fn append(&self, key: JsValue, items: JsValue, options: JsValue) -> Promise {
+        self.submit(arguments::append(&key, items, &options))
+    }
+
+    /// Adds `by` (a finite number, default 1) to the number at `key`, atomically. A
+    /// missing key counts as `0`. Resolves and rejects like `updateState` (reason
+    /// `"invalidOperation"` when the key holds something else than a number).
+    pub fn increment(&self, key: JsValue, by: JsValue) -> Promise {
+        self.submit(arguments::increment(&key, &by))
+    }
+
+    /// Removes `key` from the state (listeners hear it as `null`). Resolves and rejects
+    /// like `updateState`.
+    #[wasm_bindgen(js_name = removeKey)]
+    pub fn remove_key(&self, key: JsValue) -> Promise {
+        self.submit(arguments::remove_key(&key))
     }
 
     /// Calls `handler(updates, previousValues)` for every change of the local state
@@ -141,7 +166,8 @@ impl Client {
         self.with(|inner, _| {
             inner
                 .listeners
-                .add(listener_id, properties.unwrap_or_default(), handler)
+                .add(listener_id, properties.unwrap_or_default(), handler);
+            inner.refresh_observed();
         });
     }
 
@@ -149,7 +175,10 @@ impl Client {
     #[wasm_bindgen(js_name = removeStateUpdateListener)]
     pub fn remove_state_update_listener(&self, listener_id: &str) -> bool {
         let mut removed = false;
-        self.with(|inner, _| removed = inner.listeners.remove(listener_id));
+        self.with(|inner, _| {
+            removed = inner.listeners.remove(listener_id);
+            inner.refresh_observed();
+        });
         removed
     }
 

@@ -47,6 +47,22 @@ pub(crate) fn error(message: &str, reason: &str) -> JsValue {
     error.unchecked_into()
 }
 
+/// A JavaScript `TypeError` for a wrong argument, with the `reason` `"invalid"` that
+/// every refused update has.
+pub(crate) fn type_error(message: &str) -> JsValue {
+    let error = js_sys::TypeError::new(message);
+    let _ = js_sys::Reflect::set(&error, &"reason".into(), &"invalid".into());
+    error.unchecked_into()
+}
+
+/// The `reason` of a rejected promise's error (empty when it has none).
+pub(crate) fn reason_of(error: &JsValue) -> String {
+    js_sys::Reflect::get(error, &"reason".into())
+        .ok()
+        .and_then(|reason| reason.as_string())
+        .unwrap_or_default()
+}
+
 /// What an `updateState` promise resolves with: `{updates, version}` (`version` is
 /// `null` with the original server).
 pub(crate) fn applied(updates: &JsonObject, version: Option<u64>) -> JsValue {

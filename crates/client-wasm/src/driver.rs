@@ -12,9 +12,10 @@ use std::cell::RefCell;
 use std::rc::Weak;
 use std::time::Duration;
 
-use js_sys::{Array, Function};
+use js_sys::{Array, Function, Promise};
 use state_sync_protocol::{
-    ClientCore, ConnectionStatus, Event, JsonObject, Listeners, Reconnect, ReconnectPolicy, Waiters,
+    ClientCore, ConnectionStatus, Event, JsonObject, Listeners, Reconnect, ReconnectPolicy, Update,
+    Waiters,
 };
 use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
@@ -75,6 +76,9 @@ pub(crate) struct Inner {
     pub(crate) error_waiters: Vec<Function>,
     /// Callers of `connectToState` and `updateState`.
     waiters: Waiters<Settle, Settle>,
+    /// Functional updates waiting for the local state or the connection to change
+    /// (their `resolve`): woken by every change, they look again (see `functional`).
+    change_waiters: Vec<Function>,
 }
 
 /// Calls the queued JavaScript functions; one that throws is logged.
@@ -88,16 +92,50 @@ fn run(effects: Effects) {
 }
 
 /// Runs `f` on the client's state if it still exists, then the JavaScript callbacks it
-/// queued, outside the borrow.
-pub(crate) fn with_inner(this: &Weak<RefCell<Inner>>, f: impl FnOnce(&mut Inner, &mut Effects)) {
-    let Some(inner) = this.upgrade() else { return };
+/// queued, outside the borrow. `None` when the client is gone.
+pub(crate) fn with_inner<R>(
+    this: &Weak<RefCell<Inner>>,
+    f: impl FnOnce(&mut Inner, &mut Effects) -> R,
+) -> Option<R> {
+    let inner = this.upgrade()?;
     let mut effects = Vec::new();
-    match inner.try_borrow_mut() {
+    let result = match inner.try_borrow_mut() {
         Ok(mut inner) => f(&mut inner, &mut effects),
         // Re-entered from a callback; cannot happen since callbacks run after the borrow.
-        Err(_) => return,
-    }
+        Err(_) => return None,
+    };
     run(effects);
+    Some(result)
+}
+
+/// A promise; `register` gets its `resolve` and `reject` functions at once.
+pub(crate) fn new_promise(register: impl FnOnce(Function, Function)) -> Promise {
+    let mut register = Some(register);
+    Promise::new(&mut |resolve, reject| {
+        if let Some(register) = register.take() {
+            register(resolve, reject);
+        }
+    })
+}
+
+/// Queues `update` on the client behind `this`: a promise of `{updates, version}`,
+/// rejected with a reason (`"closed"` when the client is closed or gone).
+pub(crate) fn submit(this: &Weak<RefCell<Inner>>, update: Update) -> Promise {
+    new_promise(|resolve, reject| {
+        let queued = with_inner(this, |inner, effects| {
+            if inner.status == ConnectionStatus::Closed {
+                effects.push((
+                    reject.clone(),
+                    vec![error("the client is closed", "closed")],
+                ));
+            } else {
+                inner.submit(update, (resolve, reject.clone()), effects);
+            }
+        });
+        if queued.is_none() {
+            let _ = reject.call1(&JsValue::NULL, &error("the client is closed", "closed"));
+        }
+    })
 }
 
 impl Inner {
@@ -110,7 +148,12 @@ impl Inner {
     ) -> Self {
         Inner {
             this,
-            core: ClientCore::new(session),
+            // Nobody listens yet (see `refresh_observed`).
+            core: {
+                let mut core = ClientCore::new(session);
+                core.set_observed(false);
+                core
+            },
             endpoint: url.split('?').next().unwrap_or_default().to_owned(),
             url,
             reconnect: Reconnect::new(policy),
@@ -125,6 +168,26 @@ impl Inner {
             connection_waiters: Vec::new(),
             error_waiters: Vec::new(),
             waiters: Waiters::new(),
+            change_waiters: Vec::new(),
+        }
+    }
+
+    /// Tells the core whether anybody listens to state updates: without, atomic
+    /// appends are applied to the local arrays in place, not copied for nobody.
+    pub(crate) fn refresh_observed(&mut self) {
+        self.core.set_observed(!self.listeners.is_empty());
+    }
+
+    /// Waits for the next change of the local state, the connection or the status:
+    /// `resolve` is called then (or when the client closes).
+    pub(crate) fn on_next_change(&mut self, resolve: Function) {
+        self.change_waiters.push(resolve);
+    }
+
+    /// Wakes whoever waits for a change (see [`Inner::on_next_change`]).
+    fn changed(&mut self, effects: &mut Effects) {
+        for resolve in self.change_waiters.drain(..) {
+            effects.push((resolve, vec![]));
         }
     }
 
@@ -184,6 +247,7 @@ impl Inner {
             return;
         }
         self.status = status;
+        self.changed(effects);
         for listener in self.status_listeners.iter() {
             effects.push((listener.clone(), vec![status.as_str().into()]));
         }
@@ -328,8 +392,8 @@ impl Inner {
     }
 
     /// Queues an update; `settle` hears its outcome.
-    pub(crate) fn update(&mut self, updates: JsonObject, settle: Settle, effects: &mut Effects) {
-        let (request_id, events) = self.core.update(updates);
+    pub(crate) fn submit(&mut self, update: Update, settle: Settle, effects: &mut Effects) {
+        let (request_id, events) = self.core.submit(update);
         self.waiters.update(request_id, settle);
         self.dispatch(events, effects);
     }
@@ -359,6 +423,10 @@ impl Inner {
     }
 
     fn dispatch(&mut self, events: Vec<Event>, effects: &mut Effects) {
+        if events.iter().any(|event| !matches!(event, Event::Send(_))) {
+            // Attached, updated, settled or detached: functional updates look again.
+            self.changed(effects);
+        }
         for event in events {
             match event {
                 Event::Send(text) => {

@@ -8,13 +8,18 @@
 //! await client.onConnection();
 //! const state = await client.connectToState('myGroupChat');
 //! client.addStateUpdateListener('chat', (updates, previous) => render(updates), ['chatMessages']);
-//! await client.updateState({ chatMessages: [...state.chatMessages, { content: 'hi' }] });
+//! await client.updateState({ topic: 'Rust' });
+//! await client.append('chatMessages', [{ sender: 'alice', content: 'hi' }], { max: 100 });
+//! await client.updateState((prev) => ({ readers: [...prev.readers, 'alice'] }));
 //! ```
 //!
 //! On top of it: `updateState` returns a promise of the applied update (rejected with
 //! a `reason` when vetoed), the client reconnects with backoff, re-attaches, resyncs
 //! (listeners hear what changed meanwhile) and delivers pending updates exactly once,
-//! and `status` / `addStatusListener` tell the connection status.
+//! and `status` / `addStatusListener` tell the connection status. For concurrent
+//! writers: atomic operations (`append`, `increment`, `removeKey`), conditional
+//! updates (`updateState(updates, { ifVersion })`) and functional updates
+//! (`updateState(prev => partial)`, retried on conflict like the native client's).
 //!
 //! The protocol logic is the protocol crate's [`ClientCore`](state_sync_protocol::ClientCore),
 //! shared with the native client, and so is the bookkeeping around it: who waits for
@@ -28,17 +33,23 @@
 //!
 //! # Layout
 //! - `client`: the exported `Client` class.
+//! - `arguments`: the arguments of the update methods, checked, as an `Update`.
+//! - `functional`: functional updates (compute, send conditionally, retry on conflict).
 //! - `driver`: the socket, its handlers and the reconnection timer; performs the
 //!   core's events and queues the JavaScript callbacks.
 //! - `options`: the constructor's options.
 //! - `convert`: JSON values and errors across the JavaScript boundary.
 
 #[cfg(target_arch = "wasm32")]
+mod arguments;
+#[cfg(target_arch = "wasm32")]
 mod client;
 #[cfg(target_arch = "wasm32")]
 mod convert;
 #[cfg(target_arch = "wasm32")]
 mod driver;
+#[cfg(target_arch = "wasm32")]
+mod functional;
 #[cfg(target_arch = "wasm32")]
 mod options;
 

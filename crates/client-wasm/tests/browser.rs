@@ -7,79 +7,18 @@
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use js_sys::{Function, Reflect};
+use common::{connected, get, json, recorder, sleep, stringify, url};
 use state_sync_client_wasm::Client;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
-
-fn url() -> String {
-    match option_env!("STATE_SYNC_TEST_URL") {
-        Some(url) => url.to_owned(),
-        None => panic!(
-            "build these tests with STATE_SYNC_TEST_URL=ws://host:port of a running browser-test-server"
-        ),
-    }
-}
-
-fn json(text: &str) -> JsValue {
-    js_sys::JSON::parse(text).unwrap()
-}
-
-fn stringify(value: &JsValue) -> String {
-    if value.is_undefined() {
-        return "undefined".to_owned();
-    }
-    js_sys::JSON::stringify(value)
-        .ok()
-        .and_then(|text| text.as_string())
-        .unwrap_or_default()
-}
-
-fn get(value: &JsValue, key: &str) -> JsValue {
-    Reflect::get(value, &key.into()).unwrap()
-}
-
-async fn connected(identifier: &str, options: Option<&str>) -> Client {
-    let options = options.map_or(JsValue::UNDEFINED, json);
-    let client = Client::new(&url(), identifier, Some("token".into()), options).unwrap();
-    JsFuture::from(client.on_connection()).await.unwrap();
-    client
-}
-
-/// A JS function, what it heard (its arguments as JSON text), and the closure to keep alive.
-type Recorder = (
-    Function,
-    Rc<RefCell<Vec<String>>>,
-    Closure<dyn FnMut(JsValue, JsValue)>,
-);
-
-/// A JS function that records its arguments (as JSON text).
-fn recorder() -> Recorder {
-    let heard = Rc::new(RefCell::new(Vec::new()));
-    let sink = Rc::clone(&heard);
-    let closure = Closure::<dyn FnMut(JsValue, JsValue)>::new(move |a: JsValue, b: JsValue| {
-        let entry = format!("{}|{}", stringify(&a), stringify(&b));
-        sink.borrow_mut().push(entry);
-    });
-    let function: Function = closure.as_ref().clone().unchecked_into();
-    (function, heard, closure)
-}
-
-async fn sleep(ms: i32) {
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        web_sys::window()
-            .unwrap()
-            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
-            .unwrap();
-    });
-    JsFuture::from(promise).await.unwrap();
-}
 
 #[wasm_bindgen_test]
 async fn the_original_api_attach_update_listen() {
@@ -99,7 +38,7 @@ async fn the_original_api_attach_update_listen() {
     client.add_state_update_listener("items", items, Some(vec!["items".into()]));
 
     let update = format!(r#"{{"title":"{unique}"}}"#);
-    let applied = JsFuture::from(client.update_state(json(&update)))
+    let applied = JsFuture::from(client.update_state(json(&update), JsValue::UNDEFINED))
         .await
         .unwrap();
     assert_eq!(stringify(&get(&applied, "updates")), update);
@@ -117,7 +56,7 @@ async fn the_original_api_attach_update_listen() {
 
     assert!(client.remove_state_update_listener("all"));
     let new_items = format!(r#"{{"items":[{}]}}"#, js_sys::Math::random());
-    JsFuture::from(client.update_state(json(&new_items)))
+    JsFuture::from(client.update_state(json(&new_items), JsValue::UNDEFINED))
         .await
         .unwrap();
     assert_eq!(heard_all.borrow().len(), 1);
@@ -134,12 +73,13 @@ async fn a_vetoed_or_invalid_update_rejects_with_a_reason() {
     JsFuture::from(client.connect_to_state("veto"))
         .await
         .unwrap();
-    let vetoed = JsFuture::from(client.update_state(json(r#"{"forbidden":1}"#)))
-        .await
-        .unwrap_err();
+    let vetoed =
+        JsFuture::from(client.update_state(json(r#"{"forbidden":1}"#), JsValue::UNDEFINED))
+            .await
+            .unwrap_err();
     assert_eq!(get(&vetoed, "reason"), "vetoed");
     assert!(vetoed.is_instance_of::<js_sys::Error>());
-    let invalid = JsFuture::from(client.update_state(json("[1,2]")))
+    let invalid = JsFuture::from(client.update_state(json("[1,2]"), JsValue::UNDEFINED))
         .await
         .unwrap_err();
     assert_eq!(get(&invalid, "reason"), "invalid");
@@ -163,12 +103,14 @@ async fn two_clients_converge() {
         .unwrap();
     let mut pending = Vec::new();
     for i in 0..20 {
-        pending.push(JsFuture::from(
-            a.update_state(json(&format!(r#"{{"a":{i},"shared":"a{i}"}}"#))),
-        ));
-        pending.push(JsFuture::from(
-            b.update_state(json(&format!(r#"{{"b":{i},"shared":"b{i}"}}"#))),
-        ));
+        pending.push(JsFuture::from(a.update_state(
+            json(&format!(r#"{{"a":{i},"shared":"a{i}"}}"#)),
+            JsValue::UNDEFINED,
+        )));
+        pending.push(JsFuture::from(b.update_state(
+            json(&format!(r#"{{"b":{i},"shared":"b{i}"}}"#)),
+            JsValue::UNDEFINED,
+        )));
     }
     for update in pending {
         update.await.unwrap();
@@ -198,11 +140,11 @@ async fn after_the_server_drops_it_the_client_reconnects_and_nothing_is_lost() {
 
     // The server drops this client's connection; updates sent right after must still
     // be applied exactly once.
-    let _kick = client.update_state(json(r#"{"__disconnect":true}"#));
+    let _kick = client.update_state(json(r#"{"__disconnect":true}"#), JsValue::UNDEFINED);
     let mut pending = Vec::new();
     for i in 0..10 {
         pending.push(JsFuture::from(
-            client.update_state(json(&format!(r#"{{"n":{i}}}"#))),
+            client.update_state(json(&format!(r#"{{"n":{i}}}"#)), JsValue::UNDEFINED),
         ));
     }
     for update in pending {
@@ -224,13 +166,13 @@ async fn closing_settles_pending_updates() {
     JsFuture::from(client.connect_to_state("close"))
         .await
         .unwrap();
-    let pending = JsFuture::from(client.update_state(json(r#"{"late":true}"#)));
+    let pending = JsFuture::from(client.update_state(json(r#"{"late":true}"#), JsValue::UNDEFINED));
     client.close();
     let error = pending.await.unwrap_err();
     // It was sent before the close: the server may have applied it, and the error says so.
     assert_eq!(get(&error, "reason"), "unconfirmed");
     assert_eq!(client.status(), "closed");
-    let after = JsFuture::from(client.update_state(json(r#"{"x":1}"#)))
+    let after = JsFuture::from(client.update_state(json(r#"{"x":1}"#), JsValue::UNDEFINED))
         .await
         .unwrap_err();
     assert_eq!(get(&after, "reason"), "closed");

@@ -2,9 +2,10 @@
 //!
 //! Binds `127.0.0.1:0` (or `--port`), prints `listening on 127.0.0.1:PORT` and serves
 //! the states the wasm-bindgen tests use: `api`, `veto`, `converge`, `reconnect` and
-//! `close`. In every state an update with the key `forbidden` is vetoed, and one with
-//! the key `__disconnect` makes the server drop the sender's connections (and is
-//! vetoed), so that a test can exercise reconnection. A client whose token is `refused`
+//! `close` (`browser.rs`); `ops`, `conditional`, `functional` and `counter`
+//! (`concurrent.rs`). In every state an update with the key `forbidden` is vetoed, and
+//! one with the key `__disconnect` makes the server drop the sender's connections (and
+//! is vetoed), so that a test can exercise reconnection. A client whose token is `refused`
 //! is refused (HTTP 401); one whose token is `dropped` is upgraded, then dropped at
 //! once, every time. Stop it with Ctrl-C or a signal.
 
@@ -65,7 +66,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .build();
     let _ = dropper.set(syncer.clone());
-    for id in ["api", "veto", "converge", "reconnect", "close"] {
+    let states = [
+        "api",
+        "veto",
+        "converge",
+        "reconnect",
+        "close",
+        "ops",
+        "conditional",
+        "functional",
+        "counter",
+    ];
+    for id in states {
         let kicker = syncer.clone();
         syncer.create_state(
             StateOptions::new()
