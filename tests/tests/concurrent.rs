@@ -153,7 +153,7 @@ async fn operations_apply_atomically_and_reach_every_kind_of_client() {
     );
     assert!(error.to_string().contains("not an array"), "{error}");
     let error = client
-        .apply(Update::new().increment("n", i64::MAX))
+        .apply(Update::new().increment("n", u64::MAX))
         .await
         .unwrap_err();
     assert!(error.to_string().contains("out of range"), "{error}");

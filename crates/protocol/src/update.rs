@@ -36,7 +36,8 @@ pub enum Operation {
         /// The most items the array keeps (the oldest go first).
         max: Option<u64>,
     },
-    /// Adds a number to the number at the key (a missing key counts as `0`).
+    /// Adds a number to the number at the key (a missing key counts as `0`). Two
+    /// integers add exactly, to a sum from `i64::MIN` to `u64::MAX`; otherwise as doubles.
     Increment(Number),
     /// Removes the key from the state.
     Remove,
@@ -281,11 +282,18 @@ fn increment(key: &str, current: Option<&Value>, by: &Number) -> Result<Value, O
             "cannot increment {key:?}: the result is out of range"
         ))
     };
-    if let (Some(a), Some(b)) = (current.as_i64(), by.as_i64()) {
-        return a.checked_add(b).map(Value::from).ok_or_else(out_of_range);
-    }
-    if let (Some(a), Some(b)) = (current.as_u64(), by.as_u64()) {
-        return a.checked_add(b).map(Value::from).ok_or_else(out_of_range);
+    // Two integers (each an i64 or a u64) add exactly; the sum must fit one of them.
+    let integer = |n: &Number| {
+        n.as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+    };
+    if let (Some(a), Some(b)) = (integer(current), integer(by)) {
+        let sum = a + b;
+        return i64::try_from(sum)
+            .map(Value::from)
+            .or_else(|_| u64::try_from(sum).map(Value::from))
+            .map_err(|_| out_of_range());
     }
     let (Some(a), Some(b)) = (current.as_f64(), by.as_f64()) else {
         return Err(out_of_range());
@@ -439,8 +447,25 @@ mod tests {
         assert_eq!(resolved.values["missing"], json!(-2));
         let error = Update::new().increment("s", 1).resolve(&state).unwrap_err();
         assert!(error.0.contains("not a number"), "{error}");
-        let big = object(json!({"n": i64::MAX}));
+        let big = object(json!({"n": u64::MAX}));
         let error = Update::new().increment("n", 1).resolve(&big).unwrap_err();
+        assert!(error.0.contains("out of range"), "{error}");
+        // An i64 and a u64 add exactly too, in either direction.
+        let huge = object(json!({"u": u64::MAX, "i": -1}));
+        let resolved = Update::new().increment("u", -1).resolve(&huge).unwrap();
+        assert_eq!(resolved.values["u"], json!(u64::MAX - 1));
+        let resolved = Update::new()
+            .increment("i", u64::MAX)
+            .resolve(&huge)
+            .unwrap();
+        assert_eq!(resolved.values["i"], json!(u64::MAX - 1));
+        let error = Update::new().increment("u", 1).resolve(&huge).unwrap_err();
+        assert!(error.0.contains("out of range"), "{error}");
+        let small = object(json!({"n": i64::MIN}));
+        let error = Update::new()
+            .increment("n", -1)
+            .resolve(&small)
+            .unwrap_err();
         assert!(error.0.contains("out of range"), "{error}");
         let list = object(json!({"n": [1]}));
         let error = Update::new().append("n", [json!(1)]);
