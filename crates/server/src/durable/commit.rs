@@ -189,6 +189,15 @@ impl<'b> Pending<'b> {
         Ok(())
     }
 
+    /// Whether `values` sets a key that an earlier update of this commit removed: in
+    /// memory such a key went last, so it must take a new slot, after what was written
+    /// before (collapsed with its removal it would keep its old place).
+    fn sets_removed(&self, id: &'b str, values: &'b [(String, String)]) -> bool {
+        values
+            .iter()
+            .any(|(key, _)| self.values.get(&(id, key.as_str())) == Some(&None))
+    }
+
     /// Writes what the updates left.
     fn flush(&mut self, tables: &mut Tables<'_>) -> Result<(), redb::Error> {
         for (id, key) in self.order.drain(..) {
@@ -263,7 +272,12 @@ fn write(db: &Database, batch: &[Job], sync: bool) -> Result<(), redb::Error> {
                     version,
                     entries: values,
                     removed,
-                } => pending.update(&tables, id, *version, values, removed)?,
+                } => {
+                    if pending.sets_removed(id, values) {
+                        pending.flush(&mut tables)?;
+                    }
+                    pending.update(&tables, id, *version, values, removed)?;
+                }
                 Change::Outcome {
                     id,
                     session,
@@ -359,4 +373,62 @@ fn remove_state(id: &str, tables: &mut Tables<'_>) -> Result<(), redb::Error> {
         outcomes.remove((id, client.as_str(), session.as_str(), *request_id))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use crate::backend::Backend;
+
+    use super::super::{Durability, FILE_NAME, RedbStore};
+    use super::*;
+
+    fn update(version: u64, set: &[(&str, &str)], removed: &[&str]) -> Job {
+        let change = Change::Update {
+            id: "s".into(),
+            version,
+            entries: set
+                .iter()
+                .map(|(key, json)| ((*key).to_owned(), (*json).to_owned()))
+                .collect(),
+            removed: removed.iter().map(|key| (*key).to_owned()).collect(),
+        };
+        (version + 1, change, None)
+    }
+
+    #[test]
+    fn a_key_removed_and_set_again_in_one_commit_comes_last_like_in_memory() {
+        let dir = std::env::temp_dir().join(format!("state-sync-commit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = Database::create(dir.join(FILE_NAME)).unwrap();
+        let create = Change::Create {
+            id: "s".into(),
+            entries: vec![("a".into(), "1".into()), ("b".into(), "2".into())],
+            created: SystemTime::now(),
+            expires: None,
+        };
+        // In memory: {"a":1,"b":2} → remove a → set a → set x, y → remove x → set x
+        // gives b, a, y, x. All in one commit.
+        let batch = [
+            (1, create, None),
+            update(1, &[], &["a"]),
+            update(2, &[("a", "3")], &[]),
+            update(3, &[("x", "4"), ("y", "5")], &[]),
+            update(4, &[], &["x"]),
+            update(5, &[("x", "6")], &[]),
+        ];
+        write(&db, &batch, true).unwrap();
+        drop(db);
+        let store = RedbStore::open(&dir, Durability::Synchronous).unwrap();
+        let loaded = store.load("s").unwrap().unwrap();
+        let keys: Vec<&str> = loaded.value.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["b", "a", "y", "x"]);
+        assert_eq!(loaded.value["a"], 3);
+        assert_eq!(loaded.value["x"], 6);
+        assert_eq!(loaded.version, 5);
+        store.close();
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
