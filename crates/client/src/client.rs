@@ -258,7 +258,9 @@ impl Client {
     ///
     /// Against the original server, which knows no operations, they are resolved
     /// against the local state and sent as plain updates (not atomic there), and the
-    /// version is not checked.
+    /// version is not checked. The original acknowledges nothing, so this resolves
+    /// once sent, before the server's echo updates the local state: a second
+    /// operation on the same key sent before that echo overwrites the first.
     ///
     /// # Errors
     /// As [`Client::update_state`]; [`UpdateFailure::Rejected`](crate::UpdateFailure)
