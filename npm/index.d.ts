@@ -11,6 +11,8 @@ export type FailureReason =
   | 'outcomeUnknown'
   | 'stateTooLarge'
   | 'storageFailed'
+  | 'conflict'
+  | 'invalidOperation'
   | 'unconfirmed'
   | 'detached'
   | 'closed'
@@ -27,17 +29,48 @@ export interface StateSyncError extends Error {
 
 /**
  * A change of the state as listeners hear it: the keys that changed with their new
- * values. After a reconnect, a key the state lost is `null`.
+ * values. A key the state lost (`removeKey`, or while reconnecting) is `null`.
  */
 export type Changes<T> = { [K in keyof T]?: T[K] | null };
 
 /** An update the server applied. */
 export interface Applied<T> {
-  /** The updates as applied (the server's interceptor may have rewritten them). */
-  updates: Partial<T>;
+  /**
+   * The updates as applied (the server's interceptor may have rewritten them): the
+   * resulting value of each key an operation changed, `null` for a removed key.
+   */
+  updates: Changes<T>;
   /** The state's version after it; `null` with the original JavaScript server. */
   version: number | null;
 }
+
+/** Options of a plain `updateState`. */
+export interface UpdateOptions {
+  /**
+   * Apply only if the state is at this version (the one the updates were computed
+   * from); otherwise reject with reason `"conflict"` and change nothing.
+   */
+  ifVersion?: number;
+}
+
+/** Options of `append`. */
+export interface AppendOptions {
+  /** Keep at most this many items: the oldest go. */
+  max?: number;
+}
+
+/** The items of an array type (`unknown` for an untyped key). */
+export type ArrayItem<V> = unknown extends V ? unknown : NonNullable<V> extends readonly (infer I)[] ? I : never;
+
+/** The keys of `T` that hold arrays (every key of an untyped state). */
+export type ArrayKeys<T> = {
+  [K in keyof T & string]-?: unknown extends T[K] ? K : NonNullable<T[K]> extends readonly unknown[] ? K : never;
+}[keyof T & string];
+
+/** The keys of `T` that hold numbers (every key of an untyped state). */
+export type NumericKeys<T> = {
+  [K in keyof T & string]-?: unknown extends T[K] ? K : NonNullable<T[K]> extends number ? K : never;
+}[keyof T & string];
 
 export interface ReconnectOptions {
   /** Delay before the first attempt. Default 100. */
@@ -67,8 +100,29 @@ export declare class Client<T extends object = Record<string, unknown>> {
   onConnection(): Promise<void>;
   /** Attaches to a state; resolves with its whole value. */
   connectToState(stateIdentifier: string): Promise<T>;
-  /** Sends a partial state; resolves once the server applied it, rejects with a reason. */
-  updateState(updates: Partial<T>): Promise<Applied<T>>;
+  /**
+   * Sends a partial state; resolves once the server applied it, rejects with a reason.
+   * Each key replaces the state's: the last writer wins per key. With `ifVersion`, it
+   * is applied only if the state is at that version (else reason `"conflict"`).
+   */
+  updateState(updates: Partial<T>, options?: UpdateOptions): Promise<Applied<T>>;
+  /**
+   * A functional update: `compute` gets the state when the update can be sent and
+   * returns the partial state to send, conditionally on that version; when another
+   * writer got there first it runs again with the newer state (up to 32 times, then
+   * reason `"conflict"`). Resolves once, with what was applied; rejects with what
+   * `compute` threw.
+   */
+  updateState(compute: (prev: T) => Partial<T>): Promise<Applied<T>>;
+  /**
+   * Appends `items` to the array at `key`, applied by the server to its current value:
+   * concurrent appends all land. A missing key counts as `[]`; `max` keeps the newest.
+   */
+  append<K extends ArrayKeys<T>>(key: K, items: ArrayItem<T[K]>[], options?: AppendOptions): Promise<Applied<T>>;
+  /** Adds `by` (default 1) to the number at `key`, atomically. A missing key counts as 0. */
+  increment(key: NumericKeys<T>, by?: number): Promise<Applied<T>>;
+  /** Removes `key` from the state; listeners hear it as `null`. */
+  removeKey(key: keyof T & string): Promise<Applied<T>>;
   /** Listens to changes of `properties` (all when absent); the same id replaces. */
   addStateUpdateListener<K extends keyof T & string>(
     listenerId: string,

@@ -75,9 +75,30 @@ export class Client {
     return Promise.resolve(this.#call((c) => c.connectToState(stateIdentifier)));
   }
 
-  /** Sends a partial state; resolves with `{updates, version}` once applied. */
-  updateState(updates) {
-    return Promise.resolve(this.#call((c) => c.updateState(updates)));
+  /**
+   * Sends a partial state; resolves with `{updates, version}` once applied. The last
+   * writer wins per key. With `{ ifVersion }`, only if the state is at that version
+   * (else it rejects with reason "conflict"). Given a function `prev => partial`, it is
+   * a functional update: computed from the state, sent conditionally, and computed
+   * again whenever another writer got there first.
+   */
+  updateState(updatesOrFunction, options) {
+    return Promise.resolve(this.#call((c) => c.updateState(updatesOrFunction, options)));
+  }
+
+  /** Appends `items` to the array at `key`, atomically; `{ max }` keeps the newest `max`. */
+  append(key, items, options) {
+    return Promise.resolve(this.#call((c) => c.append(key, items, options)));
+  }
+
+  /** Adds `by` (default 1) to the number at `key`, atomically. */
+  increment(key, by) {
+    return Promise.resolve(this.#call((c) => c.increment(key, by)));
+  }
+
+  /** Removes `key` from the state. */
+  removeKey(key) {
+    return Promise.resolve(this.#call((c) => c.removeKey(key)));
   }
 
   addStateUpdateListener(listenerId, handler, properties) {

@@ -1,4 +1,14 @@
-import type { Applied, ClientOptions, ConnectionStatus, StateSyncError } from './index.js';
+import type {
+  AppendOptions,
+  Applied,
+  ArrayItem,
+  ArrayKeys,
+  ClientOptions,
+  ConnectionStatus,
+  NumericKeys,
+  StateSyncError,
+  UpdateOptions,
+} from './index.js';
 
 export interface SyncedStateOptions {
   /** The access token the server's authorization middleware receives. */
@@ -15,8 +25,22 @@ export interface SyncedState<T extends object> {
   status: ConnectionStatus;
   /** The last error not tied to one update (attach refused, state removed, …). */
   error: StateSyncError | null;
-  /** Sends a partial state; resolves once applied, rejects with a reason (e.g. "vetoed"). */
-  updateState(updates: Partial<T>): Promise<Applied<T>>;
+  /**
+   * Sends a partial state; resolves once applied, rejects with a reason (e.g. "vetoed").
+   * The last writer wins per key; with `ifVersion`, only if the state is at that version.
+   */
+  updateState(updates: Partial<T>, options?: UpdateOptions): Promise<Applied<T>>;
+  /**
+   * A functional update, like `setState(prev => next)`: computed from the state when it
+   * can be sent, and again whenever another writer got there first.
+   */
+  updateState(compute: (prev: T) => Partial<T>): Promise<Applied<T>>;
+  /** Appends `items` to the array at `key`, atomically; `max` keeps the newest. */
+  append<K extends ArrayKeys<T>>(key: K, items: ArrayItem<T[K]>[], options?: AppendOptions): Promise<Applied<T>>;
+  /** Adds `by` (default 1) to the number at `key`, atomically. */
+  increment(key: NumericKeys<T>, by?: number): Promise<Applied<T>>;
+  /** Removes `key` from the state. */
+  removeKey(key: keyof T & string): Promise<Applied<T>>;
 }
 
 /**

@@ -4,7 +4,7 @@
 // that uses it and opened on the first subscription. It is closed a tick after the
 // last component unsubscribes, so React StrictMode's mount-unmount-mount in
 // development reuses it instead of opening a second connection.
-import { useCallback, useSyncExternalStore } from 'react';
+import { useSyncExternalStore } from 'react';
 import { Client } from './index.js';
 
 const stores = new Map();
@@ -23,6 +23,9 @@ class SyncedStore {
     this.subscribe = this.subscribe.bind(this);
     this.getSnapshot = this.getSnapshot.bind(this);
     this.updateState = this.updateState.bind(this);
+    this.append = this.append.bind(this);
+    this.increment = this.increment.bind(this);
+    this.removeKey = this.removeKey.bind(this);
   }
 
   subscribe(listener) {
@@ -82,13 +85,30 @@ class SyncedStore {
     if (stores.get(this.key) === this) stores.delete(this.key);
   }
 
-  updateState(updates) {
+  // Calls `f` with the client, or rejects when no component uses this state.
+  withClient(f) {
     if (!this.client) {
       const error = new Error('not connected: no component uses this state');
       error.reason = 'closed';
       return Promise.reject(error);
     }
-    return this.client.updateState(updates);
+    return f(this.client);
+  }
+
+  updateState(updatesOrFunction, options) {
+    return this.withClient((client) => client.updateState(updatesOrFunction, options));
+  }
+
+  append(key, items, options) {
+    return this.withClient((client) => client.append(key, items, options));
+  }
+
+  increment(key, by) {
+    return this.withClient((client) => client.increment(key, by));
+  }
+
+  removeKey(key) {
+    return this.withClient((client) => client.removeKey(key));
   }
 }
 
@@ -107,14 +127,16 @@ function storeFor(endpoint, identifier, stateIdentifier, accessToken, options) {
 
 /**
  * Subscribes the component to a synced state.
- * Returns `{ state, version, status, error, updateState }`: `state` is `undefined`
- * until attached; `updateState(partial)` returns the promise of the applied update.
+ * Returns `{ state, version, status, error, updateState, append, increment, removeKey }`:
+ * `state` is `undefined` until attached; `updateState(partial, { ifVersion })` or
+ * `updateState(prev => partial)` and the atomic operations return the promise of the
+ * applied update. The functions keep their identity as long as the connection does.
  */
 export function useSyncedState(endpoint, identifier, stateIdentifier, { accessToken, options } = {}) {
   const store = storeFor(endpoint, identifier, stateIdentifier, accessToken, options);
   const snapshot = useSyncExternalStore(store.subscribe, store.getSnapshot, store.getSnapshot);
-  const updateState = useCallback((updates) => store.updateState(updates), [store]);
-  return { ...snapshot, updateState };
+  const { updateState, append, increment, removeKey } = store;
+  return { ...snapshot, updateState, append, increment, removeKey };
 }
 
 /** Only the connection status of the synced state's connection. */

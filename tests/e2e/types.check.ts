@@ -7,6 +7,7 @@ import { useSyncedState } from 'server-state-sync-wasm/react';
 interface Chat {
   chatMessages: { sender: string; content: string }[];
   topic: string;
+  readers?: number;
 }
 
 const client = new Client<Chat>('ws://localhost:5000', 'alice', 'token', { reconnect: { maxDelayMs: 5000 } });
@@ -16,6 +17,48 @@ void applied;
 client.updateState({ nope: 1 });
 // @ts-expect-error: topic is a string
 client.updateState({ topic: 5 });
+
+// Conditional and functional updates.
+client.updateState({ topic: 'go' }, { ifVersion: 3 });
+// @ts-expect-error: ifVersion is a number
+client.updateState({ topic: 'go' }, { ifVersion: '3' });
+client.updateState((prev) => ({ topic: `${prev.topic}!`, readers: (prev.readers ?? 0) + 1 }));
+// @ts-expect-error: the function must return a partial Chat
+client.updateState((prev) => ({ topic: prev.chatMessages.length }));
+// @ts-expect-error: a functional update is conditional already
+client.updateState((prev) => ({ topic: prev.topic }), { ifVersion: 3 });
+client
+  .updateState((prev) => ({ readers: (prev.readers ?? 0) + 1 }))
+  .catch((error: StateSyncError) => error.reason === 'conflict' || error.reason === 'invalidOperation');
+
+// Atomic operations.
+const appended: Promise<Applied<Chat>> = client.append('chatMessages', [{ sender: 'a', content: 'hi' }], { max: 100 });
+void appended;
+// @ts-expect-error: a message needs a content
+client.append('chatMessages', [{ sender: 'a' }]);
+// @ts-expect-error: topic is not an array
+client.append('topic', ['x']);
+// @ts-expect-error: max is a number
+client.append('chatMessages', [], { max: 'all' });
+client.increment('readers');
+client.increment('readers', -2);
+// @ts-expect-error: topic is not a number
+client.increment('topic');
+client.removeKey('readers');
+// @ts-expect-error: not a key of Chat
+client.removeKey('nope');
+client.removeKey('topic').then(({ updates }) => {
+  // A removed key is null in the applied updates.
+  const topic: string | null | undefined = updates.topic;
+  void topic;
+});
+
+// Without a state type, any key goes.
+const untyped = new Client('ws://localhost:5000', 'bob');
+untyped.append('anything', [1, 'two']);
+untyped.increment('counter', 2);
+untyped.removeKey('whatever');
+untyped.updateState((prev) => ({ seen: Object.keys(prev).length }));
 
 client.addStateUpdateListener(
   'topic',
@@ -46,5 +89,14 @@ export function ChatWidget() {
   synced.updateState({ chatMessages: [...messages, { sender: 'alice', content: 'hi' }] });
   // @ts-expect-error: messages need a sender
   synced.updateState({ chatMessages: [{ content: 'hi' }] });
+  synced.updateState((prev) => ({ topic: prev.topic.toUpperCase() }));
+  synced.updateState({ topic: 'x' }, { ifVersion: synced.version ?? 0 });
+  synced.append('chatMessages', [{ sender: 'alice', content: 'hi' }], { max: 100 });
+  // @ts-expect-error: topic is not an array
+  synced.append('topic', ['x']);
+  synced.increment('readers', 1);
+  // @ts-expect-error: the amount is a number
+  synced.increment('readers', '1');
+  synced.removeKey('readers');
   return synced.status;
 }
