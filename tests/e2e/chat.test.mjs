@@ -155,6 +155,33 @@ test('two pages chat, see vetoes, and survive a server restart', async () => {
   await bob.screenshot({ path: join(shots, '4-bob-after-restart.png') });
 });
 
+test('two pages sending at the same moment, 20 times: every message lands, in one order', async () => {
+  const alice = await openChat('alice-rush');
+  const bob = await openChat('bob-rush');
+  const texts = [];
+  for (let round = 0; round < 20; round += 1) {
+    const mine = [`rush ${round} from alice`, `rush ${round} from bob`];
+    texts.push(...mine);
+    await alice.getByTestId('draft').fill(mine[0]);
+    await bob.getByTestId('draft').fill(mine[1]);
+    // Both from the same state: a whole-list update would let one erase the other.
+    await Promise.all([
+      alice.getByRole('button', { name: 'Send' }).click(),
+      bob.getByRole('button', { name: 'Send' }).click(),
+    ]);
+    for (const page of [alice, bob]) {
+      for (const text of mine) await message(page, text).waitFor({ timeout: 10000 });
+    }
+  }
+  const rushed = async (page) => (await messages(page)).filter((m) => m.includes('rush '));
+  const seenByAlice = await rushed(alice);
+  assert.equal(seenByAlice.length, 40);
+  for (const text of texts) assert.equal(seenByAlice.filter((m) => m.endsWith(text)).length, 1, text);
+  assert.deepEqual(await rushed(bob), seenByAlice, 'the same order on both pages');
+  assert.equal(await alice.getByTestId('send-error').count(), 0);
+  await alice.screenshot({ path: join(shots, '5-alice-rush.png') });
+});
+
 test('the package works without a bundler, as a plain ES module', async () => {
   // A folder with a page and a copy of the package, served by a second demo server.
   const folder = mkdtempSync(join(tmpdir(), 'no-bundler-'));

@@ -1,4 +1,4 @@
-import { useMemo, useRef, useState } from 'react';
+import { useMemo, useState } from 'react';
 import { useSyncedState } from 'server-state-sync-wasm/react';
 
 // The server this page came from also serves the state syncer (see demo-server.rs);
@@ -23,15 +23,15 @@ const STATUS_TEXT = {
   closed: 'Disconnected',
 };
 
+// The chat keeps the newest messages only.
+const HISTORY = 100;
+
 export function Chat() {
   const [name] = useState(defaultName);
-  const { state, status, error, updateState } = useSyncedState(ENDPOINT, name, STATE);
+  const { state, status, error, append } = useSyncedState(ENDPOINT, name, STATE);
   const [draft, setDraft] = useState('');
   const [sendError, setSendError] = useState(null);
-  // Own messages not applied yet: each update carries them all, so a message typed
-  // before the previous one came back (or while offline) is not overwritten.
-  const unconfirmed = useRef([]);
-  // The same, for rendering them as "sending…" until the server applied them.
+  // Own messages not applied yet, shown as "sending…" until the server applied them.
   const [pending, setPending] = useState([]);
   const messages = useMemo(() => state?.chatMessages ?? [], [state]);
 
@@ -40,18 +40,15 @@ export function Chat() {
     const content = draft.trim();
     if (!content) return;
     const message = { id: crypto.randomUUID(), sender: name, content, sentAt: Date.now() };
-    unconfirmed.current = [...unconfirmed.current, message];
-    setPending(unconfirmed.current);
-    const known = new Set(messages.map((m) => m.id));
-    const chatMessages = [...messages, ...unconfirmed.current.filter((m) => !known.has(m.id))];
+    setPending((now) => [...now, message]);
     setDraft('');
     setSendError(null);
-    updateState({ chatMessages })
+    // An atomic append: the server adds the message to the list it has, so messages
+    // sent at the same moment by several people all land (sending the whole list would
+    // let the last sender erase the others'). Queued while offline, delivered once.
+    append('chatMessages', [message], { max: HISTORY })
       .catch((e) => setSendError(e.reason === 'vetoed' ? `Not sent: the server refused "${content}"` : `Not sent: ${e.message}`))
-      .finally(() => {
-        unconfirmed.current = unconfirmed.current.filter((m) => m.id !== message.id);
-        setPending(unconfirmed.current);
-      });
+      .finally(() => setPending((now) => now.filter((m) => m.id !== message.id)));
   }
 
   return (

@@ -3,16 +3,19 @@
 //! Start the demo server first (`./scripts/demo.sh`), then run this in two terminals
 //! with different names. Type a line and press Enter to send it; `/quit` leaves. The
 //! chat lives in the state `demo-chat` as `{"chatMessages": [{"sender", "content"}]}`,
-//! the shape the browser demo uses too. Stop the server and start it again: the chat
-//! reconnects by itself, and lines typed meanwhile are sent once it is back.
-
-use std::sync::{Arc, Mutex};
+//! the shape the browser demo uses too; each line is an atomic append (the newest 100
+//! messages are kept), so lines sent at the same moment from several terminals or
+//! browsers all land. Stop the server and start it again: the chat reconnects by
+//! itself, and lines typed meanwhile are sent once it is back.
 
 use serde_json::{Value, json};
-use state_sync_client::{Client, ConnectionStatus};
+use state_sync_client::{Client, ConnectionStatus, Update};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const STATE: &str = "demo-chat";
+
+/// How many messages the chat keeps (the oldest go).
+const HISTORY: u64 = 100;
 
 struct Args {
     url: String,
@@ -46,33 +49,42 @@ fn print_message(message: &Value) {
     println!("{sender}: {content}");
 }
 
+/// The messages of `current` that are not in `previous`: the list only grows at its
+/// end and loses its oldest items at the cap, so what is new follows the longest end
+/// of `previous` that `current` starts with (all of `current` when none does, after a
+/// restart of the server with another history, say).
+fn new_messages<'a>(previous: &[Value], current: &'a [Value]) -> &'a [Value] {
+    (0..=previous.len())
+        .map(|dropped| &previous[dropped..])
+        .find(|kept| current.starts_with(kept))
+        .map_or(current, |kept| &current[kept.len()..])
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
     let client = Client::connect(&args.url, &args.name, None).await?;
     let state = client.connect_to_state(STATE).await?;
-    let messages = state["chatMessages"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    messages.iter().for_each(print_message);
+    if let Some(messages) = state["chatMessages"].as_array() {
+        messages.iter().for_each(print_message);
+    }
     println!(
         "-- connected to {} as {}; type a message, /quit to leave --",
         args.url, args.name
     );
 
-    // Print the messages that are new in each update (the list only grows).
-    let shown = Arc::new(Mutex::new(messages.len()));
-    let counter = Arc::clone(&shown);
-    client.add_state_update_listener("printer", &["chatMessages"], move |updates, _previous| {
-        let Some(list) = updates["chatMessages"].as_array() else {
+    // Print the messages that are new in each update.
+    client.add_state_update_listener("printer", &["chatMessages"], |updates, previous| {
+        let Some(current) = updates["chatMessages"].as_array() else {
             return;
         };
-        let mut shown = counter
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        list.iter().skip(*shown).for_each(print_message);
-        *shown = list.len();
+        let previous = previous
+            .get("chatMessages")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
+        new_messages(previous, current)
+            .iter()
+            .for_each(print_message);
     });
 
     let mut status = client.status_changes();
@@ -88,9 +100,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    // Own messages not yet applied: each update carries them all, so a line typed
-    // before the previous one came back is not lost.
-    let unconfirmed: Arc<Mutex<Vec<Value>>> = Arc::default();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
         let line = line.trim();
@@ -101,34 +110,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue;
         }
         let message = json!({"sender": args.name, "content": line, "id": uuid_like()});
-        let list = {
-            let mut unconfirmed = unconfirmed
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            unconfirmed.push(message.clone());
-            let mut list = client.state()["chatMessages"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let missing: Vec<Value> = unconfirmed
-                .iter()
-                .filter(|m| !list.contains(m))
-                .cloned()
-                .collect();
-            list.extend(missing);
-            list
-        };
-        // Not awaited here: the update is queued now and delivered exactly once, even
+        // Not awaited here: the append is queued now and delivered exactly once, even
         // across a server restart; a failure is printed when it comes.
-        let sending = client.update_state(json!({"chatMessages": list}));
-        let unconfirmed = Arc::clone(&unconfirmed);
+        let sending = client.apply(Update::new().append_capped("chatMessages", [message], HISTORY));
         tokio::spawn(async move {
-            let result = sending.await;
-            unconfirmed
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .retain(|m| *m != message);
-            if let Err(error) = result {
+            if let Err(error) = sending.await {
                 println!("-- not sent: {error} --");
             }
         });
@@ -144,4 +130,28 @@ fn uuid_like() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("{nanos:x}-{:x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(ids: &[u32]) -> Vec<Value> {
+        ids.iter().map(|id| json!({ "id": id })).collect()
+    }
+
+    #[test]
+    fn new_messages_are_those_after_what_was_shown() {
+        let new = |previous: &[u32], current: &[u32]| {
+            new_messages(&messages(previous), &messages(current)).to_vec()
+        };
+        assert_eq!(new(&[], &[1, 2]), messages(&[1, 2]));
+        assert_eq!(new(&[1, 2], &[1, 2, 3]), messages(&[3]));
+        // At the cap, the oldest went.
+        assert_eq!(new(&[1, 2, 3], &[2, 3, 4]), messages(&[4]));
+        assert_eq!(new(&[1, 2, 3], &[3, 4, 5]), messages(&[4, 5]));
+        // Nothing in common (another history): all of it.
+        assert_eq!(new(&[1, 2], &[7, 8]), messages(&[7, 8]));
+        assert_eq!(new(&[1, 2], &[1, 2]), messages(&[]));
+    }
 }
