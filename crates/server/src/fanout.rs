@@ -59,6 +59,22 @@ impl Broadcast {
             compact,
         }
     }
+
+    /// STATE_UPDATED at `version`, compact (appends as operations) for a client with
+    /// a session when there are appends; with `request_id`, the sender's echo.
+    pub(crate) fn frame(&self, version: u64, request_id: Option<u64>, session: bool) -> Utf8Bytes {
+        let (updates, ops) = match &self.compact {
+            Some((updates, ops)) if session => (Arc::clone(updates), ops.clone()),
+            _ => (Arc::clone(&self.updates), Vec::new()),
+        };
+        frame(&ServerMessage::StateUpdated(StateUpdated {
+            updates,
+            version: Some(version),
+            request_id,
+            removed: self.removed.clone(),
+            ops,
+        }))
+    }
 }
 
 #[derive(Debug)]
@@ -189,11 +205,12 @@ impl Subscribers {
         }
     }
 
-    /// Queues a frame for one subscriber, if it is still here.
-    pub(crate) fn send_to(&mut self, key: usize, frame: Utf8Bytes) {
-        if let Some(subscriber) = self.slab.get_mut(key) {
-            subscriber.push(&frame);
-        }
+    /// The connection of a subscriber and whether it attached with a session: where
+    /// an answer goes that may come after it re-attached.
+    pub(crate) fn connection(&self, key: usize) -> Option<(Outbox, bool)> {
+        self.slab
+            .get(key)
+            .map(|subscriber| (subscriber.outbox.clone(), subscriber.session.is_some()))
     }
 
     /// Removes a subscriber; its session, if it had one. `None` when it was not here.
@@ -213,19 +230,7 @@ impl Subscribers {
         version: u64,
         echo: Option<(usize, u64)>,
     ) -> Option<Utf8Bytes> {
-        let message = |request_id, compact: bool| {
-            let (updates, ops) = match (&change.compact, compact) {
-                (Some((updates, ops)), true) => (Arc::clone(updates), ops.clone()),
-                _ => (Arc::clone(&change.updates), Vec::new()),
-            };
-            frame(&ServerMessage::StateUpdated(StateUpdated {
-                updates,
-                version: Some(version),
-                request_id,
-                removed: change.removed.clone(),
-                ops,
-            }))
-        };
+        let message = |request_id, compact: bool| change.frame(version, request_id, compact);
         let mut frames: [Option<Utf8Bytes>; 2] = [None, None];
         let mut reply = None;
         for (key, subscriber) in &mut self.slab {

@@ -43,6 +43,10 @@ enum Delivery {
         version: u64,
         change: Broadcast,
         echo: Option<(usize, u64)>,
+        /// The sender's connection, and whether it has a session: its answer reaches
+        /// it even when it re-attached meanwhile (its new subscription starts after
+        /// this update).
+        sender: Option<(Outbox, bool)>,
     },
     Snapshot {
         ticket: u64,
@@ -337,11 +341,13 @@ impl<K: Send + Sync + 'static> State<K> {
                 },
             );
         }
+        let sender = echo.and_then(|(key, _)| inner.subscribers.connection(key));
         inner.deliveries.push_back(Delivery::Update {
             ticket,
             version,
             change,
             echo,
+            sender,
         });
         Ok(Applied {
             version,
@@ -398,17 +404,23 @@ impl<K: Send + Sync + 'static> Release for State<K> {
                     version,
                     change,
                     echo,
+                    sender,
                     ..
                 } => {
+                    let answer_to = echo.map(|(_, request_id)| request_id).zip(sender);
                     if saved {
-                        subscribers.broadcast(&change, version, echo);
-                    } else if let Some((sender, request_id)) = echo {
+                        let reply = subscribers.broadcast(&change, version, echo);
+                        if let (None, Some((request_id, (outbox, session)))) = (reply, answer_to) {
+                            // The sender re-attached while it was being saved.
+                            outbox.push(change.frame(version, Some(request_id), session));
+                        }
+                    } else if let Some((request_id, (outbox, _))) = answer_to {
                         // Not saved: its sender is told, nobody else sees it.
                         let failure = Failure::StorageFailed(
                             "the server's store failed; restart it once the disk is fixed".into(),
                         );
                         if let Some(answer) = failure.reply(Some(request_id)) {
-                            subscribers.send_to(sender, answer);
+                            outbox.push(answer);
                         }
                     }
                 }
