@@ -504,3 +504,64 @@ async fn operations_and_removals_are_durable() {
     syncer.close_storage();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn only_clients_that_accept_operations_receive_appends_as_operations() {
+    let (_syncer, server, url) = serve_states(&["s"]).await;
+    // A session alone (a third-party client of the session extension, or an older
+    // build of ours) is not enough: it gets the whole array.
+    let mut with_session = RawClient::connect(&url, "old", None).await;
+    with_session.attach_session("s", "old-session").await;
+    let mut accepting = RawClient::connect(&url, "new", None).await;
+    accepting
+        .send(json!({"type": 2, "data": {"stateIdentifier": "s", "session": "new-session", "acceptsOps": true}}))
+        .await;
+    accepting.expect(7).await;
+    let client = Client::connect(&url, "writer", None).await.unwrap();
+    client.connect_to_state("s").await.unwrap();
+    for n in 0..2 {
+        client
+            .apply(Update::new().append("list", [json!(n)]))
+            .await
+            .unwrap();
+    }
+    let whole = with_session.expect(3).await;
+    assert_eq!(whole["updates"], json!({"list": [0]}), "{whole}");
+    assert!(whole.get("ops").is_none(), "{whole}");
+    assert_eq!(
+        with_session.expect(3).await["updates"],
+        json!({"list": [0, 1]})
+    );
+    let compact = accepting.expect(3).await;
+    assert_eq!(compact["updates"], json!({}), "{compact}");
+    assert_eq!(
+        compact["ops"],
+        json!({"list": {"append": [0]}}),
+        "{compact}"
+    );
+    // A malformed acceptsOps is refused with a message naming it.
+    let mut bad = RawClient::connect(&url, "bad", None).await;
+    bad.send(json!({"type": 2, "data": {"stateIdentifier": "s", "acceptsOps": "yes"}}))
+        .await;
+    let refused = bad.expect(8).await;
+    assert!(
+        refused["message"].as_str().unwrap().contains("acceptsOps"),
+        "{refused}"
+    );
+    // A hand-built update that changes a key twice is refused before it is sent.
+    let twice = Update {
+        ops: vec![
+            ("list".into(), Operation::Remove),
+            ("list".into(), Operation::Increment(1.into())),
+        ],
+        ..Update::default()
+    };
+    let error = client.apply(twice).await.unwrap_err();
+    assert_eq!(
+        reason(&error),
+        Some(FailureReason::InvalidOperation),
+        "{error}"
+    );
+    client.close().await;
+    server.shutdown().await;
+}

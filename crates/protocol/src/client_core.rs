@@ -147,6 +147,7 @@ impl ClientCore {
             state_identifier,
             session: Some(self.session.clone()),
             last_sent: self.last_sent,
+            accepts_ops: true,
         });
         self.phase = Phase::Attaching;
         self.attaches_in_flight += 1;
@@ -353,6 +354,11 @@ impl ClientCore {
             let message =
                 "Could not update state: the client is not attached to a state; attach first";
             events.push(refuse(FailureReason::NotAttached, message.to_owned()));
+            return (request_id, events);
+        }
+        if let Err(error) = update.check_keys() {
+            let message = format!("Could not update state: {error}");
+            events.push(refuse(FailureReason::InvalidOperation, message));
             return (request_id, events);
         }
         let pending = Pending {

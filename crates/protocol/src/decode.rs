@@ -103,6 +103,8 @@ struct RawConnect {
     session: Option<Value>,
     #[serde(default)]
     last_sent: Option<Value>,
+    #[serde(default)]
+    accepts_ops: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -230,10 +232,20 @@ fn parse_connect(data: Option<&RawValue>) -> Result<ClientMessage, ClientMessage
             ));
         }
     };
+    let accepts_ops = match raw.accepts_ops {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(accepts)) => accepts,
+        Some(_) => {
+            return Err(ClientMessageError::connect(
+                "Invalid acceptsOps: data.acceptsOps must be true or false".to_owned(),
+            ));
+        }
+    };
     Ok(ClientMessage::ConnectToState(ConnectToState {
         state_identifier,
         session,
         last_sent,
+        accepts_ops,
     }))
 }
 
@@ -501,7 +513,8 @@ mod tests {
             ClientMessage::ConnectToState(ConnectToState {
                 state_identifier: "abc".into(),
                 session: None,
-                last_sent: None
+                last_sent: None,
+                accepts_ops: false,
             })
         );
         assert_eq!(

@@ -38,6 +38,11 @@ pub struct ConnectToState {
     /// being applied a second time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sent: Option<u64>,
+    /// Extension: the client applies appends itself, so the server may broadcast them
+    /// as operations (`ops` in STATE_UPDATED) instead of whole arrays. Clients that do
+    /// not say so get whole arrays.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accepts_ops: bool,
 }
 
 /// Data of UPDATE_STATE (type 3).
@@ -318,6 +323,7 @@ mod tests {
             state_identifier: "abc".into(),
             session: None,
             last_sent: None,
+            accepts_ops: false,
         });
         assert_eq!(
             connect.to_json(),
@@ -385,6 +391,7 @@ mod tests {
             state_identifier: "abc".into(),
             session: Some("s1".into()),
             last_sent: None,
+            accepts_ops: false,
         });
         assert_eq!(
             connect.to_json(),

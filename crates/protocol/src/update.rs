@@ -173,6 +173,24 @@ impl Update {
         self
     }
 
+    /// Checks that no key is changed twice: set and operated on, or operated on twice
+    /// (the builder never does that; an update built by hand, or returned by an
+    /// interceptor, can).
+    ///
+    /// # Errors
+    /// The first key changed twice.
+    pub fn check_keys(&self) -> Result<(), OperationError> {
+        for (n, (key, _)) in self.ops.iter().enumerate() {
+            if self.set.contains_key(key) || self.ops[..n].iter().any(|(k, _)| k == key) {
+                return Err(OperationError(format!(
+                    "key {key:?} is changed twice by one update; an update sets a key or \
+                     applies one operation to it"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether it sets nothing and operates on nothing.
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.ops.is_empty()
@@ -189,14 +207,7 @@ impl Update {
     /// or operated on twice (which the wire cannot carry, but an interceptor could
     /// return).
     pub fn resolve(&self, state: &JsonObject) -> Result<Resolved, OperationError> {
-        for (n, (key, _)) in self.ops.iter().enumerate() {
-            if self.set.contains_key(key) || self.ops[..n].iter().any(|(k, _)| k == key) {
-                return Err(OperationError(format!(
-                    "key {key:?} is changed twice by one update; an update sets a key or \
-                     applies one operation to it"
-                )));
-            }
-        }
+        self.check_keys()?;
         let mut resolved = Resolved {
             values: self.set.clone(),
             ..Resolved::default()

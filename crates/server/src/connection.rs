@@ -285,7 +285,12 @@ impl<K: Send + Sync + 'static> Connection<K> {
             client: self.identifier.clone(),
             session,
         });
-        let attached = state.attach(self.outbox.clone(), session.clone(), request.last_sent);
+        let attached = state.attach(
+            self.outbox.clone(),
+            session.clone(),
+            request.last_sent,
+            request.accepts_ops,
+        );
         if let Some(previous) = previous {
             let left_for_good = !Arc::ptr_eq(&previous.state, &state);
             self.runtime.after_detach(previous.state, left_for_good);

@@ -81,6 +81,8 @@ impl Broadcast {
 struct Subscriber {
     outbox: Outbox,
     session: Option<SessionKey>,
+    /// It applies appends itself (`acceptsOps`): it gets them as operations.
+    compact: bool,
     /// The version of its snapshot: it gets only later updates.
     since: u64,
     /// Tells it apart from a later subscriber that reuses its key.
@@ -139,6 +141,7 @@ impl Subscribers {
         &mut self,
         outbox: Outbox,
         session: Option<SessionKey>,
+        compact: bool,
         snapshot: Utf8Bytes,
         version: u64,
     ) -> usize {
@@ -146,6 +149,7 @@ impl Subscribers {
         self.add(|serial| Subscriber {
             outbox,
             session,
+            compact,
             since: version,
             serial,
             pending: None,
@@ -160,11 +164,13 @@ impl Subscribers {
         &mut self,
         outbox: Outbox,
         session: Option<SessionKey>,
+        compact: bool,
         version: u64,
     ) -> (usize, u64) {
         self.add(|serial| Subscriber {
             outbox,
             session,
+            compact,
             since: version,
             serial,
             pending: Some(Pending::default()),
@@ -210,7 +216,7 @@ impl Subscribers {
     pub(crate) fn connection(&self, key: usize) -> Option<(Outbox, bool)> {
         self.slab
             .get(key)
-            .map(|subscriber| (subscriber.outbox.clone(), subscriber.session.is_some()))
+            .map(|subscriber| (subscriber.outbox.clone(), subscriber.compact))
     }
 
     /// Removes a subscriber; its session, if it had one. `None` when it was not here.
@@ -237,7 +243,7 @@ impl Subscribers {
             if subscriber.since >= version {
                 continue;
             }
-            let compact = change.compact.is_some() && subscriber.session.is_some();
+            let compact = change.compact.is_some() && subscriber.compact;
             match echo {
                 Some((sender, request_id)) if key == sender => {
                     let frame = message(Some(request_id), compact);

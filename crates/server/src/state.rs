@@ -162,6 +162,7 @@ impl<K: Send + Sync + 'static> State<K> {
         outbox: Outbox,
         session: Option<SessionKey>,
         last_sent: Option<u64>,
+        compact: bool,
     ) -> Result<usize, Failure> {
         let gone = || Failure::NoSuchState(self.id.clone());
         if self.store.as_ref().is_some_and(|store| store.failed()) {
@@ -187,9 +188,9 @@ impl<K: Send + Sync + 'static> State<K> {
                 && *encoded == version
                 && deliveries.is_empty()
             {
-                return Ok(subscribers.insert(outbox, session, frame.clone(), version));
+                return Ok(subscribers.insert(outbox, session, compact, frame.clone(), version));
             }
-            let key = subscribers.insert_pending(outbox, session, version);
+            let key = subscribers.insert_pending(outbox, session, compact, version);
             (key, Arc::clone(record.value()), version)
         };
         let frame: Utf8Bytes = ServerMessage::established_json(&value, Some(version)).into();
