@@ -88,6 +88,7 @@ proptest! {
         let connect = ClientMessage::ConnectToState(ConnectToState {
             state_identifier: state,
             last_sent: session.as_ref().and(last_sent),
+            accepts_ops: session.is_some(),
             session,
         });
         prop_assert_eq!(ClientMessage::from_json(&connect.to_json()).unwrap(), connect);
