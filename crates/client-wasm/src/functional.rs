@@ -16,16 +16,14 @@ use std::cell::RefCell;
 use std::rc::Weak;
 
 use js_sys::{Function, Promise};
-use state_sync_protocol::{ConnectionStatus, Update};
+use state_sync_protocol::{
+    ConnectionStatus, MAX_ATTEMPTS, Update, conflict_spread_micros, gave_up_message,
+};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::convert::{error, object_from_js, reason_of, to_js, type_error};
 use crate::driver::{Inner, new_promise, submit, with_inner};
-
-/// How many times a functional update is computed and sent while it conflicts with
-/// other writers before it gives up (the native client's `MAX_ATTEMPTS`).
-pub(crate) const MAX_ATTEMPTS: u32 = 32;
 
 fn closed() -> JsValue {
     error("the client is closed", "closed")
@@ -64,19 +62,13 @@ pub(crate) async fn run(this: Weak<RefCell<Inner>>, compute: Function) -> Result
                     inner.core.version() != version || !inner.core.is_attached()
                 })
                 .await?;
-                let spread_ms = f64::from(500_u32 << attempt.min(8)) / 1000.0;
+                let spread_ms = conflict_spread_micros(attempt) as f64 / 1000.0;
                 sleep((js_sys::Math::random() * spread_ms).round()).await;
             }
             outcome => return outcome,
         }
     }
-    Err(error(
-        &format!(
-            "Could not update state: it changed under the update {MAX_ATTEMPTS} times in a row \
-             (other writers kept changing it); nothing was applied"
-        ),
-        "conflict",
-    ))
+    Err(error(&gave_up_message(), "conflict"))
 }
 
 /// Waits until `ready` holds for the client; rejects with reason `"closed"` when the

@@ -8,8 +8,8 @@ use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use state_sync_protocol::{
-    ClientCore, ConnectionStatus, FailureReason, JsonObject, Listeners, ReconnectPolicy, Update,
-    UpdateFailure,
+    ClientCore, ConnectionStatus, FailureReason, JsonObject, Listeners, MAX_ATTEMPTS,
+    ReconnectPolicy, Update, UpdateFailure, conflict_spread_micros, gave_up_message,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -53,10 +53,6 @@ pub(crate) struct Shared {
     /// settled, detached): functional updates wait on it for a newer state.
     pub(crate) changes: watch::Sender<u64>,
 }
-
-/// How many times [`Client::update_state_with`] computes and sends an update that
-/// conflicts with other writers before it gives up.
-pub const MAX_ATTEMPTS: usize = 32;
 
 /// The object in `value`, or [`Error::NotAnObject`].
 fn object(value: Value) -> Result<JsonObject> {
@@ -342,7 +338,7 @@ impl Client {
                     // spread out (growing to at most 128 ms).
                     self.wait_until(|core| core.version() != version || !core.is_attached())
                         .await?;
-                    let spread = 500_u64 << attempt.min(8);
+                    let spread = conflict_spread_micros(attempt);
                     tokio::time::sleep(Duration::from_micros(fastrand::u64(0..=spread))).await;
                 }
                 other => return other,
@@ -350,10 +346,7 @@ impl Client {
         }
         Err(Error::Update(UpdateFailure::Rejected {
             reason: FailureReason::Conflict,
-            message: format!(
-                "Could not update state: it changed under the update {MAX_ATTEMPTS} times in a \
-                 row (other writers kept changing it); nothing was applied"
-            ),
+            message: gave_up_message(),
         }))
     }
 

@@ -54,9 +54,9 @@ mod driver;
 mod error;
 mod transport;
 
-pub use client::{Applied, Client, ClientBuilder, MAX_ATTEMPTS, StateUpdate};
+pub use client::{Applied, Client, ClientBuilder, StateUpdate};
 pub use error::{Error, Result, UpdateFailure};
 pub use state_sync_protocol as protocol;
 pub use state_sync_protocol::{
-    ConnectionStatus, FailureReason, JsonObject, Operation, ReconnectPolicy, Update,
+    ConnectionStatus, FailureReason, JsonObject, MAX_ATTEMPTS, Operation, ReconnectPolicy, Update,
 };

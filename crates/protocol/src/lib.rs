@@ -81,7 +81,10 @@ pub use event::{Event, UpdateFailure};
 pub use listeners::Listeners;
 pub use reconnect::Reconnect;
 pub use status::ConnectionStatus;
-pub use update::{Operation, OperationError, Resolved, Update};
+pub use update::{
+    MAX_ATTEMPTS, Operation, OperationError, Resolved, Update, conflict_spread_micros,
+    gave_up_message,
+};
 pub use waiters::{Superseded, Waiters};
 
 pub use codes::{client_code, server_code};

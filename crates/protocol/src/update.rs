@@ -79,6 +79,26 @@ impl From<JsonObject> for Update {
     }
 }
 
+/// How many times a client's functional update is computed and sent while it
+/// conflicts with other writers before it gives up (both clients).
+pub const MAX_ATTEMPTS: u32 = 32;
+
+/// The longest random delay, in microseconds, a functional update waits after its
+/// conflict number `attempt` (from 0) before it computes again, on top of waiting for
+/// the newer state: 0.5 ms × 2^min(attempt, 8), so at most 128 ms. It spreads writers
+/// who keep colliding on one state.
+pub fn conflict_spread_micros(attempt: u32) -> u64 {
+    500 << attempt.min(8)
+}
+
+/// The message of a functional update that gave up after [`MAX_ATTEMPTS`] conflicts.
+pub fn gave_up_message() -> String {
+    format!(
+        "Could not update state: it changed under the update {MAX_ATTEMPTS} times in a row \
+         (other writers kept changing it); nothing was applied"
+    )
+}
+
 /// Why an operation cannot be applied to the state's current value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperationError(pub String);

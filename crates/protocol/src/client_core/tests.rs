@@ -36,7 +36,9 @@ fn updates_wait_for_the_attach_then_go_with_request_ids() {
     let events = core.transport_up();
     assert_eq!(
         sent(&events),
-        [json!({"type": 2, "data": {"stateIdentifier": "room", "session": "s1", "acceptsOps": true}})]
+        [
+            json!({"type": 2, "data": {"stateIdentifier": "room", "session": "s1", "acceptsOps": true}})
+        ]
     );
     let events = attach(&mut core, json!({"x": 0}), 5);
     assert_eq!(
