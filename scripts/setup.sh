@@ -37,6 +37,8 @@ ensure_debian_packages() {
   local missing=()
   command -v chromium >/dev/null || missing+=(chromium)
   command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  # The Redis tests start their own redis-server on a free port; none need to run.
+  command -v redis-server >/dev/null || missing+=(redis-server)
   if [ ${#missing[@]} -gt 0 ]; then
     step "installing ${missing[*]}"
     apt_install "${missing[@]}"

@@ -77,6 +77,9 @@ mod hooks;
 mod http_io;
 mod options;
 mod outbox;
+#[cfg(feature = "redis")]
+#[allow(dead_code)] // Groundwork: the server uses it once it is a Backend.
+mod redis_store;
 mod registry;
 mod runtime;
 mod server;

@@ -1,0 +1,287 @@
+//! Against a real `redis-server`, started for each test on a free port with no
+//! persistence files (scripts/setup.sh installs Debian's when it is missing).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use super::*;
+
+/// A redis-server of this test; killed when dropped.
+struct TestRedis {
+    child: Child,
+    url: String,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_redis() -> TestRedis {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("state-sync-redis-{port}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (scripts/setup.sh installs it)");
+    let url = format!("redis://127.0.0.1:{port}/");
+    let redis = TestRedis {
+        child,
+        url,
+        _dir: TempDir(dir),
+    };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return redis;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("redis-server did not start on port {port}");
+}
+
+fn object(value: Value) -> JsonObject {
+    value.as_object().cloned().unwrap()
+}
+
+fn set<'a>(pairs: &[(&'a str, Value)]) -> StoredUpdate<'a> {
+    StoredUpdate {
+        set: pairs.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+        removed: Vec::new(),
+        payload: serde_json::to_string(&pairs.iter().map(|(k, v)| (*k, v)).collect::<Vec<_>>())
+            .unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn values_keep_their_json_their_numbers_and_their_key_order() {
+    let redis = start_redis().await;
+    let store = RedisStore::connect(&redis.url, 600).await.unwrap();
+    // What Redis's cjson would break: empty arrays, big integers, key order.
+    let value = object(json!({
+        "z": [], "big": 12_345_678_901_234_567_890_u64, "nested": {"b": 1, "a": []}, "a": 1.5
+    }));
+    assert!(store.create("s", &value).await.unwrap());
+    // The second server loses, and loads the first one's.
+    assert!(
+        !store
+            .create("s", &object(json!({"other": 1})))
+            .await
+            .unwrap()
+    );
+    let loaded = store.load("s").await.unwrap().unwrap();
+    assert_eq!(loaded.value, value);
+    assert_eq!(
+        loaded.value.keys().collect::<Vec<_>>(),
+        ["z", "big", "nested", "a"]
+    );
+    assert_eq!(loaded.version, 0);
+    assert!(store.load("missing").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn updates_set_and_remove_keys_in_one_order_and_a_removed_key_comes_back_last() {
+    let redis = start_redis().await;
+    let store = RedisStore::connect(&redis.url, 600).await.unwrap();
+    store
+        .create("s", &object(json!({"a": 1, "b": 2, "c": 3})))
+        .await
+        .unwrap();
+    let outcome = store
+        .apply("s", None, None, &set(&[("b", json!([])), ("d", json!(4))]))
+        .await
+        .unwrap();
+    assert_eq!(outcome, ApplyOutcome::Applied(1));
+    let remove = StoredUpdate {
+        removed: vec!["a"],
+        payload: "{}".into(),
+        ..StoredUpdate::default()
+    };
+    assert_eq!(
+        store.apply("s", None, None, &remove).await.unwrap(),
+        ApplyOutcome::Applied(2)
+    );
+    store
+        .apply("s", None, None, &set(&[("a", json!("back"))]))
+        .await
+        .unwrap();
+    let loaded = store.load("s").await.unwrap().unwrap();
+    assert_eq!(
+        Value::Object(loaded.value.clone()),
+        json!({"b": [], "c": 3, "d": 4, "a": "back"})
+    );
+    assert_eq!(
+        loaded.value.keys().collect::<Vec<_>>(),
+        ["b", "c", "d", "a"]
+    );
+    assert_eq!(loaded.version, 3);
+    // The stream has every version, for a server that missed some.
+    let log = store.log("s", 2, 3).await.unwrap();
+    assert_eq!(log.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(log[0].1, "{}");
+    assert_eq!(
+        store
+            .apply("gone", None, None, &set(&[("a", json!(1))]))
+            .await
+            .unwrap(),
+        ApplyOutcome::Gone
+    );
+}
+
+#[tokio::test]
+async fn a_retried_request_gets_its_first_outcome_and_a_stale_one_changes_nothing() {
+    let redis = start_redis().await;
+    let store = RedisStore::connect(&redis.url, 600).await.unwrap();
+    store.create("s", &JsonObject::new()).await.unwrap();
+    let sender = |request_id| {
+        Some(Sender {
+            client: "ada",
+            session: "tab-1",
+            request_id,
+        })
+    };
+    let first = store
+        .apply("s", sender(1), Some(0), &set(&[("n", json!(1))]))
+        .await
+        .unwrap();
+    assert_eq!(first, ApplyOutcome::Applied(1));
+    // The retry is not applied again, whatever it carries now.
+    let retry = store
+        .apply("s", sender(1), None, &set(&[("n", json!(99))]))
+        .await
+        .unwrap();
+    assert_eq!(retry, ApplyOutcome::Repeat(StoredOutcome::Applied(1)));
+    // Computed from version 0, sent at version 1: a conflict, remembered as such.
+    let stale = store
+        .apply("s", sender(2), Some(0), &set(&[("n", json!(2))]))
+        .await
+        .unwrap();
+    assert_eq!(stale, ApplyOutcome::Conflict(1));
+    let again = store
+        .apply("s", sender(2), Some(1), &set(&[("n", json!(2))]))
+        .await
+        .unwrap();
+    assert_eq!(again, ApplyOutcome::Repeat(StoredOutcome::Conflict(1)));
+    // A request id below what the session remembers, never seen: unknown, not applied.
+    store
+        .apply("s", sender(10), None, &set(&[("n", json!(10))]))
+        .await
+        .unwrap();
+    let old = store
+        .apply("s", sender(5), None, &set(&[("n", json!(5))]))
+        .await
+        .unwrap();
+    assert_eq!(old, ApplyOutcome::Unknown);
+    // Another session's ids are its own.
+    let other = store
+        .apply(
+            "s",
+            Some(Sender {
+                client: "bob",
+                session: "tab-1",
+                request_id: 1,
+            }),
+            None,
+            &set(&[("m", json!(1))]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(other, ApplyOutcome::Applied(3));
+    let loaded = store.load("s").await.unwrap().unwrap();
+    assert_eq!(Value::Object(loaded.value), json!({"n": 10, "m": 1}));
+    assert_eq!(loaded.version, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_get_one_order_and_subscribers_see_it() {
+    let redis = start_redis().await;
+    let store = RedisStore::connect(&redis.url, 600).await.unwrap();
+    store.create("s", &JsonObject::new()).await.unwrap();
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut subscription = client.get_async_pubsub().await.unwrap();
+    subscription.subscribe(channel("s")).await.unwrap();
+    const WRITERS: u64 = 8;
+    const EACH: u64 = 50;
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        // Each writer on its own connection, as separate servers would be.
+        let store = RedisStore::connect(&redis.url, 600).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut versions = Vec::new();
+            for n in 1..=EACH {
+                let session = format!("w{writer}");
+                let sender = Sender {
+                    client: "c",
+                    session: &session,
+                    request_id: n,
+                };
+                let key = format!("w{writer}");
+                let update = StoredUpdate {
+                    set: vec![(key.as_str(), n.to_string())],
+                    removed: Vec::new(),
+                    payload: format!("{writer}:{n}"),
+                };
+                match store.apply("s", Some(sender), None, &update).await.unwrap() {
+                    ApplyOutcome::Applied(version) => versions.push(version),
+                    other => panic!("{other:?}"),
+                }
+            }
+            versions
+        }));
+    }
+    let mut versions = Vec::new();
+    for task in tasks {
+        versions.extend(task.await.unwrap());
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=WRITERS * EACH).collect::<Vec<_>>());
+    // The subscriber saw every version once, in order, each writer's in its order.
+    let mut messages = subscription.on_message();
+    let mut last_of = vec![0_u64; WRITERS as usize];
+    for expected in 1..=WRITERS * EACH {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("published")
+            .unwrap();
+        let text: String = message.get_payload().unwrap();
+        let (version, payload) = text.split_once(' ').unwrap();
+        assert_eq!(version.parse::<u64>().unwrap(), expected);
+        let (writer, n) = payload.split_once(':').unwrap();
+        let (writer, n): (usize, u64) = (writer.parse().unwrap(), n.parse().unwrap());
+        assert_eq!(n, last_of[writer] + 1);
+        last_of[writer] = n;
+    }
+    let loaded = store.load("s").await.unwrap().unwrap();
+    assert_eq!(loaded.version, WRITERS * EACH);
+    for writer in 0..WRITERS {
+        assert_eq!(loaded.value[&format!("w{writer}")], json!(EACH));
+    }
+}
