@@ -68,6 +68,13 @@ e2e=$(mktemp)
 awk '/^# pass / { print "test result: ok. " $3 " passed; 0 failed" } /^# fail / { print "test result: e2e. 0 passed; " $3 " failed" }' "$e2e" >> "$log"
 rm -f "$e2e"
 
+step "the newcomer's path: a new Vite + React app outside the repository, as npm/README.md says"
+(cd tests/newcomer && npm install --no-audit --no-fund --loglevel=error)
+newcomer=$(mktemp)
+(cd tests/newcomer && node --test) 2>&1 | tee "$newcomer"
+awk '/^# pass / { print "test result: ok. " $3 " passed; 0 failed" } /^# fail / { print "test result: newcomer. 0 passed; " $3 " failed" }' "$newcomer" >> "$log"
+rm -f "$newcomer"
+
 step "benchmark smoke run (small sizes; the full run is ./scripts/bench.sh)"
 cargo build --locked -q --release -p state-sync-bench
 ./target/release/bench --smoke
