@@ -1,7 +1,8 @@
 // End-to-end: the React chat (examples/react-chat/dist) served by the Rust demo server,
 // two pages in headless Chromium. Run by scripts/test.sh after scripts/build-web.sh:
 //   DEMO_SERVER=target/release/demo-server node --test tests/e2e/
-// Screenshots go to the folder printed at the start (E2E_SCREENSHOTS, or a temporary one).
+// Screenshots, at a desktop (1280x800) and a phone (390x844) width, go to the folder
+// printed at the start (E2E_SCREENSHOTS, or a temporary one).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -88,13 +89,39 @@ after(async () => {
   if (server) await stopServer(server);
 });
 
-async function openChat(name) {
-  const context = await browser.newContext();
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+
+// What went wrong in any page: errors thrown, requests that failed or got an error
+// status (a missing favicon, say). Checked at the end.
+const failures = [];
+
+function watch(page, name) {
+  page.on('pageerror', (error) => failures.push(`[${name}] page error: ${error.message}`));
+  page.on('requestfailed', (request) =>
+    failures.push(`[${name}] ${request.url()}: ${request.failure()?.errorText}`),
+  );
+  page.on('response', (response) => {
+    if (response.status() >= 400) failures.push(`[${name}] ${response.url()}: HTTP ${response.status()}`);
+  });
+}
+
+async function openChat(name, { viewport = DESKTOP, query = `?name=${name}` } = {}) {
+  const context = await browser.newContext({ viewport, deviceScaleFactor: viewport === PHONE ? 2 : 1 });
   const page = await context.newPage();
-  page.on('pageerror', (error) => console.error(`[${name}] page error:`, error));
-  await page.goto(`http://127.0.0.1:${port}/?name=${name}`);
+  watch(page, name);
+  await page.goto(`http://127.0.0.1:${port}/${query}`);
   await page.getByTestId('status').filter({ hasText: 'Connected' }).waitFor({ timeout: 15000 });
   return page;
+}
+
+/** Whether the element is inside the visible part of the message list. */
+function inView(locator) {
+  return locator.evaluate((element) => {
+    const list = element.closest('ul').getBoundingClientRect();
+    const box = element.getBoundingClientRect();
+    return box.top >= list.top - 1 && box.bottom <= list.bottom + 1;
+  });
 }
 
 async function send(page, text) {
@@ -112,24 +139,40 @@ function message(page, text) {
 }
 
 test('two pages chat, see vetoes, and survive a server restart', async () => {
+  // Alice on a desktop, Bob on a phone.
   const alice = await openChat('alice');
-  const bob = await openChat('bob');
+  const bob = await openChat('bob', { viewport: PHONE });
   assert.equal(await alice.getByTestId('me').innerText(), 'alice');
+  // The icon is in the page: no request for /favicon.ico.
+  assert.match(await alice.locator('link[rel=icon]').getAttribute('href'), /^data:image\/svg\+xml,/);
+
+  await bob.getByText('No messages yet').waitFor();
+  await bob.screenshot({ path: join(shots, '0-bob-empty-phone.png') });
 
   await send(alice, 'hello from alice');
   await message(bob, 'hello from alice').waitFor();
   await send(bob, 'hi alice, bob here');
   await message(alice, 'hi alice, bob here').waitFor();
   assert.deepEqual(await messages(alice), await messages(bob));
-  await alice.screenshot({ path: join(shots, '1-alice-chatting.png') });
+  // Each message shows when it was sent.
+  const sentAt = Date.parse(await message(bob, 'hello from alice').getByTestId('sent-at').getAttribute('datetime'));
+  assert.ok(Math.abs(Date.now() - sentAt) < 60000, `sent at ${new Date(sentAt).toISOString()}`);
+  await alice.screenshot({ path: join(shots, '1-alice-chatting-desktop.png') });
+  await bob.screenshot({ path: join(shots, '1-bob-chatting-phone.png') });
 
-  // The server's interceptor refuses spam: the sender sees why, nobody sees the message.
+  // The server's interceptor refuses spam: the sender sees why, nobody sees the message,
+  // and the text is back in the box, to be edited and sent again.
   await send(alice, 'buy spam now');
   const refusal = alice.getByTestId('send-error');
   await refusal.waitFor();
   assert.match(await refusal.innerText(), /refused/);
-  await alice.screenshot({ path: join(shots, '2-alice-vetoed.png') });
+  assert.equal(await alice.getByTestId('draft').inputValue(), 'buy spam now');
+  await alice.screenshot({ path: join(shots, '2-alice-vetoed-desktop.png') });
   assert.equal(await bob.getByText('buy spam now').count(), 0);
+  await send(alice, 'buy eggs now');
+  await message(bob, 'buy eggs now').waitFor();
+  assert.equal(await alice.getByTestId('send-error').count(), 0);
+  assert.equal(await alice.getByTestId('draft').inputValue(), '');
 
   // The server goes away; both pages show it, and a message sent meanwhile waits.
   await stopServer(server);
@@ -137,7 +180,7 @@ test('two pages chat, see vetoes, and survive a server restart', async () => {
   await bob.getByTestId('status').filter({ hasText: 'Reconnecting' }).waitFor({ timeout: 15000 });
   await send(alice, 'sent while the server was down');
   await alice.getByTestId('pending-message').filter({ hasText: 'sending' }).waitFor();
-  await alice.screenshot({ path: join(shots, '3-alice-offline.png') });
+  await alice.screenshot({ path: join(shots, '3-alice-offline-desktop.png') });
 
   // A new server process on the same port (its state starts empty): both pages
   // reconnect, resync, and the waiting message arrives exactly once.
@@ -151,8 +194,8 @@ test('two pages chat, see vetoes, and survive a server restart', async () => {
   assert.equal(afterRestart.filter((m) => m.includes('sent while the server was down')).length, 1);
   await send(bob, 'back online');
   await message(alice, 'back online').waitFor();
-  await alice.screenshot({ path: join(shots, '4-alice-after-restart.png') });
-  await bob.screenshot({ path: join(shots, '4-bob-after-restart.png') });
+  await alice.screenshot({ path: join(shots, '4-alice-after-restart-desktop.png') });
+  await bob.screenshot({ path: join(shots, '4-bob-after-restart-phone.png') });
 });
 
 test('two pages sending at the same moment, 20 times: every message lands, in one order', async () => {
@@ -179,7 +222,63 @@ test('two pages sending at the same moment, 20 times: every message lands, in on
   for (const text of texts) assert.equal(seenByAlice.filter((m) => m.endsWith(text)).length, 1, text);
   assert.deepEqual(await rushed(bob), seenByAlice, 'the same order on both pages');
   assert.equal(await alice.getByTestId('send-error').count(), 0);
-  await alice.screenshot({ path: join(shots, '5-alice-rush.png') });
+  await alice.screenshot({ path: join(shots, '5-alice-rush-desktop.png') });
+});
+
+test('the newest message stays in view, unless the reader scrolled up', async () => {
+  const dave = await openChat('dave');
+  // More messages than a phone shows (the earlier tests left some already).
+  for (let i = 0; i < 15; i += 1) await send(dave, `filler ${i}`);
+  await message(dave, 'filler 14').waitFor();
+
+  // A page that joins late shows the newest messages, not the oldest.
+  const carol = await openChat('carol', { viewport: PHONE });
+  const list = carol.getByTestId('messages');
+  await message(carol, 'filler 14').waitFor();
+  assert.ok(await list.evaluate((el) => el.scrollHeight > el.clientHeight), 'the list overflows');
+  assert.ok(await inView(message(carol, 'filler 14')), 'the newest message is in view on joining');
+  await send(dave, 'a new one');
+  await message(carol, 'a new one').waitFor();
+  assert.ok(await inView(message(carol, 'a new one')), 'a new message scrolls into view');
+
+  // Carol scrolls up to read: a new message does not pull her down, a button offers to.
+  await list.evaluate((el) => el.scrollTo(0, 0));
+  await carol.getByTestId('jump').waitFor();
+  await send(dave, 'while carol reads');
+  await message(carol, 'while carol reads').waitFor({ state: 'attached' });
+  assert.equal(await inView(message(carol, 'while carol reads')), false);
+  assert.equal(await list.evaluate((el) => el.scrollTop), 0);
+  await carol.screenshot({ path: join(shots, '6-carol-scrolled-up-phone.png') });
+  await carol.getByTestId('jump').click();
+  assert.ok(await inView(message(carol, 'while carol reads')));
+
+  // Her own message always scrolls into view.
+  await list.evaluate((el) => el.scrollTo(0, 0));
+  await carol.getByTestId('jump').waitFor();
+  await send(carol, 'carol here');
+  await message(carol, 'carol here').waitFor();
+  assert.ok(await inView(message(carol, 'carol here')));
+  await carol.screenshot({ path: join(shots, '6-carol-newest-phone.png') });
+});
+
+test('a person picks a name, which the page remembers', async () => {
+  const erin = await openChat('erin');
+  // No ?name=: the page makes one up.
+  const guest = await openChat('guest', { viewport: PHONE, query: '' });
+  assert.match(await guest.getByTestId('me').innerText(), /^guest-\d+$/);
+  await guest.getByTestId('me').click();
+  await guest.getByTestId('name-input').fill('Frank');
+  await guest.getByTestId('name-input').press('Enter');
+  assert.equal(await guest.getByTestId('me').innerText(), 'Frank');
+  await guest.getByTestId('status').filter({ hasText: 'Connected' }).waitFor({ timeout: 15000 });
+  await send(guest, 'Frank has a name now');
+  const seen = message(erin, 'Frank has a name now');
+  await seen.waitFor();
+  assert.match(await seen.innerText(), /^Frank\b/);
+  await guest.reload();
+  await guest.getByTestId('status').filter({ hasText: 'Connected' }).waitFor({ timeout: 15000 });
+  assert.equal(await guest.getByTestId('me').innerText(), 'Frank');
+  await guest.screenshot({ path: join(shots, '7-frank-named-phone.png') });
 });
 
 test('the package works without a bundler, as a plain ES module', async () => {
@@ -221,6 +320,7 @@ test('under StrictMode (development build) each page opens one connection', asyn
   const devServer = await startServer(devPort, resolve(root, 'examples/react-chat/dist-dev'));
   try {
     const page = await (await browser.newContext()).newPage();
+    watch(page, 'strict');
     const sockets = [];
     page.on('websocket', (socket) => sockets.push(socket.url()));
     await page.goto(`http://127.0.0.1:${devPort}/?name=strict`);
@@ -232,4 +332,8 @@ test('under StrictMode (development build) each page opens one connection', asyn
   } finally {
     await stopServer(devServer);
   }
+});
+
+test('no page had an error or a failed request', () => {
+  assert.deepEqual(failures, []);
 });

@@ -1,4 +1,4 @@
-import { useMemo, useState } from 'react';
+import { useLayoutEffect, useMemo, useRef, useState } from 'react';
 import { useSyncedState } from 'server-state-sync-wasm/react';
 
 // The server this page came from also serves the state syncer (see demo-server.rs);
@@ -8,11 +8,19 @@ const ENDPOINT =
   params.get('server') ?? `${window.location.protocol === 'https:' ? 'wss' : 'ws'}://${window.location.host}`;
 const STATE = 'demo-chat';
 
-function defaultName() {
-  const saved = window.sessionStorage.getItem('chat-name');
+// The name is remembered in this browser; ?name=… sets it (the end-to-end test does).
+const NAME_KEY = 'chat-name';
+
+function initialName() {
+  const given = params.get('name')?.trim();
+  if (given) {
+    window.localStorage.setItem(NAME_KEY, given);
+    return given;
+  }
+  const saved = window.localStorage.getItem(NAME_KEY);
   if (saved) return saved;
-  const name = params.get('name') ?? `guest-${Math.floor(Math.random() * 10000)}`;
-  window.sessionStorage.setItem('chat-name', name);
+  const name = `guest-${Math.floor(Math.random() * 10000)}`;
+  window.localStorage.setItem(NAME_KEY, name);
   return name;
 }
 
@@ -26,14 +34,118 @@ const STATUS_TEXT = {
 // The chat keeps the newest messages only.
 const HISTORY = 100;
 
+// How close to the bottom (in pixels) still counts as "reading the newest messages".
+const NEAR_BOTTOM = 48;
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: 'numeric', minute: '2-digit' });
+const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
+  month: 'short',
+  day: 'numeric',
+  hour: 'numeric',
+  minute: '2-digit',
+});
+
+function SentAt({ at }) {
+  if (typeof at !== 'number') return null;
+  const date = new Date(at);
+  const today = date.toDateString() === new Date().toDateString();
+  return (
+    <time className="time" dateTime={date.toISOString()} title={date.toLocaleString()} data-testid="sent-at">
+      {(today ? timeFormat : dateTimeFormat).format(date)}
+    </time>
+  );
+}
+
+function Message({ message, mine, pending }) {
+  return (
+    <li
+      className={`message${mine ? ' mine' : ''}${pending ? ' pending' : ''}`}
+      data-testid={pending ? 'pending-message' : 'message'}
+    >
+      <div className="meta">
+        <span className="sender">{message.sender}</span>
+        {pending ? <span className="time">sending…</span> : <SentAt at={message.sentAt} />}
+      </div>
+      <div className="content">{message.content}</div>
+    </li>
+  );
+}
+
+function NameForm({ name, onChange }) {
+  const [editing, setEditing] = useState(false);
+  const [value, setValue] = useState(name);
+  if (!editing) {
+    return (
+      <button
+        type="button"
+        className="me"
+        title="Change your name"
+        data-testid="me"
+        onClick={() => {
+          setValue(name);
+          setEditing(true);
+        }}
+      >
+        {name}
+      </button>
+    );
+  }
+  const save = (event) => {
+    event.preventDefault();
+    const next = value.trim();
+    if (next) onChange(next);
+    setEditing(false);
+  };
+  return (
+    <form className="name-form" onSubmit={save}>
+      <input
+        aria-label="Your name"
+        data-testid="name-input"
+        value={value}
+        maxLength={40}
+        onChange={(e) => setValue(e.target.value)}
+        onKeyDown={(e) => e.key === 'Escape' && setEditing(false)}
+        autoFocus
+      />
+      <button type="submit">Save</button>
+    </form>
+  );
+}
+
 export function Chat() {
-  const [name] = useState(defaultName);
+  const [name, setName] = useState(initialName);
   const { state, status, error, append } = useSyncedState(ENDPOINT, name, STATE);
   const [draft, setDraft] = useState('');
   const [sendError, setSendError] = useState(null);
   // Own messages not applied yet, shown as "sending…" until the server applied them.
   const [pending, setPending] = useState([]);
   const messages = useMemo(() => state?.chatMessages ?? [], [state]);
+  const waiting = pending.filter((message) => !messages.some((m) => m.id === message.id));
+
+  // Keep the newest message in view, unless the reader scrolled up to older ones.
+  const list = useRef(null);
+  const [atBottom, setAtBottom] = useState(true);
+  const stick = useRef(true);
+  const onScroll = () => {
+    const el = list.current;
+    stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < NEAR_BOTTOM;
+    setAtBottom(stick.current);
+  };
+  const toBottom = () => {
+    const el = list.current;
+    if (el) el.scrollTop = el.scrollHeight;
+    stick.current = true;
+    setAtBottom(true);
+  };
+  const last = messages.at(-1);
+  useLayoutEffect(() => {
+    if (stick.current) toBottom();
+  }, [last, waiting.length, sendError]);
+
+  function rename(next) {
+    window.localStorage.setItem(NAME_KEY, next);
+    setName(next);
+  }
 
   function send(event) {
     event.preventDefault();
@@ -43,69 +155,87 @@ export function Chat() {
     setPending((now) => [...now, message]);
     setDraft('');
     setSendError(null);
+    toBottom();
     // An atomic append: the server adds the message to the list it has, so messages
     // sent at the same moment by several people all land (sending the whole list would
     // let the last sender erase the others'). Queued while offline, delivered once.
     append('chatMessages', [message], { max: HISTORY })
-      .catch((e) => setSendError(e.reason === 'vetoed' ? `Not sent: the server refused "${content}"` : `Not sent: ${e.message}`))
+      .catch((e) => {
+        setSendError(e.reason === 'vetoed' ? 'The server refused this message: edit it and send again.' : `Not sent: ${e.message}`);
+        // The text goes back into the box (unless something new was typed meanwhile).
+        setDraft((now) => (now === '' ? content : now));
+      })
       .finally(() => setPending((now) => now.filter((m) => m.id !== message.id)));
   }
 
   return (
-    <main className="chat">
-      <header>
-        <h1>Chat</h1>
-        <span className={`status status-${status}`} data-testid="status">
-          {STATUS_TEXT[status] ?? status}
-        </span>
+    <div className="app">
+      <header className="bar">
+        <div className="title">
+          <h1>Chat</h1>
+          <span className={`status status-${status}`} data-testid="status" title={error?.message}>
+            {STATUS_TEXT[status] ?? status}
+          </span>
+        </div>
+        <NameForm name={name} onChange={rename} />
       </header>
-      <p className="me">
-        You are <strong data-testid="me">{name}</strong>
-      </p>
-      <ul className="messages" data-testid="messages">
-        {messages.map((message) => (
-          <li
-            key={message.id ?? `${message.sender}-${message.content}`}
-            className={message.sender === name ? 'mine' : ''}
-            data-testid="message"
-          >
-            <span className="sender">{message.sender}</span>
-            <span className="content">{message.content}</span>
-          </li>
-        ))}
-        {pending
-          .filter((message) => !messages.some((m) => m.id === message.id))
-          .map((message) => (
-            <li key={message.id} className="mine pending" data-testid="pending-message">
-              <span className="sender">{message.sender}</span>
-              <span className="content">{message.content}</span>
-              <span className="note">sending…</span>
+
+      <div className="body">
+        <ul className="messages" data-testid="messages" ref={list} onScroll={onScroll}>
+          {state && messages.length === 0 && waiting.length === 0 && (
+            <li className="empty">
+              No messages yet: say hello! (This server refuses messages with the word “spam”, to show how a
+              refusal looks.)
             </li>
+          )}
+          {messages.map((message) => (
+            <Message
+              key={message.id ?? `${message.sender}-${message.sentAt}-${message.content}`}
+              message={message}
+              mine={message.sender === name}
+            />
           ))}
-      </ul>
-      {sendError && (
-        <p className="error" role="alert" data-testid="send-error">
-          {sendError}
-        </p>
-      )}
-      {error && !sendError && (
-        <p className="error" role="alert">
-          {error.message}
-        </p>
-      )}
-      <form onSubmit={send}>
-        <input
-          aria-label="Message"
-          data-testid="draft"
-          value={draft}
-          onChange={(e) => setDraft(e.target.value)}
-          placeholder="Say something (messages with the word spam are refused)"
-          autoFocus
-        />
-        <button type="submit" disabled={!state}>
-          Send
-        </button>
-      </form>
-    </main>
+          {waiting.map((message) => (
+            <Message key={message.id} message={message} mine pending />
+          ))}
+        </ul>
+        {!atBottom && (
+          <button type="button" className="jump" data-testid="jump" onClick={toBottom}>
+            Newest messages ↓
+          </button>
+        )}
+      </div>
+
+      <footer className="composer">
+        {sendError && (
+          <p className="error" role="alert" data-testid="send-error">
+            {sendError}
+            <button type="button" className="dismiss" aria-label="Dismiss" onClick={() => setSendError(null)}>
+              ×
+            </button>
+          </p>
+        )}
+        {/* A failed connection shows in the status (it retries by itself); other errors here. */}
+        {error && error.reason !== 'connect' && !sendError && (
+          <p className="error" role="alert">
+            {error.message}
+          </p>
+        )}
+        <form onSubmit={send}>
+          <input
+            aria-label="Message"
+            data-testid="draft"
+            value={draft}
+            onChange={(e) => setDraft(e.target.value)}
+            placeholder="Write a message…"
+            autoComplete="off"
+            autoFocus
+          />
+          <button type="submit" disabled={!state || !draft.trim()}>
+            Send
+          </button>
+        </form>
+      </footer>
+    </div>
   );
 }
