@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
@@ -168,6 +168,9 @@ createRoot(document.getElementById('root')).render(
 after(async () => {
   await browser?.close();
   for (const child of servers) child.kill('SIGKILL');
+  // NEWCOMER_KEEP=1 keeps the app, to look at it.
+  if (process.env.NEWCOMER_KEEP) console.log(`the app: ${app}`);
+  else rmSync(app, { recursive: true, force: true });
 });
 
 /** Opens the app as `name`; every request of the page must succeed. */
