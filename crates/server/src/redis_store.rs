@@ -91,6 +91,8 @@ pub(crate) struct Sender<'a> {
 /// The states of one Redis.
 #[derive(Clone)]
 pub(crate) struct RedisStore {
+    /// For subscriptions, which need connections of their own.
+    client: redis::Client,
     connection: ConnectionManager,
     apply: Script,
     create: Script,
@@ -122,6 +124,7 @@ impl RedisStore {
         let client = redis::Client::open(url)?;
         let connection = client.get_connection_manager().await?;
         Ok(RedisStore {
+            client,
             connection,
             apply: Script::new(include_str!("redis_store/apply.lua")),
             create: Script::new(include_str!("redis_store/create.lua")),
@@ -291,6 +294,11 @@ impl RedisStore {
             .collect()
     }
 }
+
+mod feed;
+
+#[cfg(test)]
+use feed::FeedEvent;
 
 #[cfg(test)]
 mod tests;

@@ -285,3 +285,189 @@ async fn concurrent_writers_get_one_order_and_subscribers_see_it() {
         assert_eq!(loaded.value[&format!("w{writer}")], json!(EACH));
     }
 }
+
+async fn next_event(events: &mut tokio::sync::mpsc::Receiver<FeedEvent>) -> FeedEvent {
+    tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("an event within 10 s")
+        .expect("the follower runs")
+}
+
+/// Applies `count` updates, `{"n": k}` with payload `k`, from another connection.
+async fn apply_many(url: &str, id: &str, range: std::ops::RangeInclusive<u64>) {
+    let store = RedisStore::connect(url, 600).await.unwrap();
+    for n in range {
+        let update = StoredUpdate {
+            set: vec![("n", n.to_string())],
+            removed: Vec::new(),
+            payload: n.to_string(),
+        };
+        assert!(matches!(
+            store.apply(id, None, None, &update).await.unwrap(),
+            ApplyOutcome::Applied(_)
+        ));
+    }
+}
+
+async fn expect_updates(
+    events: &mut tokio::sync::mpsc::Receiver<FeedEvent>,
+    range: std::ops::RangeInclusive<u64>,
+) {
+    for expected in range {
+        match next_event(events).await {
+            FeedEvent::Update { version, payload } => {
+                assert_eq!((version, payload), (expected, expected.to_string()));
+            }
+            other => panic!("expected version {expected}, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_follower_gets_every_update_once_in_order_even_when_its_subscription_drops() {
+    let redis = start_redis().await;
+    let store = RedisStore::connect(&redis.url, 600).await.unwrap();
+    store.create("s", &JsonObject::new()).await.unwrap();
+    let loaded = store.load("s").await.unwrap().unwrap();
+    let mut events = store.follow("s", 0, loaded.epoch, Duration::from_secs(60));
+    // Subscribed (the follower checks right after subscribing, with nothing to do).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    apply_many(&redis.url, "s", 1..=50).await;
+    expect_updates(&mut events, 1..=50).await;
+    // Every subscription connection is killed: what is published meanwhile is lost,
+    // and the follower, subscribed again, catches up from the stream.
+    let mut admin = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for round in 0..3 {
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert!(killed >= 1, "round {round}: a subscription was killed");
+        let from = 51 + round * 20;
+        apply_many(&redis.url, "s", from..=from + 19).await;
+        expect_updates(&mut events, from..=from + 19).await;
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), events.recv())
+            .await
+            .is_err(),
+        "nothing twice"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_last_publish_is_found_by_the_version_check() {
+    let redis = start_redis().await;
+    let store = RedisStore::connect(&redis.url, 600).await.unwrap();
+    store.create("s", &JsonObject::new()).await.unwrap();
+    let epoch = store.load("s").await.unwrap().unwrap().epoch;
+    let mut events = store.follow("s", 0, epoch, Duration::from_millis(100));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    apply_many(&redis.url, "s", 1..=1).await;
+    expect_updates(&mut events, 1..=1).await;
+    // Version 2 is applied but its publish never happens (as when the publishing
+    // connection dies in between): no later update reveals the gap.
+    let mut admin = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("HINCRBY")
+        .arg(key("s", "meta"))
+        .arg("version")
+        .arg(1)
+        .ignore()
+        .cmd("XADD")
+        .arg(key("s", "log"))
+        .arg("2-1")
+        .arg("u")
+        .arg("2")
+        .ignore()
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    expect_updates(&mut events, 2..=2).await;
+}
+
+#[tokio::test]
+async fn a_trimmed_history_or_a_new_incarnation_resyncs_and_a_removed_state_ends() {
+    let redis = start_redis().await;
+    let store = RedisStore::connect(&redis.url, 600).await.unwrap();
+    store
+        .create("s", &object(json!({"keep": true})))
+        .await
+        .unwrap();
+    let epoch = store.load("s").await.unwrap().unwrap().epoch;
+    let mut admin = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Versions 1-5 happened before the follower starts from 0, and the stream no
+    // longer has them.
+    apply_many(&redis.url, "s", 1..=5).await;
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(key("s", "log"))
+        .arg("MAXLEN")
+        .arg(0)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let mut events = store.follow("s", 0, epoch.clone(), Duration::from_millis(100));
+    match next_event(&mut events).await {
+        FeedEvent::Resync(state) => {
+            assert_eq!(state.version, 5);
+            assert_eq!(Value::Object(state.value), json!({"keep": true, "n": 5}));
+        }
+        other => panic!("expected a resync, got {other:?}"),
+    }
+    apply_many(&redis.url, "s", 6..=6).await;
+    expect_updates(&mut events, 6..=6).await;
+    // Removed and created again elsewhere, in one step (a follower that looks in
+    // between sees the state gone, which is right too): another incarnation.
+    let _: () = redis::pipe()
+        .atomic()
+        .del(&[key("s", "meta"), key("s", "fields"), key("s", "log")])
+        .ignore()
+        .hset_multiple(
+            key("s", "meta"),
+            &[("version", "0"), ("epoch", "another"), ("next_slot", "1")],
+        )
+        .ignore()
+        .hset(key("s", "fields"), "new", "1 1")
+        .ignore()
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    match next_event(&mut events).await {
+        FeedEvent::Resync(state) => {
+            assert_ne!(state.epoch, epoch);
+            assert_eq!(state.version, 0);
+            assert_eq!(Value::Object(state.value), json!({"new": 1}));
+        }
+        other => panic!("expected a resync, got {other:?}"),
+    }
+    // Removed for good: the follower says so and stops.
+    let _: i64 = redis::cmd("DEL")
+        .arg(key("s", "meta"))
+        .arg(key("s", "fields"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut events).await, FeedEvent::Gone);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), events.recv())
+            .await
+            .expect("the follower stops")
+            .is_none()
+    );
+}
