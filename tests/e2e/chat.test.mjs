@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -87,6 +87,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   if (server) await stopServer(server);
+  rmSync(dataDir, { recursive: true, force: true });
 });
 
 const DESKTOP = { width: 1280, height: 800 };
@@ -312,6 +313,7 @@ test('the package works without a bundler, as a plain ES module', async () => {
     assert.match(await page.locator('#out').innerText(), /^applied version 1, 1 message\(s\)$/);
   } finally {
     await stopServer(plainServer);
+    rmSync(folder, { recursive: true, force: true });
   }
 });
 
@@ -332,6 +334,61 @@ test('under StrictMode (development build) each page opens one connection', asyn
   } finally {
     await stopServer(devServer);
   }
+});
+
+/** Appends `items` to the chat over a raw WebSocket from `page`, as any client could; the server's answer. */
+function rawAppend(page, items) {
+  return page.evaluate(
+    (items) =>
+      new Promise((done, fail) => {
+        const socket = new WebSocket(`ws://${location.host}/?identifier=raw&token=`);
+        socket.onopen = () => socket.send(JSON.stringify({ type: 2, data: { stateIdentifier: 'demo-chat' } }));
+        socket.onmessage = (event) => {
+          const message = JSON.parse(event.data);
+          if (message.type === 7) {
+            const ops = { chatMessages: { append: items, max: 100 } };
+            socket.send(JSON.stringify({ type: 3, data: { updates: {}, requestId: 1, ops } }));
+          } else if (message.data?.requestId === 1) {
+            socket.close();
+            done(message);
+          }
+        };
+        setTimeout(() => fail(new Error('no answer')), 10000);
+      }),
+    items,
+  );
+}
+
+test('messages from other clients: a time a Date cannot hold is refused, a missing one shows none', async () => {
+  const grace = await openChat('grace');
+  const refused = await rawAppend(grace, [{ sender: 'mallory', content: 'boom', sentAt: 1e300 }]);
+  assert.equal(refused.type, 9, JSON.stringify(refused));
+  assert.equal(refused.data.reason, 'vetoed');
+  const applied = await rawAppend(grace, [{ sender: 'terminal', content: 'no time here' }]);
+  assert.equal(applied.type, 3, JSON.stringify(applied));
+  await message(grace, 'no time here').waitFor();
+  assert.equal(await message(grace, 'no time here').getByTestId('sent-at').count(), 0);
+  // The page still works (a Date out of range used to blank it).
+  await send(grace, 'still here');
+  await message(grace, 'still here').getByTestId('sent-at').waitFor();
+});
+
+test('where localStorage is blocked the page still works, without remembering the name', async () => {
+  const context = await browser.newContext({ viewport: DESKTOP });
+  await context.addInitScript(() => {
+    Object.defineProperty(window, 'localStorage', {
+      get() {
+        throw new DOMException('Access is denied for this document.', 'SecurityError');
+      },
+    });
+  });
+  const page = await context.newPage();
+  watch(page, 'no-storage');
+  await page.goto(`http://127.0.0.1:${port}/`);
+  await page.getByTestId('status').filter({ hasText: 'Connected' }).waitFor({ timeout: 15000 });
+  assert.match(await page.getByTestId('me').innerText(), /^guest-\d+$/);
+  await send(page, 'no storage here');
+  await message(page, 'no storage here').waitFor();
 });
 
 test('no page had an error or a failed request', () => {

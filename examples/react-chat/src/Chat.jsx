@@ -10,17 +10,37 @@ const STATE = 'demo-chat';
 
 // The name is remembered in this browser; ?name=… sets it (the end-to-end test does).
 const NAME_KEY = 'chat-name';
+// As long as the name box allows.
+const NAME_MAX = 40;
+
+// localStorage throws where storage is blocked (cookies disabled, some sandboxed
+// frames): the page then works without remembering the name.
+function loadName() {
+  try {
+    return window.localStorage.getItem(NAME_KEY);
+  } catch {
+    return null;
+  }
+}
+
+function saveName(name) {
+  try {
+    window.localStorage.setItem(NAME_KEY, name);
+  } catch {
+    // Not remembered, still used.
+  }
+}
 
 function initialName() {
-  const given = params.get('name')?.trim();
+  const given = params.get('name')?.trim().slice(0, NAME_MAX);
   if (given) {
-    window.localStorage.setItem(NAME_KEY, given);
+    saveName(given);
     return given;
   }
-  const saved = window.localStorage.getItem(NAME_KEY);
+  const saved = loadName()?.trim();
   if (saved) return saved;
   const name = `guest-${Math.floor(Math.random() * 10000)}`;
-  window.localStorage.setItem(NAME_KEY, name);
+  saveName(name);
   return name;
 }
 
@@ -46,8 +66,11 @@ const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
 });
 
 function SentAt({ at }) {
+  // Any client can append a message: a time that is missing, not a number, or out of
+  // a Date's range (1e300 would make toISOString throw and blank the page) shows none.
   if (typeof at !== 'number') return null;
   const date = new Date(at);
+  if (Number.isNaN(date.getTime())) return null;
   const today = date.toDateString() === new Date().toDateString();
   return (
     <time className="time" dateTime={date.toISOString()} title={date.toLocaleString()} data-testid="sent-at">
@@ -102,7 +125,7 @@ function NameForm({ name, onChange }) {
         aria-label="Your name"
         data-testid="name-input"
         value={value}
-        maxLength={40}
+        maxLength={NAME_MAX}
         onChange={(e) => setValue(e.target.value)}
         onKeyDown={(e) => e.key === 'Escape' && setEditing(false)}
         autoFocus
@@ -143,7 +166,7 @@ export function Chat() {
   }, [last, waiting.length, sendError]);
 
   function rename(next) {
-    window.localStorage.setItem(NAME_KEY, next);
+    saveName(next);
     setName(next);
   }
 

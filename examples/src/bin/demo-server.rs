@@ -5,8 +5,8 @@
 //! The chat is saved in `--data DIR` (default `target/demo-data`) and survives a
 //! restart or a crash; `--memory` keeps it in memory only.
 //! It logs every client that connects and every update, and its interceptor vetoes
-//! updates whose `chatMessages` is not an array of `{sender, content}` or has a message
-//! containing the word "spam" (a moderation rule to show vetoes). Any client of
+//! updates whose `chatMessages` is not an array of `{sender, content}` (with `sentAt`,
+//! if any, a time in milliseconds) or has a message containing the word "spam" (a moderation rule to show vetoes). Any client of
 //! server-state-sync (the original JavaScript one included) can connect with
 //! `?identifier=<name>`; the token is ignored. Ctrl-C closes connections cleanly.
 
@@ -77,11 +77,20 @@ fn refusal(update: &Update) -> Option<&'static str> {
         else {
             return Some("each message needs a sender and a content");
         };
+        if !message.get("sentAt").is_none_or(is_javascript_time) {
+            return Some("sentAt must be a time in milliseconds");
+        }
         if content.to_lowercase().contains("spam") {
             return Some("no spam");
         }
     }
     None
+}
+
+/// Whether `value` is a number a JavaScript `Date` holds (±8.64e15 ms around 1970):
+/// pages render `sentAt` as a date, and `new Date(1e300).toISOString()` throws.
+fn is_javascript_time(value: &Value) -> bool {
+    value.as_f64().is_some_and(|ms| ms.abs() <= 8.64e15)
 }
 
 /// The operation an update does on the chat history, if any.
@@ -150,4 +159,45 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     syncer.sync().await?;
     syncer.close_storage();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(message: Value) -> Update {
+        Update::new().append_capped("chatMessages", [message], 100)
+    }
+
+    #[test]
+    fn refuses_a_sent_at_that_is_not_a_javascript_time() {
+        let ok = [
+            json!(1_767_000_000_000_u64),
+            json!(0),
+            json!(-8.64e15),
+            json!(8.64e15),
+        ];
+        for at in ok {
+            let message = json!({"sender": "a", "content": "hi", "sentAt": at});
+            assert_eq!(refusal(&append(message)), None, "{at}");
+        }
+        assert_eq!(
+            refusal(&append(json!({"sender": "a", "content": "hi"}))),
+            None
+        );
+        for at in [
+            json!(1e300),
+            json!(8.64e15 + 1.0),
+            json!("today"),
+            json!(null),
+            json!({}),
+        ] {
+            let message = json!({"sender": "a", "content": "hi", "sentAt": at});
+            assert!(refusal(&append(message)).is_some(), "{at}");
+        }
+        assert_eq!(
+            refusal(&append(json!({"sender": "a", "content": "spam"}))),
+            Some("no spam")
+        );
+    }
 }
