@@ -2,7 +2,7 @@
 //!
 //! Start the demo server first (`./scripts/demo.sh`), then run this in two terminals
 //! with different names. Type a line and press Enter to send it; `/quit` leaves. The
-//! chat lives in the state `demo-chat` as `{"chatMessages": [{"sender", "content"}]}`,
+//! chat lives in the state `demo-chat` as `{"chatMessages": [{"sender", "content", "sentAt"}]}`,
 //! the shape the browser demo uses too; each line is an atomic append (the newest 100
 //! messages are kept), so lines sent at the same moment from several terminals or
 //! browsers all land. Stop the server and start it again: the chat reconnects by
@@ -109,7 +109,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if line.is_empty() {
             continue;
         }
-        let message = json!({"sender": args.name, "content": line, "id": uuid_like()});
+        // When it was sent, in milliseconds since 1970, as the React chat shows it.
+        let sent_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(0));
+        let message = json!({
+            "sender": args.name, "content": line, "id": uuid_like(), "sentAt": sent_at
+        });
         // Not awaited here: the append is queued now and delivered exactly once, even
         // across a server restart; a failure is printed when it comes.
         let sending = client.apply(Update::new().append_capped("chatMessages", [message], HISTORY));
