@@ -84,7 +84,16 @@ async fn sigterm_stops_gracefully_and_a_second_server_on_the_same_data_is_refuse
     assert!(exit.success(), "exit 0 on SIGTERM: {exit:?}");
     client.close().await;
     // Everything is there for the next one.
-    let (mut child, addr) = serving("127.0.0.1:0", &dir);
+    let (child, addr) = serving("127.0.0.1:0", &dir);
+    // Killed when dropped, so that a failing assertion does not leave it running.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let server = Running(child);
     let client = Client::connect(&format!("ws://{addr}"), "c", None)
         .await
         .unwrap();
@@ -92,7 +101,6 @@ async fn sigterm_stops_gracefully_and_a_second_server_on_the_same_data_is_refuse
     assert_eq!(state["n"], 19);
     assert_eq!(client.state_version(), Some(20));
     client.close().await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(server);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -54,6 +54,16 @@ fn serving_with_file_limit(dir: &Path, blocks: u64) -> (Child, String) {
     (child, addr)
 }
 
+/// A server process, killed when dropped: a failing assertion does not leave it running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn is_storage_failure(error: &Error) -> bool {
     matches!(
         error,
@@ -68,7 +78,8 @@ fn is_storage_failure(error: &Error) -> bool {
 async fn a_full_disk_fails_updates_clearly_and_loses_nothing_acknowledged() {
     let dir = temp("full");
     // A few MiB: the store's first commits fit, 64 KiB updates soon do not.
-    let (mut child, addr) = serving_with_file_limit(&dir, 8192);
+    let (child, addr) = serving_with_file_limit(&dir, 8192);
+    let server = Running(child);
     let client = Client::builder(format!("ws://{addr}"), "writer")
         .reconnect(ReconnectPolicy::disabled())
         .connect()
@@ -133,11 +144,11 @@ async fn a_full_disk_fails_updates_clearly_and_loses_nothing_acknowledged() {
     client.close().await;
     reader.close().await;
     late.close().await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(server);
 
     // Restarted without the limit: every acknowledged update is there.
-    let (mut child, addr) = serving("127.0.0.1:0", &dir);
+    let (child, addr) = serving("127.0.0.1:0", &dir);
+    let server = Running(child);
     let client = Client::connect(&format!("ws://{addr}"), "after", None)
         .await
         .unwrap();
@@ -155,8 +166,7 @@ async fn a_full_disk_fails_updates_clearly_and_loses_nothing_acknowledged() {
     assert!(state.get("late").is_none());
     client.update_state(json!({ "again": 1 })).await.unwrap();
     client.close().await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(server);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -195,9 +205,8 @@ fn a_directory_that_is_not_writable_is_an_error_naming_it() {
     std::fs::create_dir(&empty).unwrap();
     // A store written earlier, now read-only.
     let stored = dir.join("stored");
-    let (mut child, _) = serving("127.0.0.1:0", &stored);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let (child, _) = serving("127.0.0.1:0", &stored);
+    drop(Running(child));
     let file = stored.join("state-sync.redb");
     for path in [&empty, &stored] {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o555)).unwrap();
