@@ -11,6 +11,12 @@
 //!   leaves unreserved (`A-Z a-z 0-9 - . _ ~`), so they decode the same whether the
 //!   server reads the query as a form (`+` is a space there) or with
 //!   `decodeURIComponent`.
+//!
+//! A client may be given several endpoints, the servers of one cluster
+//! ([`Endpoint::parse_all`]): each is checked by the same rules, the first bad one is
+//! refused with the same error, and an empty list is refused too. Which of them a
+//! client opens, and when it moves on to the next, is [`Reconnect`](crate::Reconnect)'s
+//! policy (the first, then the next after every failure, round robin).
 
 /// An endpoint that passed the checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +36,12 @@ pub struct EndpointError {
     reason: &'static str,
 }
 
+/// Why an empty list of endpoints is refused: the reason of its [`EndpointError`],
+/// whose endpoint is `""`.
+const EMPTY_LIST: &str = "no endpoint given (the list of endpoints is empty)";
+
 impl EndpointError {
-    /// The endpoint given.
+    /// The endpoint given (`""` when the list of endpoints was empty).
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
@@ -119,6 +129,44 @@ impl Endpoint {
             port,
             secure,
         })
+    }
+
+    /// Checks a list of endpoints, the servers a client may connect to, in order:
+    /// each as [`Endpoint::parse`] does.
+    ///
+    /// ```
+    /// # use state_sync_protocol::Endpoint;
+    /// let endpoints = Endpoint::parse_all(["ws://a:5000", "ws://b:5000"]).unwrap();
+    /// assert_eq!(endpoints[1].host(), "b");
+    /// assert_eq!(
+    ///     Endpoint::parse_all(["ws://a:5000", "http://b"]).unwrap_err().to_string(),
+    ///     r#"invalid endpoint "http://b": it must start with ws:// or wss://"#
+    /// );
+    /// assert_eq!(
+    ///     Endpoint::parse_all::<[&str; 0]>([]).unwrap_err().to_string(),
+    ///     r#"invalid endpoint "": no endpoint given (the list of endpoints is empty)"#
+    /// );
+    /// ```
+    ///
+    /// # Errors
+    /// The [`EndpointError`] of the first endpoint refused, or one whose endpoint is
+    /// `""` when the list is empty.
+    pub fn parse_all<I>(endpoints: I) -> Result<Vec<Endpoint>, EndpointError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let parsed = endpoints
+            .into_iter()
+            .map(|endpoint| Endpoint::parse(endpoint.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if parsed.is_empty() {
+            return Err(EndpointError {
+                endpoint: String::new(),
+                reason: EMPTY_LIST,
+            });
+        }
+        Ok(parsed)
     }
 
     /// The host to connect to (an IPv6 address without its brackets).
@@ -265,5 +313,38 @@ mod tests {
         let error = Endpoint::parse("ftp://h").unwrap_err();
         assert_eq!(error.endpoint(), "ftp://h");
         assert_eq!(error.reason(), "it must start with ws:// or wss://");
+    }
+
+    #[test]
+    fn a_list_is_checked_endpoint_by_endpoint_and_must_not_be_empty() {
+        let hosts = |list: &[&str]| {
+            Endpoint::parse_all(list)
+                .map(|endpoints| endpoints.iter().map(|e| e.host().to_owned()).collect())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            hosts(&["ws://a", "wss://b:1/x"]),
+            Ok(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(hosts(&["ws://a"]), Ok(vec!["a".into()]), "one is a list");
+        assert_eq!(
+            hosts(&["ws://a", "ws://b:port", "http://c"]),
+            Err(
+                r#"invalid endpoint "ws://b:port": the port must be a number from 0 to 65535"#
+                    .into()
+            ),
+            "the first bad one, with the error a single endpoint gets"
+        );
+        let empty = Endpoint::parse_all(Vec::<String>::new()).unwrap_err();
+        assert_eq!(empty.endpoint(), "");
+        assert_eq!(
+            empty.reason(),
+            "no endpoint given (the list of endpoints is empty)"
+        );
+        assert_eq!(
+            hosts(&[""]),
+            Err(r#"invalid endpoint "": it must start with ws:// or wss://"#.into()),
+            "an empty endpoint is not an empty list"
+        );
     }
 }
