@@ -8,14 +8,14 @@ use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use state_sync_protocol::{
-    ClientCore, ConnectionStatus, FailureReason, JsonObject, Listeners, MAX_ATTEMPTS,
+    ClientCore, ConnectionStatus, FailureReason, JsonObject, Listeners, MAX_ATTEMPTS, Reconnect,
     ReconnectPolicy, Update, UpdateFailure, conflict_spread_micros, gave_up_message,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::driver::{Command, Driver};
 use crate::error::{Error, Result};
-use crate::transport::{self, Target};
+use crate::transport::{self, Socket, Target};
 
 /// An update the server applied, as the caller of [`Client::update_state`] gets it.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,7 +98,8 @@ impl std::fmt::Debug for Client {
 /// Configures and opens a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
-    endpoint: String,
+    /// The endpoints, in the order they are tried (one unless [`ClientBuilder::endpoints`]).
+    endpoints: Vec<String>,
     identifier: String,
     token: Option<String>,
     reconnect: ReconnectPolicy,
@@ -109,12 +110,45 @@ impl ClientBuilder {
     /// A builder for `endpoint` (`ws://…` or `wss://…`) and this client identifier.
     pub fn new(endpoint: impl Into<String>, identifier: impl Into<String>) -> Self {
         ClientBuilder {
-            endpoint: endpoint.into(),
+            endpoints: vec![endpoint.into()],
             identifier: identifier.into(),
             token: None,
             reconnect: ReconnectPolicy::default(),
             tls: None,
         }
+    }
+
+    /// Several endpoints, servers of one cluster any of which serves the client's state,
+    /// instead of the one given to [`ClientBuilder::new`]. Each is checked as a single
+    /// endpoint is, when connecting; an empty list is refused
+    /// ([`Error::InvalidEndpoint`] with the endpoint `""`).
+    ///
+    /// Which one the client uses: [`ClientBuilder::connect`] tries the first, and, if it
+    /// cannot be reached, each next one in order, at once. Later, after every failure
+    /// (a lost connection, a reconnection attempt that failed) the client moves on to
+    /// the next endpoint, after the last to the first again (round robin), with the
+    /// delays of its [`ReconnectPolicy`] counted across all of them. On the new server it
+    /// re-attaches to its state, resyncs, and resends its unacknowledged updates with the
+    /// same session and request ids: the cluster applies each once if it shares its
+    /// session logs between servers.
+    ///
+    /// ```no_run
+    /// # async fn run() -> state_sync_client::Result<()> {
+    /// use state_sync_client::Client;
+    /// let client = Client::builder("ws://10.0.0.1:5000", "alice")
+    ///     .endpoints(["ws://10.0.0.1:5000", "ws://10.0.0.2:5000", "ws://10.0.0.3:5000"])
+    ///     .token("token")
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn endpoints<I>(mut self, endpoints: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.endpoints = endpoints.into_iter().map(Into::into).collect();
+        self
     }
 
     /// The access token the server's authorization middleware receives.
@@ -137,15 +171,25 @@ impl ClientBuilder {
         self
     }
 
-    /// Opens the connection and waits for it (the original's `onConnection()`).
+    /// Opens the connection and waits for it (the original's `onConnection()`). With
+    /// several endpoints, it tries each in order until one opens.
     ///
     /// # Errors
-    /// [`Error::InvalidEndpoint`], [`Error::Connect`] when the server cannot be
-    /// reached, [`Error::Refused`] when it refuses the client (401 from its middleware).
+    /// [`Error::InvalidEndpoint`] (an endpoint is not a `ws://` or `wss://` URL, or the
+    /// list is empty), [`Error::Connect`] when no endpoint can be reached (with several,
+    /// its text says why for each), [`Error::Refused`] when a server refuses the client
+    /// (401 from its middleware; the next endpoint is not tried after a 4xx, it would
+    /// refuse the client too).
     pub async fn connect(self) -> Result<Client> {
         let tls = self.tls.unwrap_or_else(transport::default_tls);
-        let target = Target::new(&self.endpoint, &self.identifier, self.token.as_deref(), tls)?;
-        let socket = transport::connect(&target).await?;
+        let targets = Target::all(
+            &self.endpoints,
+            &self.identifier,
+            self.token.as_deref(),
+            &tls,
+        )?;
+        let mut reconnect = Reconnect::with_endpoints(self.reconnect, targets.len());
+        let socket = first_connection(&targets, &mut reconnect).await?;
         let (status, _) = watch::channel(ConnectionStatus::Connected);
         let shared = Arc::new(Shared {
             core: Mutex::new(ClientCore::new(uuid::Uuid::new_v4().to_string())),
@@ -157,9 +201,39 @@ impl ClientBuilder {
         });
         shared.refresh_observed();
         let (commands, receiver) = mpsc::unbounded_channel();
-        let driver = Driver::new(Arc::clone(&shared), receiver, target, self.reconnect);
+        let driver = Driver::new(Arc::clone(&shared), receiver, targets, reconnect);
         tokio::spawn(driver.run(socket));
         Ok(Client { shared, commands })
+    }
+}
+
+/// The first connection: each endpoint in turn, from the first, until one opens; the
+/// rotation then goes on from there (see [`Reconnect`]).
+///
+/// # Errors
+/// A 4xx refusal at once; when no endpoint opens, the one failure, or with several an
+/// [`Error::Connect`] that lists them.
+async fn first_connection(targets: &[Target], reconnect: &mut Reconnect) -> Result<Socket> {
+    let mut failures = Vec::new();
+    loop {
+        let target = &targets[reconnect.endpoint()];
+        match transport::connect(target).await {
+            Ok(socket) => return Ok(socket),
+            Err(refused @ Error::Refused { status, .. }) if (400..500).contains(&status) => {
+                return Err(refused);
+            }
+            Err(error) if targets.len() == 1 => return Err(error),
+            Err(Error::Connect(why)) => failures.push(why),
+            Err(error) => failures.push(format!("{}:{}: {error}", target.host, target.port)),
+        }
+        if failures.len() == targets.len() {
+            return Err(Error::Connect(format!(
+                "none of the {} endpoints could be reached: {}",
+                targets.len(),
+                failures.join("; ")
+            )));
+        }
+        reconnect.next_endpoint();
     }
 }
 
@@ -177,7 +251,7 @@ impl Client {
         builder.connect().await
     }
 
-    /// A builder, for reconnection and TLS settings.
+    /// A builder, for several endpoints, reconnection and TLS settings.
     pub fn builder(endpoint: impl Into<String>, identifier: impl Into<String>) -> ClientBuilder {
         ClientBuilder::new(endpoint, identifier)
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use state_sync_protocol::{
-    ClientCore, ConnectionStatus, Event, JsonObject, Reconnect, ReconnectPolicy, Update, Waiters,
+    ClientCore, ConnectionStatus, Event, JsonObject, Reconnect, Update, Waiters,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
@@ -52,7 +52,8 @@ enum Ended {
 pub(crate) struct Driver {
     shared: Arc<Shared>,
     commands: mpsc::UnboundedReceiver<Command>,
-    target: Target,
+    /// One per endpoint, in order; `reconnect` says which the next connection opens.
+    targets: Vec<Target>,
     reconnect: Reconnect,
     waiters: Waiters<AttachWaiter, UpdateWaiter>,
     close_waiters: Vec<oneshot::Sender<()>>,
@@ -62,14 +63,14 @@ impl Driver {
     pub(crate) fn new(
         shared: Arc<Shared>,
         commands: mpsc::UnboundedReceiver<Command>,
-        target: Target,
-        policy: ReconnectPolicy,
+        targets: Vec<Target>,
+        reconnect: Reconnect,
     ) -> Self {
         Driver {
             shared,
             commands,
-            target,
-            reconnect: Reconnect::new(policy),
+            targets,
+            reconnect,
             waiters: Waiters::new(),
             close_waiters: Vec::new(),
         }
@@ -95,8 +96,9 @@ impl Driver {
     }
 
     /// Runs until the client is closed: connected periods, then waits and reconnection
-    /// attempts with backoff. Failures are reported as [`Reconnect`] says: once per
-    /// streak, and on giving up.
+    /// attempts with backoff, each to the endpoint [`Reconnect`] says (the next one
+    /// after every failure). Failures are reported as it says too: once per streak, and
+    /// on giving up.
     pub(crate) async fn run(mut self, socket: Socket) {
         let mut socket = Some(socket);
         let mut last_failure = String::new();
@@ -125,7 +127,8 @@ impl Driver {
                 }
                 break;
             };
-            let target = self.target.clone();
+            // Moved on to the next endpoint by the failure that brought us here.
+            let target = self.targets[self.reconnect.endpoint()].clone();
             let attempt_connect = async move {
                 tokio::time::sleep(delay).await;
                 transport::connect(&target).await

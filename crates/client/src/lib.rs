@@ -35,6 +35,29 @@
 //! closed, or attached to another state, or the state was removed) fails with
 //! [`UpdateFailure::Unconfirmed`]: the server may have applied it.
 //!
+//! # Several servers
+//!
+//! A client may be given the endpoints of several servers of one cluster
+//! ([`ClientBuilder::endpoints`]). `connect` tries them in order until one opens; when
+//! that connection is lost (the server was killed, a deploy), or a reconnection attempt
+//! fails, the client moves on to the next endpoint, after the last to the first again
+//! (round robin), with the delays of its [`ReconnectPolicy`] counted across all of them.
+//! There it re-attaches to its state, resyncs, and resends its unacknowledged updates
+//! with the same session and request ids, as after any reconnection: servers that share
+//! their session logs apply each exactly once, and a server that does not know the
+//! session answers an update sent before with [`FailureReason::OutcomeUnknown`] rather
+//! than risk applying it twice.
+//!
+//! ```no_run
+//! # async fn run() -> state_sync_client::Result<()> {
+//! use state_sync_client::Client;
+//! let client = Client::builder("ws://10.0.0.1:5000", "alice")
+//!     .endpoints(["ws://10.0.0.1:5000", "ws://10.0.0.2:5000"])
+//!     .connect()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Layout
 //! - `client`: [`Client`], [`ClientBuilder`] and the types they return.
 //! - `driver`: the task that owns the connection, feeds the core, performs its events

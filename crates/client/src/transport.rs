@@ -48,32 +48,42 @@ pub(crate) fn default_tls() -> Arc<rustls::ClientConfig> {
 }
 
 impl Target {
-    /// The original's URL, `endpoint?identifier=…&token=…`, as the protocol crate
-    /// builds it for both clients ([`Endpoint`]).
-    pub(crate) fn new(
-        endpoint: &str,
+    /// One target per endpoint, in order: the original's URL,
+    /// `endpoint?identifier=…&token=…`, as the protocol crate builds it for both
+    /// clients, once every endpoint passed its checks ([`Endpoint::parse_all`]: the
+    /// first bad one, or an empty list, is refused).
+    pub(crate) fn all(
+        endpoints: &[String],
         identifier: &str,
         token: Option<&str>,
-        tls: Arc<rustls::ClientConfig>,
-    ) -> Result<Self, Error> {
-        let invalid = |reason: String| Error::InvalidEndpoint {
+        tls: &Arc<rustls::ClientConfig>,
+    ) -> Result<Vec<Self>, Error> {
+        let invalid = |endpoint: &str, reason: String| Error::InvalidEndpoint {
             endpoint: endpoint.to_owned(),
             reason,
         };
-        let parsed = Endpoint::parse(endpoint).map_err(|e| invalid(e.reason().to_owned()))?;
-        let url = parsed.connection_url(identifier, token);
-        // The handshake request needs an `http::Uri`, which refuses a few characters
-        // the browser's URL parser would encode (`<`, `` ` ``, `%` in the host): refuse
-        // such an endpoint here rather than at every connection attempt.
-        url.parse::<http::Uri>()
-            .map_err(|e| invalid(format!("not a valid URI: {e}")))?;
-        Ok(Target {
-            url,
-            host: parsed.host().to_owned(),
-            port: parsed.port(),
-            secure: parsed.is_secure(),
-            tls,
-        })
+        let parsed = Endpoint::parse_all(endpoints)
+            .map_err(|e| invalid(e.endpoint(), e.reason().to_owned()))?;
+        endpoints
+            .iter()
+            .zip(parsed)
+            .map(|(endpoint, parsed)| {
+                let url = parsed.connection_url(identifier, token);
+                // The handshake request needs an `http::Uri`, which refuses a few
+                // characters the browser's URL parser would encode (`<`, `` ` ``, `%` in
+                // the host): refuse such an endpoint here rather than at every
+                // connection attempt.
+                url.parse::<http::Uri>()
+                    .map_err(|e| invalid(endpoint, format!("not a valid URI: {e}")))?;
+                Ok(Target {
+                    url,
+                    host: parsed.host().to_owned(),
+                    port: parsed.port(),
+                    secure: parsed.is_secure(),
+                    tls: Arc::clone(tls),
+                })
+            })
+            .collect()
     }
 }
 
@@ -162,8 +172,13 @@ impl AsyncWrite for Stream {
 mod tests {
     use super::*;
 
+    fn targets(endpoints: &[&str]) -> Result<Vec<Target>, Error> {
+        let endpoints: Vec<String> = endpoints.iter().map(|e| (*e).to_owned()).collect();
+        Target::all(&endpoints, "a b", Some("t"), &default_tls())
+    }
+
     fn target(endpoint: &str) -> Result<Target, Error> {
-        Target::new(endpoint, "a b", Some("t"), default_tls())
+        targets(&[endpoint]).map(|mut all| all.remove(0))
     }
 
     #[test]
@@ -186,6 +201,34 @@ mod tests {
         assert!(
             matches!(target("ws://h/<"), Err(Error::InvalidEndpoint { .. })),
             "not an http::Uri"
+        );
+    }
+
+    #[test]
+    fn every_endpoint_of_a_list_is_checked_and_the_list_must_not_be_empty() {
+        let all = targets(&["ws://a:1", "wss://b/x?room=2"]).unwrap();
+        let urls: Vec<_> = all.iter().map(|t| t.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "ws://a:1/?identifier=a%20b&token=t",
+                "wss://b/x?room=2&identifier=a%20b&token=t"
+            ]
+        );
+        let Err(Error::InvalidEndpoint { endpoint, reason }) = targets(&["ws://a", "http://b"])
+        else {
+            panic!("not refused");
+        };
+        assert_eq!(
+            (endpoint.as_str(), reason.as_str()),
+            ("http://b", "it must start with ws:// or wss://")
+        );
+        assert!(
+            matches!(targets(&["ws://a", "ws://h/<"]), Err(Error::InvalidEndpoint { endpoint, .. }) if endpoint == "ws://h/<")
+        );
+        assert_eq!(
+            targets(&[]).unwrap_err().to_string(),
+            r#"invalid endpoint "": no endpoint given (the list of endpoints is empty)"#
         );
     }
 }
