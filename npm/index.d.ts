@@ -95,7 +95,26 @@ export interface ClientOptions {
  * shape `T` of the state.
  */
 export declare class Client<T extends object = Record<string, unknown>> {
-  constructor(endpoint: string, identifier: string, accessToken?: string | null, options?: ClientOptions);
+  /**
+   * Connects to `endpoint` (`ws://…` or `wss://…`) as `identifier`.
+   *
+   * `endpoint` may be an array of endpoints: servers of one cluster, any of which
+   * serves the state. The client opens the first; after every failure (a connection
+   * that could not be opened, or one that was lost) it moves on to the next, and after
+   * the last to the first again (round robin), waiting the reconnection delays of
+   * `options.reconnect` counted across all of them. On the next server it re-attaches,
+   * resyncs (listeners hear what changed) and resends its unacknowledged updates, as
+   * after any reconnection.
+   *
+   * Throws a `TypeError` for an endpoint that does not start with `ws://` or `wss://`
+   * and for an empty array.
+   */
+  constructor(
+    endpoint: string | readonly string[],
+    identifier: string,
+    accessToken?: string | null,
+    options?: ClientOptions,
+  );
   /** Resolves once connected. */
   onConnection(): Promise<void>;
   /** Attaches to a state; resolves with its whole value. */

@@ -28,21 +28,35 @@ export class Client {
   #listenerIds = new Set();
 
   constructor(endpoint, identifier, accessToken, options) {
-    // The endpoint is checked by the WebAssembly constructor (the protocol crate's
-    // endpoint.rs: scheme, host, port, no fragment). That one runs only once the module
-    // is loaded, so a wrong scheme, the usual mistake, is refused here as well, at once
-    // and with the same text: `new Client('http://…')` throws as it always did.
-    if (typeof endpoint !== 'string' || !/^wss?:\/\//.test(endpoint)) {
-      throw new TypeError(`invalid endpoint ${JSON.stringify(endpoint)}: it must start with ws:// or wss://`);
+    // `endpoint` is one endpoint, or an array of them: servers of one cluster. The
+    // client opens the first; after every failure (a connection that could not be
+    // opened, or was lost) it moves on to the next, after the last to the first again,
+    // with the reconnection delays counted across all of them.
+    //
+    // The endpoints are checked by the WebAssembly constructor (the protocol crate's
+    // endpoint.rs: scheme, host, port, no fragment; an empty list). That one runs only
+    // once the module is loaded, so a wrong scheme, the usual mistake, and an empty list
+    // are refused here as well, at once and with the same text: `new Client('http://…')`
+    // throws as it always did.
+    const endpoints = Array.isArray(endpoint) ? [...endpoint] : [endpoint];
+    if (endpoints.length === 0) {
+      throw new TypeError('invalid endpoint "": no endpoint given (the list of endpoints is empty)');
+    }
+    for (const one of endpoints) {
+      if (typeof one !== 'string' || !/^wss?:\/\//.test(one)) {
+        throw new TypeError(`invalid endpoint ${JSON.stringify(one)}: it must start with ws:// or wss://`);
+      }
     }
     if (typeof identifier !== 'string') {
       throw new TypeError('identifier must be a string');
     }
     const token = accessToken == null ? undefined : String(accessToken);
+    // A copy: the caller may change its array before the module is loaded.
+    const given = Array.isArray(endpoint) ? endpoints : endpoint;
     // Calls made before the module is loaded wait in this chain, in order.
     open.add(this);
     this.#queue = initialize().then(() => {
-      this.#inner = new WasmClient(endpoint, identifier, token, options);
+      this.#inner = new WasmClient(given, identifier, token, options);
       if (this.#closed) this.#inner.close();
       return this.#inner;
     });

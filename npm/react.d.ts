@@ -46,9 +46,11 @@ export interface SyncedState<T extends object> {
 /**
  * Subscribes the component to a synced state. Components that use the same endpoint,
  * identifier, state and token share one connection; it is correct under StrictMode.
+ * `endpoint` may be an array of endpoints, servers of one cluster, tried as
+ * `new Client` tries them: the first, then the next after every failure (round robin).
  */
 export declare function useSyncedState<T extends object = Record<string, unknown>>(
-  endpoint: string,
+  endpoint: string | readonly string[],
   identifier: string,
   stateIdentifier: string,
   options?: SyncedStateOptions,
@@ -56,7 +58,7 @@ export declare function useSyncedState<T extends object = Record<string, unknown
 
 /** Only the connection status of that connection. */
 export declare function useConnectionStatus(
-  endpoint: string,
+  endpoint: string | readonly string[],
   identifier: string,
   stateIdentifier: string,
   options?: SyncedStateOptions,

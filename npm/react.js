@@ -1,7 +1,9 @@
 // React hooks over the Client, built on useSyncExternalStore.
 //
 // One connection per (endpoint, identifier, state, token), shared by every component
-// that uses it and opened on the first subscription. It is closed a tick after the
+// that uses it and opened on the first subscription. The endpoint may be an array of
+// endpoints (see Client); two arrays with the same endpoints in the same order are the
+// same connection, so a component may build its array on every render. It is closed a tick after the
 // last component unsubscribes, so React StrictMode's mount-unmount-mount in
 // development reuses it instead of opening a second connection.
 import { useSyncExternalStore } from 'react';

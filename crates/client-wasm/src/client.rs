@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use js_sys::{Function, Promise};
-use state_sync_protocol::{ConnectionStatus, Endpoint, Update};
+use state_sync_protocol::{ConnectionStatus, Update};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
@@ -60,19 +60,29 @@ impl Client {
     /// Opens a connection to `endpoint` (`ws://…` or `wss://…`) as `identifier`, with
     /// an optional access token. `options.reconnect` is `false` to never reconnect, or
     /// `{initialDelayMs, maxDelayMs, multiplier, jitter, maxAttempts}`.
+    ///
+    /// `endpoint` may also be an array of endpoints, servers of one cluster: the client
+    /// opens the first, and after every failure (a connection that could not be opened
+    /// or was lost) moves on to the next, after the last to the first again, with the
+    /// reconnection delays counted across all of them. On the next server it
+    /// re-attaches, resyncs and resends its unacknowledged updates, as after any
+    /// reconnection. Every endpoint is checked; an empty array is refused.
     #[wasm_bindgen(constructor)]
     pub fn new(
-        endpoint: &str,
+        endpoint: JsValue,
         identifier: &str,
         access_token: Option<String>,
         options: JsValue,
     ) -> Result<Client, JsError> {
-        let endpoint = Endpoint::parse(endpoint).map_err(|e| JsError::new(&e.to_string()))?;
+        let endpoints = crate::options::endpoints(&endpoint)?;
         let policy = crate::options::reconnect_policy(options)?;
-        let url = endpoint.connection_url(identifier, access_token.as_deref());
+        let urls = endpoints
+            .iter()
+            .map(|endpoint| endpoint.connection_url(identifier, access_token.as_deref()))
+            .collect();
         let session = session_identifier();
         let inner =
-            Rc::new_cyclic(|this| RefCell::new(Inner::new(this.clone(), session, url, policy)));
+            Rc::new_cyclic(|this| RefCell::new(Inner::new(this.clone(), session, urls, policy)));
         let client = Client { inner };
         client.with(|inner, effects| inner.open(effects));
         Ok(client)

@@ -56,9 +56,11 @@ struct Timer {
 pub(crate) struct Inner {
     this: Weak<RefCell<Inner>>,
     pub(crate) core: ClientCore,
-    url: String,
-    /// The URL without its query (which holds the token), for error messages.
-    endpoint: String,
+    /// The URL of each endpoint, in order (at least one); `reconnect` says which the
+    /// next connection opens.
+    urls: Vec<String>,
+    /// The same URLs without their query (which holds the token), for error messages.
+    endpoints: Vec<String>,
     reconnect: Reconnect,
     socket: Option<Socket>,
     /// When the current socket opened (`Date.now()`), `None` until it does.
@@ -143,7 +145,7 @@ impl Inner {
     pub(crate) fn new(
         this: Weak<RefCell<Inner>>,
         session: String,
-        url: String,
+        urls: Vec<String>,
         policy: ReconnectPolicy,
     ) -> Self {
         Inner {
@@ -154,9 +156,12 @@ impl Inner {
                 core.set_observed(false);
                 core
             },
-            endpoint: url.split('?').next().unwrap_or_default().to_owned(),
-            url,
-            reconnect: Reconnect::new(policy),
+            endpoints: urls
+                .iter()
+                .map(|url| url.split('?').next().unwrap_or_default().to_owned())
+                .collect(),
+            reconnect: Reconnect::with_endpoints(policy, urls.len()),
+            urls,
             socket: None,
             opened_at: None,
             last_failure: String::new(),
@@ -191,10 +196,23 @@ impl Inner {
         }
     }
 
-    /// Opens the WebSocket and registers its handlers.
+    /// The endpoint the next connection opens, or the current one was opened to: the
+    /// failure that ends it moves on to the next (see [`Reconnect`]). Without its query.
+    fn endpoint(&self) -> &str {
+        self.endpoints
+            .get(self.reconnect.endpoint())
+            .map_or("", String::as_str)
+    }
+
+    /// Opens the WebSocket to the endpoint [`Reconnect`] says, and registers its
+    /// handlers.
     pub(crate) fn open(&mut self, effects: &mut Effects) {
         self.opened_at = None;
-        let ws = match WebSocket::new(&self.url) {
+        let url = self
+            .urls
+            .get(self.reconnect.endpoint())
+            .map_or("", String::as_str);
+        let ws = match WebSocket::new(url) {
             Ok(ws) => ws,
             Err(thrown) => {
                 let message = thrown
@@ -204,7 +222,7 @@ impl Inner {
                     .unwrap_or_else(|| "the browser refused to open it".into());
                 self.last_failure = format!(
                     "could not open a connection to {}: {message}",
-                    self.endpoint
+                    self.endpoint()
                 );
                 if self.reconnect.failed_to_open() {
                     let report = self.last_failure.clone();
@@ -279,7 +297,7 @@ impl Inner {
                 self.last_failure = format!(
                     "could not open a connection to {} (refused or unreachable; the browser \
                      does not say which)",
-                    self.endpoint
+                    self.endpoint()
                 );
                 self.reconnect
                     .failed_to_open()

@@ -21,6 +21,15 @@
 //! updates (`updateState(updates, { ifVersion })`) and functional updates
 //! (`updateState(prev => partial)`, retried on conflict like the native client's).
 //!
+//! The endpoint may be an array of endpoints, the servers of one cluster
+//! (`new Client(['wss://a.example', 'wss://b.example'], 'alice', token)`): the client
+//! opens the first, and after every failure (a connection that could not be opened, or
+//! was lost) the next, after the last the first again (round robin), with the
+//! reconnection delays counted across all of them; there it re-attaches, resyncs and
+//! resends its unacknowledged updates, as after any reconnection. The policy is the
+//! protocol crate's ([`Reconnect`](state_sync_protocol::Reconnect)), shared with the
+//! native client, and so is the check of every endpoint.
+//!
 //! The protocol logic is the protocol crate's [`ClientCore`](state_sync_protocol::ClientCore),
 //! shared with the native client, and so is the bookkeeping around it: who waits for
 //! what ([`Waiters`](state_sync_protocol::Waiters)), when the backoff starts over
@@ -37,7 +46,7 @@
 //! - `functional`: functional updates (compute, send conditionally, retry on conflict).
 //! - `driver`: the socket, its handlers and the reconnection timer; performs the
 //!   core's events and queues the JavaScript callbacks.
-//! - `options`: the constructor's options.
+//! - `options`: the constructor's endpoints (one, or an array) and options.
 //! - `convert`: JSON values and errors across the JavaScript boundary.
 
 #[cfg(target_arch = "wasm32")]

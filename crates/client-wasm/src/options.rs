@@ -1,10 +1,39 @@
-//! The constructor's options (its fourth argument), as JavaScript passes them.
+//! The constructor's endpoints (its first argument) and options (its fourth), as
+//! JavaScript passes them.
 
 use std::time::Duration;
 
 use serde::Deserialize;
-use state_sync_protocol::ReconnectPolicy;
-use wasm_bindgen::{JsError, JsValue};
+use state_sync_protocol::{Endpoint, ReconnectPolicy};
+use wasm_bindgen::{JsCast, JsError, JsValue};
+
+/// The constructor's first argument, one endpoint (a string) or several (an array of
+/// strings), checked as the protocol crate checks them ([`Endpoint::parse_all`]): the
+/// first one refused, or an empty array, is the error, with the native client's text.
+/// A value that is not a string gets the error of an endpoint without `ws://`, as the
+/// npm wrapper gives it.
+pub(crate) fn endpoints(endpoint: &JsValue) -> Result<Vec<Endpoint>, JsError> {
+    let text = |value: &JsValue| {
+        value.as_string().ok_or_else(|| {
+            let shown = js_sys::JSON::stringify(value)
+                .ok()
+                .and_then(|json| json.as_string())
+                .or_else(|| value.js_typeof().as_string())
+                .unwrap_or_default();
+            JsError::new(&format!(
+                "invalid endpoint {shown}: it must start with ws:// or wss://"
+            ))
+        })
+    };
+    let texts = match endpoint.dyn_ref::<js_sys::Array>() {
+        Some(array) => array
+            .iter()
+            .map(|item| text(&item))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => vec![text(endpoint)?],
+    };
+    Endpoint::parse_all(&texts).map_err(|e| JsError::new(&e.to_string()))
+}
 
 /// Options of the constructor's fourth argument.
 #[derive(Debug, Default, Deserialize)]

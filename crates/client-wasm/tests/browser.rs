@@ -87,7 +87,7 @@ async fn a_vetoed_or_invalid_update_rejects_with_a_reason() {
         .await
         .unwrap_err();
     assert_eq!(get(&missing, "reason"), "attachFailed");
-    assert!(Client::new("http://nope", "x", None, JsValue::UNDEFINED).is_err());
+    assert!(Client::new("http://nope".into(), "x", None, JsValue::UNDEFINED).is_err());
     client.close();
 }
 
@@ -183,7 +183,13 @@ async fn a_refused_connection_is_reported_once_and_again_on_giving_up() {
     // The server refuses this token with HTTP 401; the browser shows only a close
     // (code 1006) before `open`, the same as for a server that is down.
     let options = json(r#"{"reconnect":{"initialDelayMs":20,"maxAttempts":2}}"#);
-    let client = Client::new(&url(), "refused-client", Some("refused".into()), options).unwrap();
+    let client = Client::new(
+        url().into(),
+        "refused-client",
+        Some("refused".into()),
+        options,
+    )
+    .unwrap();
     let heard = Rc::new(RefCell::new(Vec::<String>::new()));
     let sink = Rc::clone(&heard);
     let listener = Closure::<dyn FnMut(JsValue)>::new(move |error: JsValue| {
@@ -219,7 +225,13 @@ async fn a_refused_connection_is_reported_once_and_again_on_giving_up() {
 async fn a_server_that_drops_every_connection_gets_growing_delays_and_one_error() {
     // The server upgrades this client's connections and drops each at once.
     let options = json(r#"{"reconnect":{"initialDelayMs":50,"multiplier":2,"jitter":0}}"#);
-    let client = Client::new(&url(), "dropped-client", Some("dropped".into()), options).unwrap();
+    let client = Client::new(
+        url().into(),
+        "dropped-client",
+        Some("dropped".into()),
+        options,
+    )
+    .unwrap();
     let (status_listener, statuses, _keep) = recorder();
     client.add_status_listener("s", status_listener);
     let errors = Rc::new(RefCell::new(Vec::<String>::new()));

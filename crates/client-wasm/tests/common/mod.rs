@@ -39,7 +39,7 @@ pub(crate) fn get(value: &JsValue, key: &str) -> JsValue {
 
 pub(crate) async fn connected(identifier: &str, options: Option<&str>) -> Client {
     let options = options.map_or(JsValue::UNDEFINED, json);
-    let client = Client::new(&url(), identifier, Some("token".into()), options).unwrap();
+    let client = Client::new(url().into(), identifier, Some("token".into()), options).unwrap();
     JsFuture::from(client.on_connection()).await.unwrap();
     client
 }
