@@ -82,8 +82,8 @@ pub use listeners::Listeners;
 pub use reconnect::Reconnect;
 pub use status::ConnectionStatus;
 pub use update::{
-    MAX_ATTEMPTS, Operation, OperationError, Resolved, Update, conflict_spread_micros,
-    gave_up_message,
+    MAX_ATTEMPTS, Operation, OperationError, Resolved, Update, append_in_place,
+    conflict_spread_micros, gave_up_message,
 };
 pub use waiters::{Superseded, Waiters};
 

@@ -287,7 +287,7 @@ fn append(
 
 /// Appends `items` to `array`, then drops the oldest beyond `max`: what
 /// [`Operation::Append`] does, in place (a client applying a server's append).
-pub(crate) fn append_in_place(array: &mut Vec<Value>, items: &[Value], max: Option<u64>) {
+pub fn append_in_place(array: &mut Vec<Value>, items: &[Value], max: Option<u64>) {
     array.extend_from_slice(items);
     if let Some(max) = max {
         let keep = usize::try_from(max).unwrap_or(usize::MAX);

@@ -202,6 +202,16 @@ impl<K: Send + Sync + 'static> Builder<K> {
         self
     }
 
+    /// Shares every state with the other servers on the same Redis: a cluster behind a
+    /// load balancer, one value and one order of updates per state whichever server
+    /// a client lands on (see the README's "Running a cluster"). Redis keeps the
+    /// states, so [`Builder::storage`] is not used with it.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, redis: crate::Redis) -> Self {
+        self.config.redis = Some(redis);
+        self
+    }
+
     /// Builds the syncer.
     pub fn build(mut self) -> StateSyncer<K> {
         let snapshots = self

@@ -22,6 +22,8 @@ pub(crate) struct Config {
     pub(crate) read_buffer_size: usize,
     pub(crate) static_files: Option<std::path::PathBuf>,
     pub(crate) storage: Option<crate::durable::Storage>,
+    #[cfg(feature = "redis")]
+    pub(crate) redis: Option<crate::cluster::Redis>,
 }
 
 impl Default for Config {
@@ -41,6 +43,8 @@ impl Default for Config {
             read_buffer_size: 1024,
             static_files: None,
             storage: None,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 }

@@ -27,6 +27,8 @@ struct Attachment<K> {
     state: Arc<State<K>>,
     subscriber: usize,
     session: Option<SessionKey>,
+    /// The highest request id the session sent before it attached, when it said.
+    last_sent: Option<u64>,
 }
 
 struct Connection<K> {
@@ -237,7 +239,16 @@ impl<K: Send + Sync + 'static> Connection<K> {
     }
 
     /// Tells the client why its request did nothing (when the protocol says anything).
+    /// When Redis cannot be reached, the connection is closed instead, so that the
+    /// client reconnects and retries.
     fn fail(&self, failure: &Failure, request_id: Option<u64>) {
+        #[cfg(feature = "redis")]
+        if let Failure::Unreachable(why) = failure {
+            tracing::warn!("closing a connection: {why}");
+            self.closer
+                .close(CloseCode::from(crate::cluster::UNREACHABLE_CLOSE_CODE), why);
+            return;
+        }
         if let Some(reply) = failure.reply(request_id) {
             self.outbox.push(reply);
         }
@@ -274,6 +285,12 @@ impl<K: Send + Sync + 'static> Connection<K> {
                 }
             }
         }
+        // Shared through Redis, the state is attached once it is loaded from there.
+        if state.is_shared() && !state.opened(self.runtime.config.hook_timeout).await {
+            return self.attach_failed(&Failure::Unreachable(format!(
+                "the server cannot load state {id} from redis; try again later"
+            )));
+        }
         // Leave the old state before joining the new one, so that no update of the old
         // state can be queued after the new state's snapshot. Its self-destruct hook is
         // asked afterwards, and not at all when re-attaching to the same state.
@@ -303,6 +320,7 @@ impl<K: Send + Sync + 'static> Connection<K> {
             state,
             subscriber,
             session,
+            last_sent: request.last_sent,
         });
     }
 
@@ -324,6 +342,7 @@ impl<K: Send + Sync + 'static> Connection<K> {
         let state = Arc::clone(&attachment.state);
         let session = attachment.session.clone();
         let subscriber = attachment.subscriber;
+        let floor = attachment.last_sent;
         let tracked = session.as_ref().zip(request_id);
         // A retry is answered before the interceptor runs again (once what it
         // answers is saved).
@@ -341,10 +360,21 @@ impl<K: Send + Sync + 'static> Connection<K> {
             }
             return self.fail(&answer, Some(request_id));
         }
+        // Shared through Redis, a request the session may have sent before it attached
+        // here is looked up there first.
+        #[cfg(feature = "redis")]
+        if let (Some((session, request_id)), Some(cluster)) = (tracked, &self.runtime.cluster)
+            && state.is_shared()
+            && floor.is_some_and(|floor| request_id <= floor)
+            && let Err(answer) = cluster.seen(&state, session, request_id, floor).await
+        {
+            return self.fail(&answer, Some(request_id));
+        }
         let origin = Origin {
             subscriber,
             request_id,
             session: session.as_ref(),
+            floor,
         };
         let client = Some(Arc::clone(&self.client));
         let applied = self
@@ -352,8 +382,19 @@ impl<K: Send + Sync + 'static> Connection<K> {
             .intercept_and_apply(&state, update, client, Some(origin), false)
             .await;
         if let Err(failure) = applied {
+            #[cfg(feature = "redis")]
+            if let (Some((session, request_id)), Some(cluster)) = (tracked, &self.runtime.cluster)
+                && state.is_shared()
+                && failure.is_remembered()
+                && let Err(unreachable) = cluster
+                    .remember(&state, session, request_id, floor, &failure)
+                    .await
+            {
+                return self.fail(&unreachable, Some(request_id));
+            }
             if let Some((session, request_id)) = tracked
                 && failure.is_remembered()
+                && !state.is_shared()
             {
                 let ticket = state.record_failure(session, request_id, failure.clone());
                 if let Err(storage) = self.runtime.saved(&state, ticket).await {

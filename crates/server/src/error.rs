@@ -19,6 +19,9 @@ pub enum Error {
     /// and the cause.
     #[error("storage error: {0}")]
     Storage(#[from] crate::backend::StoreError),
+    /// The Redis URL is not one (the message says why).
+    #[error("redis error: {0}")]
+    Redis(String),
 }
 
 /// A `Result` whose error is this crate's [`Error`].
@@ -92,4 +95,8 @@ pub enum UpdateError {
     /// An operation does not fit the key's current value; nothing was applied.
     #[error("{0}")]
     InvalidOperation(String),
+    /// A server of a cluster could not reach Redis: whether the update was applied is
+    /// unknown only when Redis failed while it ran; nothing is applied twice.
+    #[error("redis cannot be reached: {0}")]
+    Unavailable(String),
 }

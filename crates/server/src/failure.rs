@@ -57,6 +57,11 @@ pub(crate) enum Failure {
     },
     /// Update: a retry of a request the state has answered; it gets the same answer.
     Repeated(Box<Outcome>),
+    /// Attach or update, on a server of a cluster: Redis cannot be reached (why). The
+    /// client is not answered: its connection is closed with
+    /// [`UNREACHABLE_CLOSE_CODE`](crate::cluster::UNREACHABLE_CLOSE_CODE), so that it
+    /// reconnects, attaches again and retries its updates, which Redis applies once.
+    Unreachable(String),
 }
 
 impl Failure {
@@ -180,6 +185,7 @@ impl Failure {
                 Outcome::Applied { .. } => None,
                 Outcome::Failed(failure) => failure.message(request_id),
             },
+            Failure::Unreachable(_) => None,
         }
     }
 }
@@ -197,6 +203,7 @@ impl Failure {
             Failure::StorageFailed(why) => UpdateError::StorageFailed(why),
             Failure::Conflict { version } => UpdateError::Conflict { version },
             Failure::InvalidOperation(why) => UpdateError::InvalidOperation(why),
+            Failure::Unreachable(why) => UpdateError::Unavailable(why),
             _ => UpdateError::StateDoesNotExist(state.to_owned()),
         }
     }

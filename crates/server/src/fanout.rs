@@ -77,6 +77,30 @@ impl Broadcast {
     }
 }
 
+/// The sender of an update, to be answered with its echo.
+#[derive(Debug, Clone)]
+pub(crate) struct Echo {
+    key: usize,
+    serial: u64,
+    pub(crate) request_id: u64,
+    outbox: Outbox,
+    compact: bool,
+}
+
+impl Echo {
+    /// Answers the sender on its connection, outside any subscription: it re-attached
+    /// (its new subscription starts after this version) or left.
+    pub(crate) fn answer(&self, change: &Broadcast, version: u64) {
+        self.outbox
+            .push(change.frame(version, Some(self.request_id), self.compact));
+    }
+
+    /// Answers the sender with a frame.
+    pub(crate) fn reply(&self, frame: Utf8Bytes) {
+        self.outbox.push(frame);
+    }
+}
+
 #[derive(Debug)]
 struct Subscriber {
     outbox: Outbox,
@@ -211,12 +235,17 @@ impl Subscribers {
         }
     }
 
-    /// The connection of a subscriber and whether it attached with a session: where
-    /// an answer goes that may come after it re-attached.
-    pub(crate) fn connection(&self, key: usize) -> Option<(Outbox, bool)> {
-        self.slab
-            .get(key)
-            .map(|subscriber| (subscriber.outbox.clone(), subscriber.compact))
+    /// Who a subscriber is, for an echo that may come after it re-attached: its key
+    /// and serial (a later subscriber may reuse the key), its connection, and whether
+    /// it takes appends as operations.
+    pub(crate) fn sender(&self, key: usize, request_id: u64) -> Option<Echo> {
+        self.slab.get(key).map(|subscriber| Echo {
+            key,
+            serial: subscriber.serial,
+            request_id,
+            outbox: subscriber.outbox.clone(),
+            compact: subscriber.compact,
+        })
     }
 
     /// Removes a subscriber; its session, if it had one. `None` when it was not here.
@@ -228,13 +257,14 @@ impl Subscribers {
 
     /// Queues STATE_UPDATED for every subscriber: one encoding for all of a kind (with
     /// appends, clients with a session get them as operations, the others the whole
-    /// arrays), plus one for the sender's echo (`echo`: its key and request id) when it
-    /// sent a request id. Returns the echo frame.
+    /// arrays), plus one for the sender's echo when it sent a request id. Returns the
+    /// echo frame; `None` when the sender is no longer this subscriber (then the
+    /// caller answers it on its connection, see [`Echo::answer`]).
     pub(crate) fn broadcast(
         &mut self,
         change: &Broadcast,
         version: u64,
-        echo: Option<(usize, u64)>,
+        echo: Option<&Echo>,
     ) -> Option<Utf8Bytes> {
         let message = |request_id, compact: bool| change.frame(version, request_id, compact);
         let mut frames: [Option<Utf8Bytes>; 2] = [None, None];
@@ -245,8 +275,8 @@ impl Subscribers {
             }
             let compact = change.compact.is_some() && subscriber.compact;
             match echo {
-                Some((sender, request_id)) if key == sender => {
-                    let frame = message(Some(request_id), compact);
+                Some(echo) if key == echo.key && subscriber.serial == echo.serial => {
+                    let frame = message(Some(echo.request_id), compact);
                     subscriber.push(&frame);
                     reply = Some(frame);
                 }
@@ -258,6 +288,26 @@ impl Subscribers {
             }
         }
         reply
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// Queues a frame for every subscriber.
+    pub(crate) fn push_all(&mut self, frame: &Utf8Bytes) {
+        for (_, subscriber) in &mut self.slab {
+            subscriber.push(frame);
+        }
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// Closes every subscriber's connection (they reconnect and attach again) and
+    /// removes them all.
+    pub(crate) fn close_all(&mut self, code: u16, reason: &str) {
+        for subscriber in self.slab.drain() {
+            subscriber.outbox.close(
+                tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::from(code),
+                reason,
+            );
+        }
     }
 
     /// Tells every subscriber that the state is gone (STATE_DOES_NOT_EXIST) and

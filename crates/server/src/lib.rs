@@ -66,6 +66,8 @@
 
 mod backend;
 mod builder;
+#[cfg(feature = "redis")]
+mod cluster;
 mod config;
 mod connection;
 mod durable;
@@ -78,7 +80,6 @@ mod http_io;
 mod options;
 mod outbox;
 #[cfg(feature = "redis")]
-#[allow(dead_code)] // Groundwork: the server uses it once it is a Backend.
 mod redis_store;
 mod registry;
 mod runtime;
@@ -93,6 +94,8 @@ mod writer;
 
 pub use backend::StoreError;
 pub use builder::Builder;
+#[cfg(feature = "redis")]
+pub use cluster::{RESYNC_CLOSE_CODE, Redis, UNREACHABLE_CLOSE_CODE, WAIT};
 pub use durable::{Durability, Storage, StorageStats};
 pub use error::{CreateStateError, Error, Result, UpdateError};
 pub use handshake::{Rejection, UpgradeRequest};

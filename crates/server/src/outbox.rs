@@ -202,6 +202,12 @@ impl Outbox {
         self.level.max_bytes
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// Closes the connection (after what is queued) with this code and reason.
+    pub(crate) fn close(&self, code: CloseCode, reason: &str) {
+        self.closer.close(code, reason);
+    }
+
     /// Closes the connection for overflowing its queue.
     pub(crate) fn overflow(&self) {
         tracing::warn!("closing a connection whose outgoing queue is full");

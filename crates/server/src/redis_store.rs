@@ -1,28 +1,38 @@
-//! Groundwork of the Redis backend (cargo feature `redis`): how one state lives in
-//! Redis, and the scripts that create, read and update it atomically. Several servers
-//! sharing one Redis get one order of updates per state from here; the server does not
-//! use it yet (it becomes a [`Backend`](crate::backend::Backend) next).
+//! How states live in Redis (cargo feature `redis`), and the scripts that create, read,
+//! update and remove them atomically. Several servers sharing one Redis get one order
+//! of updates per state from here; [`crate::cluster`] is the server's side of it.
 //!
 //! Layout, every key of a state carrying the hash tag `{id}` so that a state lives in
 //! one Redis Cluster slot:
 //! - `ss:{id}:meta`: a hash with `version`, `epoch` (a random id of this incarnation
-//!   of the state, new when it is created again) and `next_slot`;
+//!   of the state, new when it is created again), `next_slot`, `created` and
+//!   `expires` (unix milliseconds; no `expires` without a ttl);
 //! - `ss:{id}:fields`: a hash from each top-level key to `"<slot> <json>"`, the JSON
 //!   text of its value after the slot that keeps the order keys were first written in;
 //! - `ss:{id}:log`: a stream of applied updates, one entry per version (id
-//!   `<version>-1`), capped, from which a server fills a gap in what it received;
-//! - `ss:{id}:out:<client>:<session>`: a hash of one session's outcomes (request id
-//!   to `applied <version>` or `conflict <version>`), capped to the last
-//!   [`DEDUP_WINDOW`](state_sync_protocol::DEDUP_WINDOW) and expiring;
-//! - channel `ss:{id}:updates`: every applied update, published as `<version> <payload>`.
+//!   `<version>-1`), capped to [`LOG_CAP`], from which a server fills a gap in what it
+//!   received;
+//! - `ss:{id}:out:<epoch>:<length of client>:<client>:<session>`: a hash of one
+//!   session's outcomes (request id to `applied <version>`, `conflict <version>` or
+//!   `failed <reason> <message>`, and `max`), capped to the last
+//!   [`DEDUP_WINDOW`](state_sync_protocol::DEDUP_WINDOW) and expiring after the
+//!   session retention;
+//! - `ss:{id}:clients`: a hash from each server (node id) to `"<clients> <deadline>"`,
+//!   how many clients it has attached, valid until the deadline (unix ms) unless it
+//!   refreshes it;
+//! - channel `ss:{id}:updates`: every applied update, published as
+//!   `<version> <payload>`; `x <epoch> <why>` when the state was removed and
+//!   `r <epoch>` when it was created again in place.
 //!
 //! Values travel as the JSON text of each top-level key; the scripts never parse or
 //! build JSON (Redis's cjson turns `[]` into `{}`, rounds big integers and reorders
 //! keys).
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
-use state_sync_protocol::{DEDUP_WINDOW, JsonObject};
+use state_sync_protocol::{DEDUP_WINDOW, FailureReason, JsonObject};
 
 /// How many applied updates a state's stream keeps (about: Redis trims it lazily).
 pub(crate) const LOG_CAP: usize = 10_000;
@@ -33,6 +43,9 @@ pub(crate) enum RedisStoreError {
     /// Redis could not be reached, or answered with an error.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// Redis did not answer in time.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
     /// Redis holds something this server cannot read.
     #[error("redis holds an unreadable state {0}: {1}")]
     Corrupt(String, String),
@@ -52,6 +65,8 @@ pub(crate) enum ApplyOutcome {
     Conflict(u64),
     /// The state does not exist.
     Gone,
+    /// The state is another incarnation (this epoch) than the sender's copy.
+    Epoch(String),
 }
 
 /// A session's remembered outcome.
@@ -61,6 +76,54 @@ pub(crate) enum StoredOutcome {
     Applied(u64),
     /// Refused: the state was at this version.
     Conflict(u64),
+    /// Refused for this reason, told with this message.
+    Failed(FailureReason, String),
+}
+
+impl StoredOutcome {
+    fn parse(text: &str) -> Option<StoredOutcome> {
+        let (kind, rest) = text.split_once(' ')?;
+        match kind {
+            "applied" => rest.parse().ok().map(StoredOutcome::Applied),
+            "conflict" => rest.parse().ok().map(StoredOutcome::Conflict),
+            "failed" => {
+                let (reason, message) = rest.split_once(' ')?;
+                let reason = serde_json::from_value(serde_json::Value::String(reason.into()))
+                    .unwrap_or(FailureReason::Other);
+                Some(StoredOutcome::Failed(reason, message.to_owned()))
+            }
+            _ => None,
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            StoredOutcome::Applied(version) => format!("applied {version}"),
+            StoredOutcome::Conflict(version) => format!("conflict {version}"),
+            StoredOutcome::Failed(reason, message) => {
+                let reason = serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "other".into());
+                format!("failed {reason} {message}")
+            }
+        }
+    }
+}
+
+/// What [`RedisStore::outcome`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// The request was never seen (and is now remembered, when an outcome was given).
+    New,
+    /// Its first outcome.
+    Repeat(StoredOutcome),
+    /// Older than what the session remembers.
+    Unknown,
+    /// The state does not exist.
+    Gone,
+    /// The state is another incarnation.
+    Epoch(String),
 }
 
 /// A state as read from Redis, at one version.
@@ -69,6 +132,8 @@ pub(crate) struct LoadedState {
     pub(crate) value: JsonObject,
     pub(crate) version: u64,
     pub(crate) epoch: String,
+    pub(crate) created: SystemTime,
+    pub(crate) expires: Option<SystemTime>,
 }
 
 /// One update, as the scripts take it: the JSON text of each key it sets, the keys it
@@ -86,19 +151,37 @@ pub(crate) struct Sender<'a> {
     pub(crate) client: &'a str,
     pub(crate) session: &'a str,
     pub(crate) request_id: u64,
+    /// The highest request id the session sent before it attached, if it said.
+    pub(crate) floor: Option<u64>,
+}
+
+/// The condition an update is applied under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expected {
+    /// None: applied at whatever version the state is.
+    Any,
+    /// The sender asked for this version: a conflict is its answer, remembered.
+    Asked(u64),
+    /// The server read the state at this version (to resolve operations): on a
+    /// conflict it reads again and retries, so nothing is remembered.
+    Read(u64),
 }
 
 /// The states of one Redis.
 #[derive(Clone)]
 pub(crate) struct RedisStore {
     /// For subscriptions, which need connections of their own.
-    client: redis::Client,
+    pub(crate) client: redis::Client,
     connection: ConnectionManager,
     apply: Script,
     create: Script,
     load: Script,
+    remove: Script,
+    outcome: Script,
     /// How long a session's outcomes live after its last update, in seconds.
     outcome_ttl: u64,
+    /// How long a command may take before it counts as failed.
+    timeout: Duration,
 }
 
 fn key(id: &str, part: &str) -> String {
@@ -110,9 +193,27 @@ pub(crate) fn channel(id: &str) -> String {
     key(id, "updates")
 }
 
+/// The key of one session's outcomes in one incarnation of a state. The client's
+/// length comes first, so that no choice of client and session collides with another.
+fn outcomes_key(id: &str, epoch: &str, client: &str, session: &str) -> String {
+    key(
+        id,
+        &format!("out:{epoch}:{}:{client}:{session}", client.len()),
+    )
+}
+
 fn parse_u64(id: &str, text: &str) -> Result<u64, RedisStoreError> {
     text.parse()
         .map_err(|_| RedisStoreError::Corrupt(id.to_owned(), format!("{text:?} is not a number")))
+}
+
+pub(crate) fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn from_unix_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 impl RedisStore {
@@ -122,19 +223,42 @@ impl RedisStore {
     /// When the URL is invalid or Redis cannot be reached.
     pub(crate) async fn connect(url: &str, outcome_ttl: u64) -> Result<Self, RedisStoreError> {
         let client = redis::Client::open(url)?;
-        let connection = client.get_connection_manager().await?;
+        let timeout = Duration::from_secs(5);
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let connection =
+            tokio::time::timeout(timeout, client.get_connection_manager_with_config(config))
+                .await
+                .map_err(|_| RedisStoreError::Timeout(timeout))??;
         Ok(RedisStore {
             client,
             connection,
             apply: Script::new(include_str!("redis_store/apply.lua")),
             create: Script::new(include_str!("redis_store/create.lua")),
             load: Script::new(include_str!("redis_store/load.lua")),
+            remove: Script::new(include_str!("redis_store/remove.lua")),
+            outcome: Script::new(include_str!("redis_store/outcome.lua")),
             outcome_ttl,
+            timeout,
         })
     }
 
-    /// Creates a state with `value` unless Redis has it (the first server wins).
-    /// Returns whether this call created it.
+    /// Runs a command within the time limit.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, RedisStoreError> {
+        tokio::time::timeout(self.timeout, invocation)
+            .await
+            .map_err(|_| RedisStoreError::Timeout(self.timeout))?
+            .map_err(RedisStoreError::from)
+    }
+
+    /// Creates a state with `value` unless Redis has it (the first server wins), or
+    /// replaces it when `reset`. Returns whether this call created it.
     ///
     /// # Errors
     /// When Redis fails.
@@ -142,16 +266,23 @@ impl RedisStore {
         &self,
         id: &str,
         value: &JsonObject,
+        expires: Option<SystemTime>,
+        reset: bool,
     ) -> Result<bool, RedisStoreError> {
         let mut invocation = self.create.key(key(id, "meta"));
-        invocation.key(key(id, "fields"));
-        invocation.arg(uuid::Uuid::new_v4().to_string());
+        invocation
+            .key(key(id, "fields"))
+            .key(key(id, "log"))
+            .key(channel(id))
+            .arg(uuid::Uuid::new_v4().simple().to_string())
+            .arg(unix_ms(SystemTime::now()))
+            .arg(expires.map_or(String::new(), |at| unix_ms(at).to_string()))
+            .arg(if reset { "1" } else { "0" });
         for (name, value) in value {
             invocation.arg(name).arg(value.to_string());
         }
-        let created: i64 = invocation
-            .invoke_async(&mut self.connection.clone())
-            .await?;
+        let mut connection = self.connection.clone();
+        let created: i64 = self.run(invocation.invoke_async(&mut connection)).await?;
         Ok(created == 1)
     }
 
@@ -162,11 +293,12 @@ impl RedisStore {
     pub(crate) async fn load(&self, id: &str) -> Result<Option<LoadedState>, RedisStoreError> {
         let mut invocation = self.load.key(key(id, "meta"));
         invocation.key(key(id, "fields"));
-        let reply: Vec<String> = invocation
-            .invoke_async(&mut self.connection.clone())
-            .await?;
+        let mut connection = self.connection.clone();
+        let reply: Vec<String> = self.run(invocation.invoke_async(&mut connection)).await?;
         let mut reply = reply.into_iter();
-        let (Some(version), Some(epoch)) = (reply.next(), reply.next()) else {
+        let (Some(version), Some(epoch), Some(created), Some(expires)) =
+            (reply.next(), reply.next(), reply.next(), reply.next())
+        else {
             return Ok(None);
         };
         let corrupt = |why: String| RedisStoreError::Corrupt(id.to_owned(), why);
@@ -181,6 +313,11 @@ impl RedisStore {
             entries.push((slot, name, value));
         }
         entries.sort_by_key(|(slot, _, _)| *slot);
+        let expires = if expires.is_empty() {
+            None
+        } else {
+            Some(from_unix_ms(parse_u64(id, &expires)?))
+        };
         Ok(Some(LoadedState {
             value: entries
                 .into_iter()
@@ -188,11 +325,14 @@ impl RedisStore {
                 .collect(),
             version: parse_u64(id, &version)?,
             epoch,
+            created: from_unix_ms(parse_u64(id, &created)?),
+            expires,
         }))
     }
 
-    /// Applies an update atomically: the exactly-once check for `sender`, the
-    /// `expected` version, the fields, the version, the stream entry and the publish.
+    /// Applies an update atomically to incarnation `epoch`: the exactly-once check for
+    /// `sender`, the `expected` version, the fields, the version, the stream entry and
+    /// the publish.
     ///
     /// # Errors
     /// When Redis fails (then whether it was applied is unknown: retry with the same
@@ -200,14 +340,20 @@ impl RedisStore {
     pub(crate) async fn apply(
         &self,
         id: &str,
+        epoch: &str,
         sender: Option<Sender<'_>>,
-        expected: Option<u64>,
+        expected: Expected,
         update: &StoredUpdate<'_>,
     ) -> Result<ApplyOutcome, RedisStoreError> {
         let outcomes = match sender {
-            Some(sender) => key(id, &format!("out:{}:{}", sender.client, sender.session)),
+            Some(sender) => outcomes_key(id, epoch, sender.client, sender.session),
             // Untracked: a key the script never touches (it still must be in the slot).
             None => key(id, "out"),
+        };
+        let (expected, remember) = match expected {
+            Expected::Any => (String::new(), "0"),
+            Expected::Asked(version) => (version.to_string(), "1"),
+            Expected::Read(version) => (version.to_string(), "0"),
         };
         let mut invocation = self.apply.key(key(id, "meta"));
         invocation
@@ -215,8 +361,15 @@ impl RedisStore {
             .key(key(id, "log"))
             .key(outcomes)
             .key(channel(id))
+            .arg(epoch)
             .arg(sender.map_or(String::new(), |s| s.request_id.to_string()))
-            .arg(expected.map_or(String::new(), |v| v.to_string()))
+            .arg(
+                sender
+                    .and_then(|s| s.floor)
+                    .map_or(String::new(), |floor| floor.to_string()),
+            )
+            .arg(expected)
+            .arg(remember)
             .arg(update.set.len());
         for (name, json) in &update.set {
             invocation.arg(*name).arg(json);
@@ -230,34 +383,154 @@ impl RedisStore {
             .arg(LOG_CAP)
             .arg(self.outcome_ttl)
             .arg(DEDUP_WINDOW);
-        let reply: Vec<String> = invocation
-            .invoke_async(&mut self.connection.clone())
-            .await?;
+        let mut connection = self.connection.clone();
+        let reply: Vec<String> = self.run(invocation.invoke_async(&mut connection)).await?;
         let corrupt = |why: &str| RedisStoreError::Corrupt(id.to_owned(), why.to_owned());
-        let number = |at: usize| {
-            reply
-                .get(at)
-                .ok_or_else(|| corrupt("a short answer"))
-                .and_then(|text| parse_u64(id, text))
-        };
+        let text = |at: usize| reply.get(at).ok_or_else(|| corrupt("a short answer"));
         match reply.first().map(String::as_str) {
-            Some("applied") => Ok(ApplyOutcome::Applied(number(1)?)),
-            Some("conflict") => Ok(ApplyOutcome::Conflict(number(1)?)),
+            Some("applied") => Ok(ApplyOutcome::Applied(parse_u64(id, text(1)?)?)),
+            Some("conflict") => Ok(ApplyOutcome::Conflict(parse_u64(id, text(1)?)?)),
             Some("unknown") => Ok(ApplyOutcome::Unknown),
             Some("gone") => Ok(ApplyOutcome::Gone),
-            Some("repeat") => {
-                let outcome = reply.get(1).ok_or_else(|| corrupt("a short answer"))?;
-                match outcome.split_once(' ') {
-                    Some(("applied", v)) => Ok(ApplyOutcome::Repeat(StoredOutcome::Applied(
-                        parse_u64(id, v)?,
-                    ))),
-                    Some(("conflict", v)) => Ok(ApplyOutcome::Repeat(StoredOutcome::Conflict(
-                        parse_u64(id, v)?,
-                    ))),
-                    _ => Err(corrupt("an unknown outcome")),
-                }
-            }
+            Some("epoch") => Ok(ApplyOutcome::Epoch(text(1)?.clone())),
+            Some("repeat") => StoredOutcome::parse(text(1)?)
+                .map(ApplyOutcome::Repeat)
+                .ok_or_else(|| corrupt("an unknown outcome")),
             _ => Err(corrupt("an unknown answer")),
+        }
+    }
+
+    /// What the session's request `sender.request_id` got, and with `remember`,
+    /// remembers that outcome for it when it was never seen.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub(crate) async fn outcome(
+        &self,
+        id: &str,
+        epoch: &str,
+        sender: Sender<'_>,
+        remember: Option<&StoredOutcome>,
+    ) -> Result<Seen, RedisStoreError> {
+        let mut invocation = self.outcome.key(key(id, "meta"));
+        invocation
+            .key(outcomes_key(id, epoch, sender.client, sender.session))
+            .arg(epoch)
+            .arg(sender.request_id)
+            .arg(
+                sender
+                    .floor
+                    .map_or(String::new(), |floor| floor.to_string()),
+            )
+            .arg(remember.map_or(String::new(), StoredOutcome::text))
+            .arg(self.outcome_ttl)
+            .arg(DEDUP_WINDOW);
+        let mut connection = self.connection.clone();
+        let reply: Vec<String> = self.run(invocation.invoke_async(&mut connection)).await?;
+        let corrupt = |why: &str| RedisStoreError::Corrupt(id.to_owned(), why.to_owned());
+        match reply.first().map(String::as_str) {
+            Some("new") => Ok(Seen::New),
+            Some("unknown") => Ok(Seen::Unknown),
+            Some("gone") => Ok(Seen::Gone),
+            Some("epoch") => Ok(Seen::Epoch(reply.get(1).cloned().unwrap_or_default())),
+            Some("repeat") => reply
+                .get(1)
+                .and_then(|text| StoredOutcome::parse(text))
+                .map(Seen::Repeat)
+                .ok_or_else(|| corrupt("an unknown outcome")),
+            _ => Err(corrupt("an unknown answer")),
+        }
+    }
+
+    /// Removes incarnation `epoch` of a state (any, with `None`) and tells every server
+    /// following it `why`. Returns whether it was there.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub(crate) async fn remove(
+        &self,
+        id: &str,
+        epoch: Option<&str>,
+        why: &str,
+    ) -> Result<bool, RedisStoreError> {
+        let mut invocation = self.remove.key(key(id, "meta"));
+        invocation
+            .key(key(id, "fields"))
+            .key(key(id, "log"))
+            .key(key(id, "clients"))
+            .key(channel(id))
+            .arg(epoch.unwrap_or(""))
+            .arg(why);
+        let mut connection = self.connection.clone();
+        let removed: i64 = self.run(invocation.invoke_async(&mut connection)).await?;
+        Ok(removed == 1)
+    }
+
+    /// Says that server `node` has `clients` attached to the state, until `valid_for`
+    /// from now unless said again.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub(crate) async fn set_clients(
+        &self,
+        id: &str,
+        node: &str,
+        clients: usize,
+        valid_for: Duration,
+    ) -> Result<(), RedisStoreError> {
+        let deadline = unix_ms(SystemTime::now() + valid_for);
+        let mut connection = self.connection.clone();
+        let key = key(id, "clients");
+        if clients == 0 {
+            let _: i64 = self.run(connection.hdel(key, node)).await?;
+        } else {
+            let _: i64 = self
+                .run(connection.hset(key, node, format!("{clients} {deadline}")))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// How many clients every server has attached to the state (entries past their
+    /// deadline, of servers that stopped saying, do not count).
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub(crate) async fn clients(&self, id: &str) -> Result<usize, RedisStoreError> {
+        let mut connection = self.connection.clone();
+        let all: Vec<(String, String)> = self.run(connection.hgetall(key(id, "clients"))).await?;
+        let now = unix_ms(SystemTime::now());
+        Ok(all
+            .iter()
+            .filter_map(|(_, entry)| {
+                let (count, deadline) = entry.split_once(' ')?;
+                let deadline: u64 = deadline.parse().ok()?;
+                (deadline >= now).then(|| count.parse::<usize>().ok())?
+            })
+            .sum())
+    }
+
+    /// The state's version and epoch, `None` when it does not exist.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub(crate) async fn position(
+        &self,
+        id: &str,
+    ) -> Result<Option<(u64, String)>, RedisStoreError> {
+        let mut connection = self.connection.clone();
+        let (version, epoch): (Option<String>, Option<String>) = self
+            .run(
+                redis::cmd("HMGET")
+                    .arg(key(id, "meta"))
+                    .arg("version")
+                    .arg("epoch")
+                    .query_async(&mut connection),
+            )
+            .await?;
+        match (version, epoch) {
+            (Some(version), Some(epoch)) => Ok(Some((parse_u64(id, &version)?, epoch))),
+            _ => Ok(None),
         }
     }
 
@@ -272,10 +545,9 @@ impl RedisStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<(u64, String)>, RedisStoreError> {
+        let mut connection = self.connection.clone();
         let reply: redis::streams::StreamRangeReply = self
-            .connection
-            .clone()
-            .xrange(key(id, "log"), format!("{from}-1"), format!("{to}-1"))
+            .run(connection.xrange(key(id, "log"), format!("{from}-1"), format!("{to}-1")))
             .await?;
         reply
             .ids
@@ -295,10 +567,7 @@ impl RedisStore {
     }
 }
 
-mod feed;
-
-#[cfg(test)]
-use feed::FeedEvent;
+pub(crate) mod feed;
 
 #[cfg(test)]
 mod tests;

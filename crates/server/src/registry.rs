@@ -14,7 +14,7 @@ use crate::failure::Failure;
 use crate::options::StateHooks;
 use crate::session_log::LogBudget;
 use crate::session_log::Outcome;
-use crate::state::State;
+use crate::state::{Replica, State};
 use crate::storage::StateRecord;
 
 /// The states of a server.
@@ -24,6 +24,8 @@ pub(crate) struct States<K> {
     session_retention: Duration,
     log_budget: LogBudget,
     store: Option<Arc<dyn Backend>>,
+    /// Shared through Redis: this server's node id, for the replicas.
+    node: Option<Arc<str>>,
 }
 
 impl<K: Send + Sync + 'static> States<K> {
@@ -32,6 +34,7 @@ impl<K: Send + Sync + 'static> States<K> {
         session_retention: Duration,
         log_budget: LogBudget,
         store: Option<Arc<dyn Backend>>,
+        node: Option<Arc<str>>,
     ) -> Self {
         States {
             states: RwLock::new(HashMap::new()),
@@ -39,6 +42,7 @@ impl<K: Send + Sync + 'static> States<K> {
             session_retention,
             log_budget,
             store,
+            node,
         }
     }
 
@@ -140,6 +144,7 @@ impl<K: Send + Sync + 'static> States<K> {
             created,
             expires_at,
             self.store.clone(),
+            self.node.clone().map(Replica::new),
         );
         states.insert(id, Arc::clone(&state));
         Ok(state)
@@ -161,14 +166,15 @@ impl<K: Send + Sync + 'static> States<K> {
         Some(state)
     }
 
-    /// Removes the state with this identifier, telling its clients why.
-    pub(crate) fn remove(&self, id: &str, message: &str) -> bool {
+    /// Removes the state with this identifier, telling its clients why; the state,
+    /// when there was one.
+    pub(crate) fn remove(&self, id: &str, message: &str) -> Option<Arc<State<K>>> {
         let removed = self
             .states
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(id);
-        removed.is_some_and(|state| state.mark_removed(message, usize::MAX))
+        removed.filter(|state| state.mark_removed(message, usize::MAX))
     }
 
     /// Removes this very state (not one created later under the same identifier),
@@ -192,8 +198,8 @@ impl<K: Send + Sync + 'static> States<K> {
         true
     }
 
-    /// Removes every state, telling their clients.
-    pub(crate) fn remove_all(&self) -> usize {
+    /// Removes every state, telling their clients; the states removed.
+    pub(crate) fn remove_all(&self) -> Vec<Arc<State<K>>> {
         let drained: Vec<_> = self
             .states
             .write()
@@ -201,9 +207,10 @@ impl<K: Send + Sync + 'static> States<K> {
             .drain()
             .collect();
         drained
-            .iter()
+            .into_iter()
             .filter(|(id, state)| state.mark_removed(&texts::state_removed(id), usize::MAX))
-            .count()
+            .map(|(_, state)| state)
+            .collect()
     }
 
     /// Bytes of reply frames the session logs of every state keep.

@@ -12,6 +12,8 @@ use state_sync_protocol::{JsonObject, Update, texts};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::backend::Backend;
+#[cfg(feature = "redis")]
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::failure::Failure;
 use crate::handshake::Authorizer;
@@ -36,6 +38,9 @@ pub(crate) struct Runtime<K> {
     pub(crate) authorizer: Authorizer<K>,
     #[cfg(feature = "tls")]
     tls: Option<TlsConfig>,
+    /// With Redis: this server's side of the cluster.
+    #[cfg(feature = "redis")]
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
 
 impl<K: Send + Sync + 'static> Runtime<K> {
@@ -44,15 +49,28 @@ impl<K: Send + Sync + 'static> Runtime<K> {
         authorizer: Authorizer<K>,
         #[cfg(feature = "tls")] tls: Option<TlsConfig>,
     ) -> Self {
+        #[cfg(feature = "redis")]
+        let cluster = config
+            .redis
+            .clone()
+            .map(|redis| Arc::new(Cluster::new(redis, config.session_retention)));
+        #[cfg(feature = "redis")]
+        let node = cluster.as_ref().map(|cluster| Arc::clone(&cluster.node));
+        #[cfg(not(feature = "redis"))]
+        let node = None;
+        // Shared through Redis, states are kept there.
+        let store = config
+            .storage
+            .clone()
+            .filter(|_| node.is_none())
+            .map(|storage| storage.store as Arc<dyn Backend>);
         Runtime {
             states: States::new(
                 config.max_state_bytes,
                 config.session_retention,
                 LogBudget::new(config.session_log_bytes_per_state, config.session_log_bytes),
-                config
-                    .storage
-                    .clone()
-                    .map(|storage| storage.store as Arc<dyn Backend>),
+                store,
+                node,
             ),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
@@ -60,6 +78,63 @@ impl<K: Send + Sync + 'static> Runtime<K> {
             authorizer,
             #[cfg(feature = "tls")]
             tls,
+            #[cfg(feature = "redis")]
+            cluster,
+        }
+    }
+
+    /// Whether states are shared with other servers through Redis.
+    pub(crate) fn is_shared(&self) -> bool {
+        #[cfg(feature = "redis")]
+        return self.cluster.is_some();
+        #[cfg(not(feature = "redis"))]
+        false
+    }
+
+    /// A state was created here: with Redis, creates it there unless it is there (then
+    /// the replica loads it) and follows it.
+    #[cfg_attr(not(feature = "redis"), allow(clippy::unused_self, unused_variables))]
+    pub(crate) fn share(
+        self: &Arc<Self>,
+        state: &Arc<State<K>>,
+        initial: JsonObject,
+        ttl: Option<std::time::Duration>,
+        reset: bool,
+    ) {
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = &self.cluster {
+            let removed = Arc::downgrade(self);
+            let expire = Arc::downgrade(self);
+            let notices = crate::cluster::Opened {
+                removed: Box::new(move |state: &Arc<State<K>>, why: Option<String>| {
+                    if let Some(runtime) = removed.upgrade() {
+                        let why = why
+                            .filter(|why| !why.is_empty())
+                            .unwrap_or_else(|| texts::state_removed(&state.id));
+                        runtime.states.remove_state(state, &why, usize::MAX);
+                    }
+                }),
+                expire: Box::new(move |state: &Arc<State<K>>, deadline| {
+                    if let Some(runtime) = expire.upgrade() {
+                        let left = deadline
+                            .duration_since(std::time::SystemTime::now())
+                            .unwrap_or_default();
+                        runtime.expire_at(state, Instant::now() + left);
+                    }
+                }),
+            };
+            let expires = ttl.map(|ttl| std::time::SystemTime::now() + ttl);
+            cluster.open(state, initial, expires, reset, notices);
+        }
+    }
+
+    /// A state was removed here (by server code, its ttl or self-destruct): with
+    /// Redis, every server removes it.
+    #[cfg_attr(not(feature = "redis"), allow(clippy::unused_self, unused_variables))]
+    pub(crate) fn removed_here(&self, state: &State<K>, why: &str) {
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = &self.cluster {
+            cluster.remove(state, why);
         }
     }
 
@@ -98,6 +173,14 @@ impl<K: Send + Sync + 'static> Runtime<K> {
                 .ok_or(Failure::Vetoed)?
             }
         };
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = self.cluster.as_ref().filter(|_| state.is_shared()) {
+            let sender = origin.and_then(|o| Some((o.session?, o.request_id?, o.floor)));
+            let echo = origin.and_then(|o| Some((o.subscriber, o.request_id?)));
+            return cluster
+                .apply(state, &update, sender, echo, wait_saved)
+                .await;
+        }
         let applied = state.apply(&update, origin)?;
         // A sender faster than the disk waits too, so that what waits for the store
         // stays bounded.
@@ -179,17 +262,36 @@ impl<K: Send + Sync + 'static> Runtime<K> {
         tokio::spawn(async move {
             let created_at = state.created_at;
             let limit = runtime.config.hook_timeout;
+            // With Redis, the clients of every server count.
+            let everywhere = match runtime.clients_everywhere(&state, clients_left).await {
+                Ok(clients) => clients,
+                Err(failure) => {
+                    tracing::warn!(state = %state.id, ?failure, "self-destruct not asked");
+                    return;
+                }
+            };
             let verdict = run_hook("self_destruct", limit, move || {
-                self_destruct(clients_left, created_at)
+                self_destruct(everywhere, created_at)
             })
             .await;
             // Remove only if nobody attached while the hook ran; a client that did will
             // ask the hook again when it leaves.
             let message = texts::state_self_destructed(&state.id);
             if verdict == Ok(true) && runtime.states.remove_state(&state, &message, clients_left) {
-                tracing::info!(state = %state.id, clients_left, "state self-destructed");
+                runtime.removed_here(&state, &message);
+                tracing::info!(state = %state.id, clients_left = everywhere, "state self-destructed");
             }
         });
+    }
+
+    /// How many clients are attached to the state: here, or with Redis on every server.
+    async fn clients_everywhere(&self, state: &State<K>, here: usize) -> Result<usize, Failure> {
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = self.cluster.as_ref().filter(|_| state.is_shared()) {
+            return cluster.clients(&state.id, here).await;
+        }
+        let _ = state;
+        Ok(here)
     }
 
     /// Removes the state when its time to live is over. Without a runtime the state
@@ -202,12 +304,15 @@ impl<K: Send + Sync + 'static> Runtime<K> {
         let state = Arc::downgrade(state);
         handle.spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            if let (Some(runtime), Some(state)) = (runtime.upgrade(), state.upgrade())
-                && runtime
-                    .states
-                    .remove_state(&state, &texts::state_expired(&state.id), usize::MAX)
-            {
-                tracing::info!(state = %state.id, "state expired");
+            if let (Some(runtime), Some(state)) = (runtime.upgrade(), state.upgrade()) {
+                let why = texts::state_expired(&state.id);
+                if runtime.states.remove_state(&state, &why, usize::MAX) {
+                    tracing::info!(state = %state.id, "state expired");
+                }
+                // Even when a lookup removed it here first: every server must.
+                if state.is_shared() {
+                    runtime.removed_here(&state, &why);
+                }
             }
         });
     }

@@ -21,11 +21,18 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::backend::{Backend, Change, Release, StoredOutcome};
 use crate::failure::Failure;
-use crate::fanout::{Broadcast, Subscribers, frame};
+use crate::fanout::{Broadcast, Echo, Subscribers, frame};
 use crate::options::StateHooks;
 use crate::outbox::Outbox;
 use crate::session_log::SessionKey;
 use crate::storage::StateRecord;
+
+mod replica;
+
+pub(crate) use replica::Replica;
+use replica::Shared;
+#[cfg(feature = "redis")]
+pub(crate) use replica::{Condition, NotReady, RESYNC_CLOSE_CODE};
 
 /// Who sent an update being applied.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +41,9 @@ pub(crate) struct Origin<'a> {
     pub(crate) subscriber: usize,
     pub(crate) request_id: Option<u64>,
     pub(crate) session: Option<&'a SessionKey>,
+    /// The highest request id the session sent before it attached, when it said.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) floor: Option<u64>,
 }
 
 /// What waits for the store before it reaches subscribers.
@@ -42,11 +52,9 @@ enum Delivery {
         ticket: u64,
         version: u64,
         change: Broadcast,
-        echo: Option<(usize, u64)>,
-        /// The sender's connection, and whether it has a session: its answer reaches
-        /// it even when it re-attached meanwhile (its new subscription starts after
-        /// this update).
-        sender: Option<(Outbox, bool)>,
+        /// The sender: its answer reaches it even when it re-attached meanwhile (its
+        /// new subscription starts after this update).
+        echo: Option<Echo>,
     },
     Snapshot {
         ticket: u64,
@@ -65,6 +73,9 @@ impl Delivery {
 
 struct Inner {
     record: StateRecord,
+    /// Shared through Redis: the incarnation, and the echoes waited for.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    shared: Shared,
     subscribers: Subscribers,
     removed: bool,
     /// STATE_CONNECTION_ESTABLISHED for the current version, once encoded.
@@ -89,6 +100,8 @@ pub(crate) struct State<K> {
     pub(crate) expires_at: Option<Instant>,
     pub(crate) hooks: StateHooks<K>,
     store: Option<Arc<dyn Backend>>,
+    /// Shared through Redis: what this server adds to it (see [`replica`]).
+    replica: Option<Replica>,
     me: Weak<State<K>>,
     inner: Mutex<Inner>,
 }
@@ -101,6 +114,7 @@ impl<K: Send + Sync + 'static> State<K> {
         created_at: SystemTime,
         expires_at: Option<Instant>,
         store: Option<Arc<dyn Backend>>,
+        replica: Option<Replica>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| State {
             id,
@@ -108,9 +122,11 @@ impl<K: Send + Sync + 'static> State<K> {
             expires_at,
             hooks,
             store,
+            replica,
             me: me.clone(),
             inner: Mutex::new(Inner {
                 record,
+                shared: Shared::default(),
                 subscribers: Subscribers::default(),
                 removed: false,
                 snapshot: None,
@@ -134,6 +150,17 @@ impl<K: Send + Sync + 'static> State<K> {
         // No user code runs under this lock, so a poisoned lock still holds a
         // consistent state.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether it was removed (its clients were told).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn is_removed(&self) -> bool {
+        self.lock().removed
+    }
+
+    /// Whether it is shared with other servers through Redis.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.replica.is_some()
     }
 
     pub(crate) fn is_expired(&self, now: Instant) -> bool {
@@ -176,11 +203,13 @@ impl<K: Send + Sync + 'static> State<K> {
                 removed,
                 snapshot,
                 deliveries,
+                ..
             } = &mut *inner;
             if *removed {
                 return Err(gone());
             }
-            if let Some(session) = &session {
+            // Shared through Redis, sessions are remembered there.
+            if let Some(session) = session.as_ref().filter(|_| self.replica.is_none()) {
                 record.session_attached(session, last_sent);
             }
             let version = record.version();
@@ -227,7 +256,7 @@ impl<K: Send + Sync + 'static> State<K> {
     pub(crate) fn detach(&self, subscriber: usize) -> Option<usize> {
         let mut inner = self.lock();
         let session = inner.subscribers.remove(subscriber)?;
-        if let Some(session) = session {
+        if let Some(session) = session.filter(|_| self.replica.is_none()) {
             inner.record.session_detached(&session);
         }
         Some(inner.subscribers.len())
@@ -301,9 +330,9 @@ impl<K: Send + Sync + 'static> State<K> {
         inner.snapshot = None;
         let change = Broadcast::new(resolved);
         let updates = Arc::clone(&change.updates);
-        let echo = origin.and_then(|o| Some((o.subscriber, o.request_id?)));
+        let echo = origin.and_then(|o| inner.subscribers.sender(o.subscriber, o.request_id?));
         let Some(store) = &self.store else {
-            let reply = inner.subscribers.broadcast(&change, version, echo);
+            let reply = inner.subscribers.broadcast(&change, version, echo.as_ref());
             if let (Some((session, request_id)), Some(reply)) = (tracked, reply) {
                 inner
                     .record
@@ -342,13 +371,11 @@ impl<K: Send + Sync + 'static> State<K> {
                 },
             );
         }
-        let sender = echo.and_then(|(key, _)| inner.subscribers.connection(key));
         inner.deliveries.push_back(Delivery::Update {
             ticket,
             version,
             change,
             echo,
-            sender,
         });
         Ok(Applied {
             version,
@@ -405,23 +432,21 @@ impl<K: Send + Sync + 'static> Release for State<K> {
                     version,
                     change,
                     echo,
-                    sender,
                     ..
                 } => {
-                    let answer_to = echo.map(|(_, request_id)| request_id).zip(sender);
                     if saved {
-                        let reply = subscribers.broadcast(&change, version, echo);
-                        if let (None, Some((request_id, (outbox, session)))) = (reply, answer_to) {
+                        let reply = subscribers.broadcast(&change, version, echo.as_ref());
+                        if let (None, Some(echo)) = (reply, echo) {
                             // The sender re-attached while it was being saved.
-                            outbox.push(change.frame(version, Some(request_id), session));
+                            echo.answer(&change, version);
                         }
-                    } else if let Some((request_id, (outbox, _))) = answer_to {
+                    } else if let Some(echo) = echo {
                         // Not saved: its sender is told, nobody else sees it.
                         let failure = Failure::StorageFailed(
                             "the server's store failed; restart it once the disk is fixed".into(),
                         );
-                        if let Some(answer) = failure.reply(Some(request_id)) {
-                            outbox.push(answer);
+                        if let Some(answer) = failure.reply(Some(echo.request_id)) {
+                            echo.reply(answer);
                         }
                     }
                 }

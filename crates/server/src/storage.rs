@@ -152,9 +152,30 @@ impl StateRecord {
                 version: self.version,
             });
         }
+        let (resolved, bytes) = self.resolve(update)?;
+        self.commit(&resolved, bytes, self.version + 1);
+        Ok((self.version, resolved))
+    }
+
+    /// What `update` resolves to against the current value (its version is not
+    /// checked), and the size of the value it would make; fails when that is over the
+    /// limit or an operation does not fit.
+    pub(crate) fn resolve(&self, update: &Update) -> Result<(Resolved, usize), Failure> {
         let resolved = update
             .resolve(&self.value)
             .map_err(|error| Failure::InvalidOperation(error.0))?;
+        let bytes = self.size_after(&resolved);
+        if bytes > self.max_bytes {
+            return Err(Failure::StateTooLarge {
+                size: bytes,
+                limit: self.max_bytes,
+            });
+        }
+        Ok((resolved, bytes))
+    }
+
+    /// The size of the value's JSON text once `resolved` is applied.
+    pub(crate) fn size_after(&self, resolved: &Resolved) -> usize {
         // The entries' sizes, each with its comma (undoing `json_size`).
         let mut entries = self.bytes + usize::from(!self.value.is_empty()) - 2;
         let mut count = self.value.len();
@@ -171,21 +192,27 @@ impl StateRecord {
                 count -= 1;
             }
         }
-        let bytes = json_size(entries, count);
-        if bytes > self.max_bytes {
-            return Err(Failure::StateTooLarge {
-                size: bytes,
-                limit: self.max_bytes,
-            });
-        }
+        json_size(entries, count)
+    }
+
+    /// Applies what an update resolved to, making `version`; `bytes` is the size
+    /// [`StateRecord::size_after`] gave for it.
+    pub(crate) fn commit(&mut self, resolved: &Resolved, bytes: usize, version: u64) {
         let value = Arc::make_mut(&mut self.value);
         state_sync_protocol::apply_updates(value, &resolved.values);
         for key in &resolved.removed {
             value.shift_remove(key);
         }
         self.bytes = bytes;
-        self.version += 1;
-        Ok((self.version, resolved))
+        self.version = version;
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// Replaces the value and version (a replica that resynced).
+    pub(crate) fn replace(&mut self, value: JsonObject, version: u64) {
+        self.bytes = state_len(&value);
+        self.value = Arc::new(value);
+        self.version = version;
     }
 
     /// Remembers that a request was applied as `version`; the answer to a retry will

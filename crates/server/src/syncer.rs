@@ -107,6 +107,7 @@ impl<K: Send + Sync + 'static> StateSyncer<K> {
             Value::Object(map) => map.clone(),
             other => return Err(CreateStateError::InitialValueNotAnObject(json_kind(other))),
         };
+        let initial = self.runtime.is_shared().then(|| value.clone());
         let state = self.runtime.states.create(
             id.clone(),
             value,
@@ -117,19 +118,38 @@ impl<K: Send + Sync + 'static> StateSyncer<K> {
         if let Some(expires_at) = state.expires_at {
             self.runtime.expire_at(&state, expires_at);
         }
+        if let Some(initial) = initial {
+            self.runtime
+                .share(&state, initial, options.ttl, options.reset_stored);
+        }
         tracing::debug!(state = %id, "state created");
         Ok(id)
     }
 
     /// Removes a state; its clients receive STATE_DOES_NOT_EXIST and are detached.
-    /// `false` when there was no such state.
+    /// `false` when there was no such state. With [`Builder::redis`](crate::Builder::redis),
+    /// every server of the cluster removes it and tells its clients.
     pub fn remove_state(&self, id: &str) -> bool {
-        self.runtime.states.remove(id, &texts::state_removed(id))
+        let why = texts::state_removed(id);
+        match self.runtime.states.remove(id, &why) {
+            Some(state) => {
+                self.runtime.removed_here(&state, &why);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Removes every state, telling their clients. Returns how many were removed.
+    /// With [`Builder::redis`](crate::Builder::redis), every server of the cluster
+    /// removes them.
     pub fn remove_all_states(&self) -> usize {
-        self.runtime.states.remove_all()
+        let removed = self.runtime.states.remove_all();
+        for state in &removed {
+            self.runtime
+                .removed_here(state, &texts::state_removed(&state.id));
+        }
+        removed.len()
     }
 
     /// The current value of a state (the original's `getValueOfState`), or `None`.

@@ -1,20 +1,30 @@
-//! Following one state's updates from Redis, in version order, with nothing missed: what
-//! every server of a cluster does for the states its clients are attached to.
+//! Following states' updates from Redis, in version order, with nothing missed: what
+//! every server of a cluster does for the states it holds.
 //!
-//! Updates arrive by publish (fast) and are checked against the version last delivered.
-//! A gap is filled from the state's stream; a stream trimmed past the gap, an epoch
-//! change (the state was removed and created again) or a version that went backwards
-//! (Redis lost data in a failover) is a resync: the whole state, loaded at one version.
-//! A publish lost while the subscription was down is found when it reconnects (it
-//! catches up from the stream), and a lost *last* publish, which no later gap reveals,
-//! by the periodic check of the state's version.
+//! One subscription connection per server ([`Feed`]) carries the channels of every
+//! state it follows; a task per state ([`Feed::follow`]) checks what arrives against
+//! the version it delivered last. A gap is filled from the state's stream; a stream
+//! trimmed past the gap, a new incarnation (the state was removed and created again)
+//! or a version that went backwards (Redis lost data in a failover) is a resync: the
+//! whole state, loaded at one version. Publishes lost while the subscription was down
+//! are found when it is back (each follower catches up from the stream), and a lost
+//! *last* publish, which no later gap reveals, by the periodic check of the version.
+//!
+//! Bounds: each follower queues at most [`QUEUE`] publishes; past that they are
+//! dropped, and the gap they leave is filled from the stream.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use redis::aio::PubSubSink;
 use tokio::sync::mpsc;
 
-use super::{LoadedState, RedisStore, RedisStoreError, channel, key, parse_u64};
+use super::{LoadedState, RedisStore, RedisStoreError, channel, parse_u64};
+
+/// Publishes a follower queues before it drops them (and catches up from the stream).
+pub(crate) const QUEUE: usize = 4096;
 
 /// What a follower delivers.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,8 +33,32 @@ pub(crate) enum FeedEvent {
     Update { version: u64, payload: String },
     /// What was delivered before is no longer the state's history: here is the state.
     Resync(LoadedState),
-    /// The state is gone from Redis.
-    Gone,
+    /// The state is gone from Redis; why, when the server that removed it said.
+    Gone(Option<String>),
+}
+
+/// What the subscription hands a follower.
+#[derive(Debug)]
+enum Raw {
+    /// A message on its channel.
+    Message(String),
+    /// The subscription was (re)established: publishes may have been missed.
+    Subscribed,
+}
+
+#[derive(Default)]
+struct Routes {
+    followers: HashMap<String, mpsc::Sender<Raw>>,
+    /// The live subscription's sink, `None` while it is down.
+    sink: Option<PubSubSink>,
+}
+
+/// The subscription connection of one server, shared by the states it follows.
+#[derive(Clone)]
+pub(crate) struct Feed {
+    store: RedisStore,
+    routes: Arc<Mutex<Routes>>,
+    check_every: Duration,
 }
 
 /// Where a follower stands.
@@ -38,97 +72,168 @@ enum Next {
     Stop,
 }
 
-impl RedisStore {
+impl Feed {
+    /// Starts the subscription; it reconnects by itself, and ends once `store` and
+    /// every follower are dropped... or never: it is one task per server.
+    /// `check_every` is how often each state's version is checked.
+    pub(crate) fn start(store: RedisStore, check_every: Duration) -> Feed {
+        let feed = Feed {
+            store,
+            routes: Arc::new(Mutex::new(Routes::default())),
+            check_every,
+        };
+        let routes = Arc::downgrade(&feed.routes);
+        let client = feed.store.client.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                let Some(live) = routes.upgrade() else {
+                    return;
+                };
+                match subscribe_all(&client, &live).await {
+                    Ok(mut stream) => {
+                        backoff = Duration::from_millis(50);
+                        drop(live);
+                        while let Some(message) = stream.next().await {
+                            let Some(live) = routes.upgrade() else {
+                                return;
+                            };
+                            let Ok(text) = message.get_payload::<String>() else {
+                                continue;
+                            };
+                            let follower = lock(&live)
+                                .followers
+                                .get(message.get_channel_name())
+                                .cloned();
+                            // A full queue drops the message: its follower fills the
+                            // gap from the stream.
+                            if let Some(follower) = follower {
+                                let _ = follower.try_send(Raw::Message(text));
+                            }
+                        }
+                        tracing::warn!("the redis subscription ended; subscribing again");
+                        if let Some(live) = routes.upgrade() {
+                            lock(&live).sink = None;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "subscribing to redis failed; retrying");
+                        drop(live);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        });
+        feed
+    }
+
+    /// The store this feed follows.
+    pub(crate) fn store(&self) -> &RedisStore {
+        &self.store
+    }
+
     /// Follows state `id` from `version` (of incarnation `epoch`): every later update
     /// once, in order, or a resync. Stops when the receiver is dropped or the state is
-    /// gone. `check_every` is how often the state's version is checked (a lost last
-    /// publish is delivered within about that).
+    /// gone.
     pub(crate) fn follow(
         &self,
         id: &str,
         version: u64,
         epoch: String,
-        check_every: Duration,
     ) -> mpsc::Receiver<FeedEvent> {
         let (sender, receiver) = mpsc::channel(1024);
-        let store = self.clone();
+        let (raw_sender, raw) = mpsc::channel(QUEUE);
+        let name = channel(id);
+        let sink = {
+            let mut routes = lock(&self.routes);
+            routes.followers.insert(name.clone(), raw_sender.clone());
+            routes.sink.clone()
+        };
+        let feed = self.clone();
         let id = id.to_owned();
         tokio::spawn(async move {
+            if let Some(mut sink) = sink {
+                // Subscribed here; when this fails, the subscription is being made again
+                // and includes this channel.
+                if sink.subscribe(&name).await.is_ok() {
+                    let _ = raw_sender.try_send(Raw::Subscribed);
+                }
+            }
+            drop(raw_sender);
             let mut position = Position { version, epoch };
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                match store
-                    .follow_once(&id, &mut position, &sender, check_every)
-                    .await
-                {
-                    Ok(Next::Stop) => return,
-                    Ok(Next::Continue) => backoff = Duration::from_millis(50),
-                    Err(error) => {
-                        tracing::warn!(state = %id, %error, "following the state from redis; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                    }
-                }
-                if sender.is_closed() {
-                    return;
-                }
+            feed.run(&id, &mut position, raw, &sender).await;
+            let sink = {
+                let mut routes = lock(&feed.routes);
+                routes.followers.remove(&name);
+                routes.sink.clone()
+            };
+            if let Some(mut sink) = sink {
+                let _ = sink.unsubscribe(&name).await;
             }
         });
         receiver
     }
 
-    /// One subscription's life: subscribe, catch up from the stream, then deliver what
-    /// is published and check the version now and then. Returns when the subscription
-    /// ends (to subscribe again), or `Stop`.
-    async fn follow_once(
+    async fn run(
         &self,
         id: &str,
         position: &mut Position,
+        mut raw: mpsc::Receiver<Raw>,
         sender: &mpsc::Sender<FeedEvent>,
-        check_every: Duration,
-    ) -> Result<Next, RedisStoreError> {
-        let mut subscription = self.client.get_async_pubsub().await?;
-        subscription.subscribe(channel(id)).await?;
-        // Subscribed first, then caught up: nothing falls between the two.
-        if let Next::Stop = self.check(id, position, sender).await? {
-            return Ok(Next::Stop);
-        }
-        let mut messages = subscription.on_message();
-        let mut ticks = tokio::time::interval(check_every);
+    ) {
+        let mut ticks = tokio::time::interval(self.check_every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is at once: it catches up from where the caller stands.
         loop {
             let next = tokio::select! {
-                message = messages.next() => {
-                    let Some(message) = message else {
-                        // The subscription's connection ended: subscribe again.
-                        return Ok(Next::Continue);
-                    };
-                    let text: String = message.get_payload()?;
-                    let (version, payload) = text.split_once(' ').ok_or_else(|| {
-                        RedisStoreError::Corrupt(id.to_owned(), "a publish without a version".into())
-                    })?;
-                    let version = parse_u64(id, version)?;
-                    self.received(id, position, sender, version, payload.to_owned()).await?
-                }
-                _ = ticks.tick() => self.check(id, position, sender).await?,
-                () = sender.closed() => Next::Stop,
+                message = raw.recv() => match message {
+                    Some(Raw::Message(text)) => self.received(id, position, sender, &text).await,
+                    Some(Raw::Subscribed) => self.check(id, position, sender).await,
+                    None => return,
+                },
+                _ = ticks.tick() => self.check(id, position, sender).await,
+                () = sender.closed() => return,
             };
-            if let Next::Stop = next {
-                return Ok(Next::Stop);
+            match next {
+                Ok(Next::Continue) => {}
+                Ok(Next::Stop) => return,
+                Err(error) => {
+                    // The next tick (or subscription) tries again.
+                    tracing::warn!(state = %id, %error, "following the state from redis");
+                }
             }
         }
     }
 
-    /// A published update: delivered when it is the next one, after the missing ones
-    /// when there is a gap, ignored when already delivered.
+    /// A published message: an update is delivered when it is the next one, after the
+    /// missing ones when there is a gap, and ignored when already delivered.
     async fn received(
         &self,
         id: &str,
         position: &mut Position,
         sender: &mpsc::Sender<FeedEvent>,
-        version: u64,
-        payload: String,
+        text: &str,
     ) -> Result<Next, RedisStoreError> {
+        let (head, rest) = text.split_once(' ').unwrap_or((text, ""));
+        match head {
+            "x" => {
+                let (epoch, why) = rest.split_once(' ').unwrap_or((rest, ""));
+                if epoch != position.epoch {
+                    return Ok(Next::Continue);
+                }
+                deliver(sender, FeedEvent::Gone(Some(why.to_owned()))).await;
+                return Ok(Next::Stop);
+            }
+            "r" => {
+                if rest == position.epoch {
+                    return Ok(Next::Continue);
+                }
+                return self.resync(id, position, sender).await;
+            }
+            _ => {}
+        }
+        let version = parse_u64(id, head)?;
         if version <= position.version {
             return Ok(Next::Continue);
         }
@@ -142,7 +247,14 @@ impl RedisStore {
             }
         }
         position.version = version;
-        Ok(deliver(sender, FeedEvent::Update { version, payload }).await)
+        Ok(deliver(
+            sender,
+            FeedEvent::Update {
+                version,
+                payload: rest.to_owned(),
+            },
+        )
+        .await)
     }
 
     /// Compares with the state's version and epoch in Redis: catches up when behind,
@@ -153,17 +265,10 @@ impl RedisStore {
         position: &mut Position,
         sender: &mpsc::Sender<FeedEvent>,
     ) -> Result<Next, RedisStoreError> {
-        let (version, epoch): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(key(id, "meta"))
-            .arg("version")
-            .arg("epoch")
-            .query_async(&mut self.connection.clone())
-            .await?;
-        let (Some(version), Some(epoch)) = (version, epoch) else {
-            deliver(sender, FeedEvent::Gone).await;
+        let Some((version, epoch)) = self.store.position(id).await? else {
+            deliver(sender, FeedEvent::Gone(None)).await;
             return Ok(Next::Stop);
         };
-        let version = parse_u64(id, &version)?;
         if epoch != position.epoch || version < position.version {
             return self.resync(id, position, sender).await;
         }
@@ -182,7 +287,7 @@ impl RedisStore {
         sender: &mpsc::Sender<FeedEvent>,
         to: u64,
     ) -> Result<Next, RedisStoreError> {
-        let entries = self.log(id, position.version + 1, to).await?;
+        let entries = self.store.log(id, position.version + 1, to).await?;
         let complete = entries.len() as u64 == to - position.version
             && entries
                 .first()
@@ -205,8 +310,8 @@ impl RedisStore {
         position: &mut Position,
         sender: &mpsc::Sender<FeedEvent>,
     ) -> Result<Next, RedisStoreError> {
-        let Some(state) = self.load(id).await? else {
-            deliver(sender, FeedEvent::Gone).await;
+        let Some(state) = self.store.load(id).await? else {
+            deliver(sender, FeedEvent::Gone(None)).await;
             return Ok(Next::Stop);
         };
         tracing::info!(state = %id, from = position.version, to = state.version, "resync from redis");
@@ -214,6 +319,37 @@ impl RedisStore {
         position.epoch = state.epoch.clone();
         Ok(deliver(sender, FeedEvent::Resync(state)).await)
     }
+}
+
+fn lock(routes: &Mutex<Routes>) -> std::sync::MutexGuard<'_, Routes> {
+    routes.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Makes a subscription with every followed channel, and tells each follower.
+async fn subscribe_all(
+    client: &redis::Client,
+    routes: &Mutex<Routes>,
+) -> Result<redis::aio::PubSubStream, RedisStoreError> {
+    let (mut sink, stream) = client.get_async_pubsub().await?.split();
+    // The sink is visible first: a follower that registers after the list below is
+    // taken subscribes itself.
+    let followers: Vec<_> = {
+        let mut routes = lock(routes);
+        routes.sink = Some(sink.clone());
+        routes
+            .followers
+            .iter()
+            .map(|(name, follower)| (name.clone(), follower.clone()))
+            .collect()
+    };
+    for (name, follower) in followers {
+        if let Err(error) = sink.subscribe(&name).await {
+            lock(routes).sink = None;
+            return Err(error.into());
+        }
+        let _ = follower.try_send(Raw::Subscribed);
+    }
+    Ok(stream)
 }
 
 async fn deliver(sender: &mpsc::Sender<FeedEvent>, event: FeedEvent) -> Next {

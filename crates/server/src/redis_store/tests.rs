@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use super::feed::FeedEvent;
 use super::*;
 
 /// A redis-server of this test; killed when dropped.
@@ -68,6 +69,14 @@ async fn start_redis() -> TestRedis {
     panic!("redis-server did not start on port {port}");
 }
 
+async fn epoch_of(store: &RedisStore, id: &str) -> String {
+    store
+        .load(id)
+        .await
+        .unwrap()
+        .map_or_else(|| "none".to_owned(), |state| state.epoch)
+}
+
 fn object(value: Value) -> JsonObject {
     value.as_object().cloned().unwrap()
 }
@@ -89,11 +98,11 @@ async fn values_keep_their_json_their_numbers_and_their_key_order() {
     let value = object(json!({
         "z": [], "big": 12_345_678_901_234_567_890_u64, "nested": {"b": 1, "a": []}, "a": 1.5
     }));
-    assert!(store.create("s", &value).await.unwrap());
+    assert!(store.create("s", &value, None, false).await.unwrap());
     // The second server loses, and loads the first one's.
     assert!(
         !store
-            .create("s", &object(json!({"other": 1})))
+            .create("s", &object(json!({"other": 1})), None, false)
             .await
             .unwrap()
     );
@@ -112,11 +121,17 @@ async fn updates_set_and_remove_keys_in_one_order_and_a_removed_key_comes_back_l
     let redis = start_redis().await;
     let store = RedisStore::connect(&redis.url, 600).await.unwrap();
     store
-        .create("s", &object(json!({"a": 1, "b": 2, "c": 3})))
+        .create("s", &object(json!({"a": 1, "b": 2, "c": 3})), None, false)
         .await
         .unwrap();
     let outcome = store
-        .apply("s", None, None, &set(&[("b", json!([])), ("d", json!(4))]))
+        .apply(
+            "s",
+            &epoch_of(&store, "s").await,
+            None,
+            Expected::Any,
+            &set(&[("b", json!([])), ("d", json!(4))]),
+        )
         .await
         .unwrap();
     assert_eq!(outcome, ApplyOutcome::Applied(1));
@@ -126,11 +141,26 @@ async fn updates_set_and_remove_keys_in_one_order_and_a_removed_key_comes_back_l
         ..StoredUpdate::default()
     };
     assert_eq!(
-        store.apply("s", None, None, &remove).await.unwrap(),
+        store
+            .apply(
+                "s",
+                &epoch_of(&store, "s").await,
+                None,
+                Expected::Any,
+                &remove
+            )
+            .await
+            .unwrap(),
         ApplyOutcome::Applied(2)
     );
     store
-        .apply("s", None, None, &set(&[("a", json!("back"))]))
+        .apply(
+            "s",
+            &epoch_of(&store, "s").await,
+            None,
+            Expected::Any,
+            &set(&[("a", json!("back"))]),
+        )
         .await
         .unwrap();
     let loaded = store.load("s").await.unwrap().unwrap();
@@ -149,7 +179,13 @@ async fn updates_set_and_remove_keys_in_one_order_and_a_removed_key_comes_back_l
     assert_eq!(log[0].1, "{}");
     assert_eq!(
         store
-            .apply("gone", None, None, &set(&[("a", json!(1))]))
+            .apply(
+                "gone",
+                &epoch_of(&store, "gone").await,
+                None,
+                Expected::Any,
+                &set(&[("a", json!(1))])
+            )
             .await
             .unwrap(),
         ApplyOutcome::Gone
@@ -160,43 +196,83 @@ async fn updates_set_and_remove_keys_in_one_order_and_a_removed_key_comes_back_l
 async fn a_retried_request_gets_its_first_outcome_and_a_stale_one_changes_nothing() {
     let redis = start_redis().await;
     let store = RedisStore::connect(&redis.url, 600).await.unwrap();
-    store.create("s", &JsonObject::new()).await.unwrap();
+    store
+        .create("s", &JsonObject::new(), None, false)
+        .await
+        .unwrap();
     let sender = |request_id| {
         Some(Sender {
             client: "ada",
             session: "tab-1",
             request_id,
+            floor: None,
         })
     };
     let first = store
-        .apply("s", sender(1), Some(0), &set(&[("n", json!(1))]))
+        .apply(
+            "s",
+            &epoch_of(&store, "s").await,
+            sender(1),
+            Expected::Asked(0),
+            &set(&[("n", json!(1))]),
+        )
         .await
         .unwrap();
     assert_eq!(first, ApplyOutcome::Applied(1));
     // The retry is not applied again, whatever it carries now.
     let retry = store
-        .apply("s", sender(1), None, &set(&[("n", json!(99))]))
+        .apply(
+            "s",
+            &epoch_of(&store, "s").await,
+            sender(1),
+            Expected::Any,
+            &set(&[("n", json!(99))]),
+        )
         .await
         .unwrap();
     assert_eq!(retry, ApplyOutcome::Repeat(StoredOutcome::Applied(1)));
     // Computed from version 0, sent at version 1: a conflict, remembered as such.
     let stale = store
-        .apply("s", sender(2), Some(0), &set(&[("n", json!(2))]))
+        .apply(
+            "s",
+            &epoch_of(&store, "s").await,
+            sender(2),
+            Expected::Asked(0),
+            &set(&[("n", json!(2))]),
+        )
         .await
         .unwrap();
     assert_eq!(stale, ApplyOutcome::Conflict(1));
     let again = store
-        .apply("s", sender(2), Some(1), &set(&[("n", json!(2))]))
+        .apply(
+            "s",
+            &epoch_of(&store, "s").await,
+            sender(2),
+            Expected::Asked(1),
+            &set(&[("n", json!(2))]),
+        )
         .await
         .unwrap();
     assert_eq!(again, ApplyOutcome::Repeat(StoredOutcome::Conflict(1)));
     // A request id below what the session remembers, never seen: unknown, not applied.
     store
-        .apply("s", sender(10), None, &set(&[("n", json!(10))]))
+        .apply(
+            "s",
+            &epoch_of(&store, "s").await,
+            sender(10),
+            Expected::Any,
+            &set(&[("n", json!(10))]),
+        )
         .await
         .unwrap();
     let old = store
-        .apply("s", sender(5), None, &set(&[("n", json!(5))]))
+        .apply(
+            "s",
+            &epoch_of(&store, "s").await,
+            sender(5),
+            Expected::Any,
+            &set(&[("n", json!(5))]),
+        )
         .await
         .unwrap();
     assert_eq!(old, ApplyOutcome::Unknown);
@@ -204,12 +280,14 @@ async fn a_retried_request_gets_its_first_outcome_and_a_stale_one_changes_nothin
     let other = store
         .apply(
             "s",
+            &epoch_of(&store, "s").await,
             Some(Sender {
                 client: "bob",
                 session: "tab-1",
                 request_id: 1,
+                floor: None,
             }),
-            None,
+            Expected::Any,
             &set(&[("m", json!(1))]),
         )
         .await
@@ -224,7 +302,10 @@ async fn a_retried_request_gets_its_first_outcome_and_a_stale_one_changes_nothin
 async fn concurrent_writers_get_one_order_and_subscribers_see_it() {
     let redis = start_redis().await;
     let store = RedisStore::connect(&redis.url, 600).await.unwrap();
-    store.create("s", &JsonObject::new()).await.unwrap();
+    store
+        .create("s", &JsonObject::new(), None, false)
+        .await
+        .unwrap();
     let client = redis::Client::open(redis.url.as_str()).unwrap();
     let mut subscription = client.get_async_pubsub().await.unwrap();
     subscription.subscribe(channel("s")).await.unwrap();
@@ -242,6 +323,7 @@ async fn concurrent_writers_get_one_order_and_subscribers_see_it() {
                     client: "c",
                     session: &session,
                     request_id: n,
+                    floor: None,
                 };
                 let key = format!("w{writer}");
                 let update = StoredUpdate {
@@ -249,7 +331,17 @@ async fn concurrent_writers_get_one_order_and_subscribers_see_it() {
                     removed: Vec::new(),
                     payload: format!("{writer}:{n}"),
                 };
-                match store.apply("s", Some(sender), None, &update).await.unwrap() {
+                match store
+                    .apply(
+                        "s",
+                        &epoch_of(&store, "s").await,
+                        Some(sender),
+                        Expected::Any,
+                        &update,
+                    )
+                    .await
+                    .unwrap()
+                {
                     ApplyOutcome::Applied(version) => versions.push(version),
                     other => panic!("{other:?}"),
                 }
@@ -303,7 +395,16 @@ async fn apply_many(url: &str, id: &str, range: std::ops::RangeInclusive<u64>) {
             payload: n.to_string(),
         };
         assert!(matches!(
-            store.apply(id, None, None, &update).await.unwrap(),
+            store
+                .apply(
+                    id,
+                    &epoch_of(&store, id).await,
+                    None,
+                    Expected::Any,
+                    &update
+                )
+                .await
+                .unwrap(),
             ApplyOutcome::Applied(_)
         ));
     }
@@ -327,9 +428,13 @@ async fn expect_updates(
 async fn a_follower_gets_every_update_once_in_order_even_when_its_subscription_drops() {
     let redis = start_redis().await;
     let store = RedisStore::connect(&redis.url, 600).await.unwrap();
-    store.create("s", &JsonObject::new()).await.unwrap();
+    store
+        .create("s", &JsonObject::new(), None, false)
+        .await
+        .unwrap();
     let loaded = store.load("s").await.unwrap().unwrap();
-    let mut events = store.follow("s", 0, loaded.epoch, Duration::from_secs(60));
+    let mut events =
+        feed::Feed::start(store.clone(), Duration::from_secs(60)).follow("s", 0, loaded.epoch);
     // Subscribed (the follower checks right after subscribing, with nothing to do).
     tokio::time::sleep(Duration::from_millis(200)).await;
     apply_many(&redis.url, "s", 1..=50).await;
@@ -366,9 +471,13 @@ async fn a_follower_gets_every_update_once_in_order_even_when_its_subscription_d
 async fn a_lost_last_publish_is_found_by_the_version_check() {
     let redis = start_redis().await;
     let store = RedisStore::connect(&redis.url, 600).await.unwrap();
-    store.create("s", &JsonObject::new()).await.unwrap();
+    store
+        .create("s", &JsonObject::new(), None, false)
+        .await
+        .unwrap();
     let epoch = store.load("s").await.unwrap().unwrap().epoch;
-    let mut events = store.follow("s", 0, epoch, Duration::from_millis(100));
+    let mut events =
+        feed::Feed::start(store.clone(), Duration::from_millis(100)).follow("s", 0, epoch);
     tokio::time::sleep(Duration::from_millis(200)).await;
     apply_many(&redis.url, "s", 1..=1).await;
     expect_updates(&mut events, 1..=1).await;
@@ -403,7 +512,7 @@ async fn a_trimmed_history_or_a_new_incarnation_resyncs_and_a_removed_state_ends
     let redis = start_redis().await;
     let store = RedisStore::connect(&redis.url, 600).await.unwrap();
     store
-        .create("s", &object(json!({"keep": true})))
+        .create("s", &object(json!({"keep": true})), None, false)
         .await
         .unwrap();
     let epoch = store.load("s").await.unwrap().unwrap().epoch;
@@ -422,7 +531,8 @@ async fn a_trimmed_history_or_a_new_incarnation_resyncs_and_a_removed_state_ends
         .query_async(&mut admin)
         .await
         .unwrap();
-    let mut events = store.follow("s", 0, epoch.clone(), Duration::from_millis(100));
+    let mut events =
+        feed::Feed::start(store.clone(), Duration::from_millis(100)).follow("s", 0, epoch.clone());
     match next_event(&mut events).await {
         FeedEvent::Resync(state) => {
             assert_eq!(state.version, 5);
@@ -463,7 +573,7 @@ async fn a_trimmed_history_or_a_new_incarnation_resyncs_and_a_removed_state_ends
         .query_async(&mut admin)
         .await
         .unwrap();
-    assert_eq!(next_event(&mut events).await, FeedEvent::Gone);
+    assert_eq!(next_event(&mut events).await, FeedEvent::Gone(None));
     assert!(
         tokio::time::timeout(Duration::from_secs(2), events.recv())
             .await

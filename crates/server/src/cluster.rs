@@ -1,0 +1,521 @@
+//! Several servers serving the same states through Redis (cargo feature `redis`).
+//!
+//! Each server holds a replica of every state it created ([`crate::state::Replica`]),
+//! loaded from Redis and changed only by what Redis publishes, so that every server
+//! sees every state's updates once, in Redis's order:
+//! - [`StateSyncer::create_state`](crate::StateSyncer::create_state) creates the state
+//!   in Redis unless it is there (the first server wins; the others load it), then
+//!   follows it ([`crate::redis_store::feed`]). Every server creates the states its
+//!   clients may attach to, with its hooks: hooks are code, and run on the server that
+//!   received what they judge.
+//! - An update is intercepted on the server that received it, resolved against its
+//!   replica and applied by one Redis script: the exactly-once check of its session
+//!   (the outcomes live in Redis, so a client that moves to another server is answered
+//!   there), the version check, the fields, the stream entry and the publish. Set-only
+//!   updates need no particular version; operations that read the state (append,
+//!   increment) are applied only at the version they were resolved against, and
+//!   resolved again when another server's update came first.
+//! - Removal, ttl and self-destruct act on every server: the removal is a script that
+//!   deletes the state and publishes why; the ttl's deadline is the first creator's;
+//!   self-destruct counts the clients of every server (each says how many it has,
+//!   every [`Redis::check_every`], valid three times that).
+//! - Redis unreachable: an attach or an update waits at most [`WAIT`], then the
+//!   client's connection is closed with [`UNREACHABLE_CLOSE_CODE`] and a reason; our
+//!   clients reconnect with backoff (to the next endpoint they know), attach again and
+//!   send their unacknowledged updates again, which Redis applies once. Nothing is
+//!   buffered for Redis beyond one update per connection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use state_sync_protocol::{JsonObject, MAX_ATTEMPTS, Update, conflict_spread_micros};
+use tokio::sync::OnceCell;
+
+use crate::failure::Failure;
+use crate::redis_store::feed::{Feed, FeedEvent};
+use crate::redis_store::{
+    ApplyOutcome, Expected, RedisStore, Seen, Sender, StoredOutcome, StoredUpdate,
+};
+use crate::session_log::{Outcome, SessionKey};
+use crate::state::{Condition, NotReady, State};
+
+/// The close code of a connection whose server cannot reach Redis (1013, "try again
+/// later"): the client reconnects and retries.
+pub const UNREACHABLE_CLOSE_CODE: u16 = 1013;
+
+/// The close code of a connection whose state was reloaded from Redis with another
+/// history (Redis lost data, or the state was created again): the client reconnects
+/// and attaches again (1012, "service restart").
+pub const RESYNC_CLOSE_CODE: u16 = crate::state::RESYNC_CLOSE_CODE;
+
+/// How long an attach or an update waits for Redis before its connection is closed.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Where the states of a cluster live: a Redis server, given to
+/// [`Builder::redis`](crate::Builder::redis).
+#[derive(Debug, Clone)]
+pub struct Redis {
+    url: String,
+    check_every: Duration,
+}
+
+impl Redis {
+    /// Redis at `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` with
+    /// TLS). The server connects when it first needs to, and reconnects by itself.
+    ///
+    /// # Errors
+    /// [`Error::Redis`](crate::Error::Redis) when the URL is not a Redis URL.
+    pub fn new(url: impl Into<String>) -> crate::Result<Self> {
+        let url = url.into();
+        redis::Client::open(url.as_str())
+            .map_err(|e| crate::Error::Redis(format!("invalid redis URL {url:?}: {e}")))?;
+        Ok(Redis {
+            url,
+            check_every: Duration::from_secs(2),
+        })
+    }
+
+    /// How often each server checks the version of every state it follows (a lost
+    /// last publish is found within about this) and says how many clients it has
+    /// attached to each. Default 2 seconds.
+    #[must_use]
+    pub fn check_every(mut self, every: Duration) -> Self {
+        self.check_every = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// A server's side of a cluster.
+pub(crate) struct Cluster {
+    config: Redis,
+    /// This server's id among those of the cluster.
+    pub(crate) node: Arc<str>,
+    feed: OnceCell<Feed>,
+    tokens: AtomicU64,
+    /// How long a session's outcomes live in Redis after its last update, in seconds.
+    outcome_ttl: u64,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("url", &self.config.url)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+fn cannot_reach(error: impl std::fmt::Display) -> Failure {
+    Failure::Unreachable(format!(
+        "the server cannot reach redis ({error}); try again later"
+    ))
+}
+
+impl Cluster {
+    pub(crate) fn new(config: Redis, session_retention: Duration) -> Self {
+        Cluster {
+            config,
+            node: uuid::Uuid::new_v4().simple().to_string().into(),
+            feed: OnceCell::new(),
+            tokens: AtomicU64::new(1),
+            outcome_ttl: session_retention.as_secs().max(60),
+        }
+    }
+
+    /// The subscription and the store, connecting on first use.
+    pub(crate) async fn feed(&self) -> Result<&Feed, Failure> {
+        self.feed
+            .get_or_try_init(|| async {
+                let store = RedisStore::connect(&self.config.url, self.outcome_ttl)
+                    .await
+                    .map_err(cannot_reach)?;
+                Ok(Feed::start(store, self.config.check_every))
+            })
+            .await
+    }
+
+    fn store(feed: &Feed) -> &RedisStore {
+        feed.store()
+    }
+
+    fn token(&self) -> u64 {
+        self.tokens.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Creates the state in Redis unless it is there, loads the replica from it and
+    /// follows it, until the state is removed here. Retries while Redis is
+    /// unreachable. `removed` is called when Redis says the state is gone (with why),
+    /// `expire` with the deadline the state has in Redis.
+    pub(crate) fn open<K: Send + Sync + 'static>(
+        self: &Arc<Self>,
+        state: &Arc<State<K>>,
+        initial: JsonObject,
+        expires: Option<SystemTime>,
+        reset: bool,
+        hooks: Opened<K>,
+    ) {
+        let cluster = Arc::clone(self);
+        let weak = Arc::downgrade(state);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            let mut reset = reset;
+            loop {
+                let Some(state) = weak.upgrade().filter(|state| !state.is_removed()) else {
+                    return;
+                };
+                match cluster
+                    .open_once(&state, &initial, expires, &mut reset)
+                    .await
+                {
+                    Ok(Some((events, deadline))) => {
+                        if let Some(deadline) = deadline {
+                            (hooks.expire)(&state, deadline);
+                        }
+                        let (_, version) = state.position();
+                        tracing::debug!(state = %state.id, version, "state loaded from redis");
+                        drop(state);
+                        cluster.follow(weak, events, hooks).await;
+                        return;
+                    }
+                    Ok(None) => {
+                        (hooks.removed)(&state, None);
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(state = %state.id, %error, "loading the state from redis; retrying");
+                        drop(state);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        });
+    }
+
+    async fn open_once<K: Send + Sync + 'static>(
+        &self,
+        state: &Arc<State<K>>,
+        initial: &JsonObject,
+        expires: Option<SystemTime>,
+        reset: &mut bool,
+    ) -> Result<Option<(tokio::sync::mpsc::Receiver<FeedEvent>, Option<SystemTime>)>, String> {
+        let feed = self.feed().await.map_err(|f| format!("{f:?}"))?;
+        let store = Self::store(feed);
+        store
+            .create(&state.id, initial, expires, *reset)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Created once: a retry must not create it again over later updates.
+        *reset = false;
+        let Some(loaded) = store.load(&state.id).await.map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let events = feed.follow(&state.id, loaded.version, loaded.epoch.clone());
+        state.load(loaded.value, loaded.version, loaded.epoch);
+        Ok(Some((events, loaded.expires)))
+    }
+
+    /// Delivers what Redis publishes to the replica, and says how many clients this
+    /// server has attached, until the state is removed here or in Redis.
+    async fn follow<K: Send + Sync + 'static>(
+        &self,
+        weak: std::sync::Weak<State<K>>,
+        mut events: tokio::sync::mpsc::Receiver<FeedEvent>,
+        hooks: Opened<K>,
+    ) {
+        let every = self.config.check_every;
+        let mut said: Option<(usize, Instant)> = None;
+        loop {
+            let event = tokio::time::timeout(every, events.recv()).await;
+            let Some(state) = weak.upgrade().filter(|state| !state.is_removed()) else {
+                return;
+            };
+            match event {
+                Ok(Some(FeedEvent::Update { version, payload })) => {
+                    if !state.deliver(version, &payload) {
+                        self.reload(&state).await;
+                    }
+                }
+                Ok(Some(FeedEvent::Resync(loaded))) => {
+                    if let Some(deadline) = loaded.expires {
+                        (hooks.expire)(&state, deadline);
+                    }
+                    state.resync(loaded.value, loaded.version, loaded.epoch);
+                }
+                Ok(Some(FeedEvent::Gone(why))) => {
+                    (hooks.removed)(&state, why);
+                    return;
+                }
+                Ok(None) => return,
+                Err(_) => {}
+            }
+            let clients = state.clients();
+            let stale = said.is_none_or(|(count, at)| count != clients || at.elapsed() >= every);
+            if stale && self.say_clients(&state.id, clients).await {
+                said = Some((clients, Instant::now()));
+            }
+        }
+    }
+
+    /// Loads the state again after an update the replica could not apply.
+    async fn reload<K: Send + Sync + 'static>(&self, state: &State<K>) {
+        let Ok(feed) = self.feed().await else {
+            return;
+        };
+        match Self::store(feed).load(&state.id).await {
+            Ok(Some(loaded)) => state.resync(loaded.value, loaded.version, loaded.epoch),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(state = %state.id, %error, "reloading the state from redis")
+            }
+        }
+    }
+
+    /// Says how many clients this server has attached to the state; whether Redis
+    /// heard it.
+    pub(crate) async fn say_clients(&self, id: &str, clients: usize) -> bool {
+        let Ok(feed) = self.feed().await else {
+            return false;
+        };
+        let valid_for = self.config.check_every * 3;
+        match Self::store(feed)
+            .set_clients(id, &self.node, clients, valid_for)
+            .await
+        {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::debug!(state = %id, %error, "telling redis how many clients are attached");
+                false
+            }
+        }
+    }
+
+    /// How many clients every server has attached to the state, this one's count
+    /// (`here`) told first.
+    pub(crate) async fn clients(&self, id: &str, here: usize) -> Result<usize, Failure> {
+        let feed = self.feed().await?;
+        if !self.say_clients(id, here).await {
+            return Err(cannot_reach("it did not take this server's client count"));
+        }
+        Self::store(feed).clients(id).await.map_err(cannot_reach)
+    }
+
+    /// Removes the state from Redis (the incarnation this server holds), telling every
+    /// server why. Retries for a while when Redis is unreachable.
+    pub(crate) fn remove<K: Send + Sync + 'static>(self: &Arc<Self>, state: &State<K>, why: &str) {
+        let cluster = Arc::clone(self);
+        let (id, (epoch, _)) = (state.id.clone(), state.position());
+        let why = why.to_owned();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            for _ in 0..30 {
+                let removed = match cluster.feed().await {
+                    Ok(feed) => {
+                        let epoch = (!epoch.is_empty()).then_some(epoch.as_str());
+                        Self::store(feed)
+                            .remove(&id, epoch, &why)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(failure) => Err(format!("{failure:?}")),
+                };
+                match removed {
+                    Ok(_) => return,
+                    Err(error) => {
+                        tracing::warn!(state = %id, %error, "removing the state from redis; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+            tracing::error!(state = %id, "could not remove the state from redis: other servers keep it");
+        });
+    }
+
+    /// Whether a session's request was seen before, asked before its interceptor runs
+    /// again: `Ok` when it is new, else its answer.
+    pub(crate) async fn seen<K: Send + Sync + 'static>(
+        &self,
+        state: &State<K>,
+        session: &SessionKey,
+        request_id: u64,
+        floor: Option<u64>,
+    ) -> Result<(), Failure> {
+        let feed = self.feed().await?;
+        let (epoch, _) = state.position();
+        let sender = Sender {
+            client: &session.client,
+            session: &session.session,
+            request_id,
+            floor,
+        };
+        let seen = Self::store(feed)
+            .outcome(&state.id, &epoch, sender, None)
+            .await
+            .map_err(cannot_reach)?;
+        match seen {
+            Seen::New | Seen::Epoch(_) => Ok(()),
+            Seen::Gone => Err(Failure::StateGone(state.id.clone())),
+            Seen::Unknown => Err(Failure::OutcomeUnknown),
+            Seen::Repeat(outcome) => Err(repeated(state, outcome).await),
+        }
+    }
+
+    /// Remembers in Redis that a session's request failed, so that its retry on any
+    /// server fails the same way.
+    pub(crate) async fn remember<K: Send + Sync + 'static>(
+        &self,
+        state: &State<K>,
+        session: &SessionKey,
+        request_id: u64,
+        floor: Option<u64>,
+        failure: &Failure,
+    ) -> Result<(), Failure> {
+        let Some((reason, message)) = failure.stored() else {
+            return Ok(());
+        };
+        let feed = self.feed().await?;
+        let (epoch, _) = state.position();
+        let sender = Sender {
+            client: &session.client,
+            session: &session.session,
+            request_id,
+            floor,
+        };
+        Self::store(feed)
+            .outcome(
+                &state.id,
+                &epoch,
+                sender,
+                Some(&StoredOutcome::Failed(reason, message)),
+            )
+            .await
+            .map_err(cannot_reach)?;
+        Ok(())
+    }
+
+    /// Applies an update through Redis (see the module documentation). `echo` is the
+    /// sender's subscription and request id; `wait` returns only once this server's
+    /// replica has the update (server code reads it next).
+    pub(crate) async fn apply<K: Send + Sync + 'static>(
+        &self,
+        state: &State<K>,
+        update: &Update,
+        sender: Option<(&SessionKey, u64, Option<u64>)>,
+        echo: Option<(usize, u64)>,
+        wait: bool,
+    ) -> Result<(u64, Arc<JsonObject>), Failure> {
+        let feed = self.feed().await?;
+        let store = Self::store(feed);
+        if !state.opened(WAIT).await {
+            return Err(cannot_reach("the state is not loaded yet"));
+        }
+        let sender = sender.map(|(session, request_id, floor)| Sender {
+            client: &session.client,
+            session: &session.session,
+            request_id,
+            floor,
+        });
+        let mut attempt = 0;
+        loop {
+            let token = self.token();
+            let prepared = match state.prepare(update, echo, token) {
+                Ok(prepared) => prepared,
+                Err(NotReady::Failed(failure)) => return Err(failure),
+                Err(NotReady::Behind(version)) => {
+                    if !state.reached(version, WAIT).await {
+                        return Err(cannot_reach("the state's updates are late"));
+                    }
+                    continue;
+                }
+            };
+            let stored = StoredUpdate {
+                set: prepared
+                    .set
+                    .iter()
+                    .map(|(key, json)| (key.as_str(), json.clone()))
+                    .collect(),
+                removed: prepared.removed.iter().map(String::as_str).collect(),
+                payload: prepared.payload,
+            };
+            let expected = match prepared.condition {
+                Condition::Any => Expected::Any,
+                Condition::Asked(version) => Expected::Asked(version),
+                Condition::Read(version) => Expected::Read(version),
+            };
+            let outcome = store
+                .apply(&state.id, &prepared.epoch, sender, expected, &stored)
+                .await;
+            let outcome = match outcome {
+                Ok(ApplyOutcome::Applied(version)) => {
+                    if wait {
+                        state.reached(version, WAIT).await;
+                    }
+                    return Ok((version, prepared.updates));
+                }
+                Ok(other) => other,
+                Err(error) => {
+                    state.forget_echo(token);
+                    return Err(cannot_reach(error));
+                }
+            };
+            state.forget_echo(token);
+            match outcome {
+                ApplyOutcome::Conflict(version)
+                    if matches!(prepared.condition, Condition::Read(_))
+                        && attempt + 1 < MAX_ATTEMPTS =>
+                {
+                    // Another server's update came first: read again, then retry.
+                    attempt += 1;
+                    state.reached(version, WAIT).await;
+                    let spread = conflict_spread_micros(attempt);
+                    let pause = uuid::Uuid::new_v4().as_u128() as u64 % spread.max(1);
+                    tokio::time::sleep(Duration::from_micros(pause)).await;
+                }
+                ApplyOutcome::Conflict(version) => return Err(Failure::Conflict { version }),
+                ApplyOutcome::Repeat(outcome) => return Err(repeated(state, outcome).await),
+                ApplyOutcome::Unknown => return Err(Failure::OutcomeUnknown),
+                ApplyOutcome::Gone => return Err(Failure::StateGone(state.id.clone())),
+                ApplyOutcome::Epoch(_) => {
+                    // Created again meanwhile: this replica is of the old one.
+                    self.reload(state).await;
+                    return Err(cannot_reach("the state was created again meanwhile"));
+                }
+                ApplyOutcome::Applied(_) => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+/// The answer to a retry, once this server's replica has what it answers about.
+async fn repeated<K: Send + Sync + 'static>(state: &State<K>, outcome: StoredOutcome) -> Failure {
+    match outcome {
+        StoredOutcome::Applied(version) => {
+            state.reached(version, WAIT).await;
+            Failure::Repeated(Box::new(Outcome::Applied {
+                version,
+                reply: None,
+            }))
+        }
+        StoredOutcome::Conflict(version) => Failure::Conflict { version },
+        StoredOutcome::Failed(reason, message) => Failure::Remembered { reason, message },
+    }
+}
+
+/// Removes a state here, telling its clients why (Redis says it is gone).
+type OnGone<K> = Box<dyn Fn(&Arc<State<K>>, Option<String>) + Send + Sync>;
+
+/// Schedules a state's removal at its deadline (its ttl, as its first creator set it).
+type OnDeadline<K> = Box<dyn Fn(&Arc<State<K>>, SystemTime) + Send + Sync>;
+
+/// What the server does when Redis says something about a state it follows.
+pub(crate) struct Opened<K> {
+    pub(crate) removed: OnGone<K>,
+    pub(crate) expire: OnDeadline<K>,
+}
