@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 mod legacy;
+mod redis;
 mod scripted;
 pub use legacy::start_legacy_server;
+pub use redis::TestRedis;
 pub use scripted::ScriptedPeer;
 
 use futures_util::{SinkExt, StreamExt};

@@ -1,0 +1,114 @@
+//! A real `redis-server` for a test: started on a free port in a temporary directory
+//! that is removed afterwards (scripts/setup.sh installs Debian's `redis-server`).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A redis-server of one test; killed, and its directory removed, when dropped.
+#[derive(Debug)]
+pub struct TestRedis {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    persistent: bool,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+impl TestRedis {
+    /// A Redis without persistence: a restart loses everything.
+    pub async fn start() -> TestRedis {
+        Self::start_with(false).await
+    }
+
+    /// A Redis that writes every command to its append-only file before answering
+    /// (`appendfsync always`): a restart, even after `kill -9`, keeps every write it
+    /// acknowledged.
+    pub async fn start_persistent() -> TestRedis {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(persistent: bool) -> TestRedis {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "state-sync-test-redis-{port}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let mut redis = TestRedis {
+            child: None,
+            port,
+            dir,
+            persistent,
+        };
+        redis.launch().await;
+        redis
+    }
+
+    async fn launch(&mut self) {
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .arg("--dir")
+            .arg(&self.dir);
+        if self.persistent {
+            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/setup.sh installs it)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                // Up and done loading its file: PING answers PONG (not LOADING).
+                let mut answer = [0_u8; 64];
+                if stream.write_all(b"PING\r\n").await.is_ok()
+                    && let Ok(n) = stream.read(&mut answer).await
+                    && answer[..n].starts_with(b"+PONG")
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills it (`kill -9`): clients see their connections fail.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and directory.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
