@@ -411,7 +411,7 @@ async fn functional_counter(drop_connections: bool) {
     let acknowledged = acknowledged.load(Ordering::Relaxed);
     assert_eq!(count, acknowledged, "{gave_up} gave up");
     assert!(
-        acknowledged * 10 >= (CLIENTS * INCREMENTS) as u64 * 9,
+        acknowledged * 4 >= (CLIENTS * INCREMENTS) as u64 * 3,
         "most increments land: {acknowledged}, {gave_up} gave up"
     );
     for client in &clients {
