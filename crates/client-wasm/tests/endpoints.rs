@@ -123,12 +123,14 @@ async fn after_a_lost_connection_the_next_endpoint_is_tried_then_the_first_again
         "each applied once, in order: {versions:?}"
     );
     assert_eq!(get(&client.get_state(), "m").as_f64(), Some(9.0));
-    assert_eq!(
-        *errors.borrow(),
-        [not_opened(&refusing())],
-        "the second endpoint was tried after the loss"
-    );
     let seen = statuses.borrow().join(",");
+    // Once per loss: the kick may be run again when its update is resent before the
+    // server recorded its outcome, and the client then goes round once more.
+    let errors = errors.borrow();
+    assert!(
+        !errors.is_empty() && errors.iter().all(|error| *error == not_opened(&refusing())),
+        "the second endpoint was tried after the loss: {errors:?} (statuses {seen})"
+    );
     assert!(
         seen.contains("reconnecting") && seen.ends_with("\"connected\"|undefined"),
         "{seen}"
