@@ -17,8 +17,8 @@ cargo fmt --all -- --check
 step "cargo clippy (native)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
-step "cargo clippy (the server with its Redis groundwork, feature redis)"
-cargo clippy --locked -p state-sync-server --features redis --all-targets -- -D warnings
+step "cargo clippy (the server library alone: default features, without Redis)"
+cargo clippy --locked -p state-sync-server --all-targets -- -D warnings
 
 step "cargo clippy (wasm32: the protocol and the browser client)"
 cargo clippy --locked --target wasm32-unknown-unknown -p state-sync-protocol -p state-sync-client-wasm --all-targets -- -D warnings
@@ -34,11 +34,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "cargo test"
+step "cargo test (with Redis: the tests start redis-server on free ports, no files left behind)"
 cargo test --locked --workspace 2>&1 | tee -a "$log"
-
-step "Redis groundwork against a real redis-server (started by the tests on free ports)"
-cargo test --locked -p state-sync-server --features redis redis_store 2>&1 | tee -a "$log"
 
 step "browser tests: wasm-bindgen-test in headless Chromium against a real server"
 cargo build --locked -q -p state-sync-tests --bin browser-test-server

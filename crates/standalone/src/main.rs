@@ -1,23 +1,29 @@
-//! The server as a program: `state-sync-server [--addr HOST:PORT] [--data DIR] [--state ID]...`
+//! The server as a program:
+//! `state-sync-server [--addr HOST:PORT] [--data DIR | --redis URL] [--state ID]...`
 //!
 //! `cargo build --release --bin state-sync-server`, then
 //! `target/release/state-sync-server --data ./data --state chat`. Prints
 //! `listening on HOST:PORT` once it accepts connections. With `--data`, every state is
 //! saved in DIR (an update is acknowledged once it is on disk) and comes back after a
-//! restart, a deploy or a crash; without it, states live in memory. SIGTERM or Ctrl-C:
+//! restart, a deploy or a crash; without it, states live in memory. With `--redis`,
+//! the process is one server of a cluster: several of them on the same Redis serve the
+//! same states, one order of updates per state. SIGTERM or Ctrl-C:
 //! it stops accepting, closes every connection with 1001, saves what is in flight and
 //! exits 0. `--help` lists the options.
 
 use std::process::ExitCode;
 
-use state_sync_server::{StateOptions, StateSyncer, Storage};
+use state_sync_server::{Redis, StateOptions, StateSyncer, Storage};
 
-const USAGE: &str = "usage: state-sync-server [--addr HOST:PORT] [--data DIR] [--state ID]...
+const USAGE: &str =
+    "usage: state-sync-server [--addr HOST:PORT] [--data DIR | --redis URL] [--state ID]...
 
 options:
   --addr HOST:PORT   where to listen (default 0.0.0.0:5000; port 0 picks a free one)
   --data DIR         save every state in DIR (created if missing); without it, states
                      live in memory only
+  --redis URL        be one server of a cluster: keep the states in the Redis at URL
+                     (redis://HOST:PORT/), shared with every server started with it
   --state ID         create the state ID with the value {} unless it exists (repeatable)
   --help             print this and exit
 
@@ -28,6 +34,7 @@ Logs go to stderr; RUST_LOG=debug shows more.";
 struct Args {
     addr: String,
     data: Option<std::path::PathBuf>,
+    redis: Option<String>,
     states: Vec<String>,
 }
 
@@ -35,6 +42,7 @@ fn parse(mut words: impl Iterator<Item = String>) -> Result<Option<Args>, String
     let mut args = Args {
         addr: "0.0.0.0:5000".into(),
         data: None,
+        redis: None,
         states: Vec::new(),
     };
     while let Some(word) = words.next() {
@@ -43,6 +51,7 @@ fn parse(mut words: impl Iterator<Item = String>) -> Result<Option<Args>, String
             "--help" | "-h" => return Ok(None),
             "--addr" => args.addr = value("--addr")?,
             "--data" => args.data = Some(value("--data")?.into()),
+            "--redis" => args.redis = Some(value("--redis")?),
             "--state" => {
                 let id = value("--state")?;
                 if id.is_empty() {
@@ -52,6 +61,11 @@ fn parse(mut words: impl Iterator<Item = String>) -> Result<Option<Args>, String
             }
             other => return Err(format!("unknown option {other}")),
         }
+    }
+    if args.data.is_some() && args.redis.is_some() {
+        return Err(
+            "--data and --redis do not go together: with --redis, Redis keeps the states".into(),
+        );
     }
     Ok(Some(args))
 }
@@ -96,6 +110,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = StateSyncer::builder();
     if let Some(dir) = &args.data {
         builder = builder.storage(Storage::open(dir)?);
+    }
+    if let Some(url) = &args.redis {
+        builder = builder.redis(Redis::new(url.as_str())?);
     }
     let syncer = builder.build();
     for id in &args.states {

@@ -24,11 +24,36 @@ fn help_lists_every_option() {
     let output = Command::new(BIN).arg("--help").output().unwrap();
     assert!(output.status.success());
     let text = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--addr", "--data", "--state", "--help"] {
+    for flag in ["--addr", "--data", "--redis", "--state", "--help"] {
         assert!(text.contains(flag), "{text}");
     }
     let output = Command::new(BIN).arg("--nope").output().unwrap();
     assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn a_bad_redis_url_or_redis_with_data_is_a_clear_error() {
+    let output = Command::new(BIN)
+        .args(["--addr", "127.0.0.1:0", "--redis", "http://localhost/"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid redis URL \"http://localhost/\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let output = Command::new(BIN)
+        .args(["--redis", "redis://127.0.0.1:1/", "--data", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--data and --redis do not go together"),
+        "{stderr}"
+    );
 }
 
 #[test]
