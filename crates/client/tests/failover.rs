@@ -10,64 +10,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use serde_json::{Value, json};
-use state_sync_client::{
-    Client, ConnectionStatus, Error, FailureReason, ReconnectPolicy, UpdateFailure,
+use common::{
+    PATIENCE, SERVER_PROCESS, ServerProcess, closed_port, fast, holding_room, room,
+    serve_until_killed, server, status_becomes,
 };
-use state_sync_server::{Rejection, Server, StateOptions, StateSyncer};
-
-/// How long a test waits for something that should happen.
-const PATIENCE: Duration = Duration::from_secs(10);
-
-/// Set in the child process that [`server_process`] runs as.
-const SERVER_PROCESS: &str = "STATE_SYNC_FAILOVER_SERVER_PROCESS";
-
-/// The state every server of these tests creates, with the same initial value.
-fn room() -> StateOptions<()> {
-    StateOptions::new()
-        .identifier("room")
-        .initial_value(json!({"n": 0}))
-}
-
-/// A syncer with the state `room`, served on a fresh loopback port: the syncer, the
-/// server and its `ws://` URL.
-async fn server(options: StateOptions<()>) -> (StateSyncer, Server, String) {
-    let syncer = StateSyncer::new();
-    syncer.create_state(options).unwrap();
-    let server = syncer.bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}", server.local_addr());
-    (syncer, server, url)
-}
-
-/// A `ws://` URL where nothing listens: a port bound, then released.
-fn closed_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("ws://{}", listener.local_addr().unwrap())
-}
-
-/// Quick reconnection, without jitter.
-fn fast(initial_ms: u64) -> ReconnectPolicy {
-    ReconnectPolicy {
-        initial: Duration::from_millis(initial_ms),
-        max: Duration::from_millis(initial_ms * 4),
-        jitter: 0.0,
-        ..ReconnectPolicy::default()
-    }
-}
-
-/// Waits until the client's status is `wanted`.
-async fn status_becomes(client: &Client, wanted: ConnectionStatus) {
-    let mut changes = client.status_changes();
-    tokio::time::timeout(PATIENCE, changes.wait_for(|status| *status == wanted))
-        .await
-        .unwrap_or_else(|_| panic!("the status never became {wanted:?}"))
-        .unwrap();
-}
+use serde_json::{Value, json};
+use state_sync_client::{Client, ConnectionStatus, Error, FailureReason, UpdateFailure};
+use state_sync_server::{Rejection, StateSyncer};
 
 /// What the client's listener heard, as `(updates, previous)`.
 fn recorder(client: &Client) -> Arc<Mutex<Vec<Value>>> {
@@ -263,80 +216,23 @@ async fn after_a_lost_connection_the_next_endpoint_is_tried_then_the_first_again
     server_a.shutdown().await;
 }
 
-/// A server in a child process, killed with SIGKILL when dropped (a failing assertion
-/// does not leave it running).
-struct ServerProcess {
-    child: Child,
-    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
-}
-
-impl ServerProcess {
-    /// This test binary again, running [`server_process`]: an in-memory server with the
-    /// state `room`, whose interceptor holds an update with the key `held` forever.
-    fn start() -> (ServerProcess, String) {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["server_process", "--exact", "--ignored", "--nocapture"])
-            .env(SERVER_PROCESS, "1")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut process = ServerProcess {
-            child,
-            lines: BufReader::new(stdout).lines(),
-        };
-        let address = process.wait_for("listening on ");
-        (process, format!("ws://{address}"))
-    }
-
-    /// Reads the child's output until a line starting with `prefix`; returns the rest.
-    fn wait_for(&mut self, prefix: &str) -> String {
-        for line in &mut self.lines {
-            if let Some(rest) = line.unwrap().strip_prefix(prefix) {
-                return rest.to_owned();
-            }
-        }
-        panic!("the server process ended before printing {prefix:?}");
-    }
-
-    fn kill_9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Not a test: the server that [`ServerProcess::start`] runs in a child process (it
-/// does nothing elsewhere). Prints `listening on ADDR`, then `holding` when the
-/// interceptor got an update with the key `held`, which it never answers.
+/// Not a test: the server that the SIGKILL test starts in a child process (it does
+/// nothing elsewhere): in memory, with [`holding_room`].
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "the server of a child process, started by the SIGKILL test"]
 async fn server_process() {
     if std::env::var_os(SERVER_PROCESS).is_none() {
         return;
     }
-    let (_syncer, _server, url) = server(room().intercept_state_update(|update, _| {
-        if update.set.contains_key("held") {
-            println!("holding");
-            std::thread::sleep(Duration::from_secs(3600));
-        }
-        Some(update)
-    }))
-    .await;
-    println!("listening on {}", url.trim_start_matches("ws://"));
-    std::future::pending::<()>().await;
+    let syncer = StateSyncer::new();
+    syncer.create_state(holding_room()).unwrap();
+    serve_until_killed(syncer).await;
 }
 
 #[tokio::test]
 async fn when_its_server_is_killed_the_client_moves_to_the_next_and_its_pending_update_is_applied_there()
  {
-    let (server_a, url_a) = ServerProcess::start();
+    let (server_a, url_a) = ServerProcess::start("server_process", &[]);
     let (b, server_b, url_b) = server(room()).await;
     // The reconnection waits 300 ms: the update sent after the kill waits for it.
     let client = Client::builder(&url_a, "alice")
