@@ -36,8 +36,23 @@ pub struct Report {
     /// Changes it wrote in them.
     #[serde(default)]
     pub changes: u64,
+    /// With several processes (a cluster): each one's CPU during the run. Each server's
+    /// per delivery counts the deliveries to its own clients; Redis's, all of them.
+    #[serde(default)]
+    pub processes: Vec<ProcessCpu>,
     /// Correctness problems (missing, duplicated or reordered updates, failed
     /// connections); empty when every client received every update exactly once and
     /// in order.
     pub errors: Vec<String>,
+}
+
+/// The CPU one process of a run used.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProcessCpu {
+    /// Its name (`server1`, `redis`).
+    pub name: String,
+    /// CPU time during the run, in seconds.
+    pub cpu_seconds: f64,
+    /// Per delivery it took part in, in microseconds.
+    pub us_per_delivery: f64,
 }

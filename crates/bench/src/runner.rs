@@ -73,6 +73,12 @@ fn start_server(
             setup.bin_dir.join("bench-server").display(),
             data.display()
         ),
+        // `data` is the Redis URL.
+        Server::Cluster => format!(
+            "{} --addr {addr} --threads 1 --redis {}",
+            setup.bin_dir.join("bench-server").display(),
+            data.display()
+        ),
         Server::Floor => format!(
             "{} --addr {addr} --threads 1",
             setup.bin_dir.join("floor-server").display()
@@ -120,8 +126,114 @@ fn start_server(
     Ok((child, store_log))
 }
 
+/// A process of a run; killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A Redis for a cluster run: no persistence files, on core 1 with the servers.
+fn start_redis(setup: &Setup, dir: &std::path::Path) -> Result<(Running, String), String> {
+    let port = free_port().map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let command = format!(
+        "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no --dir {}",
+        dir.display()
+    );
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(pinned(setup, 1, &command))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting redis-server: {e}"))?;
+    let redis = Running(child);
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok((redis, format!("redis://127.0.0.1:{port}/")));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Err("redis-server did not start (scripts/setup.sh installs it)".into())
+}
+
+/// Runs one scenario once against a cluster: two of our servers on one Redis, the
+/// clients split over both.
+fn run_cluster(setup: &Setup, scenario: &Scenario) -> Result<Report, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "state-sync-bench-redis-{}-{}",
+        std::process::id(),
+        free_port().map_err(|e| e.to_string())?
+    ));
+    let (redis, url) = start_redis(setup, &dir)?;
+    let mut servers = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let port = free_port().map_err(|e| e.to_string())?;
+        let (child, _) = start_server(setup, Server::Cluster, port, std::path::Path::new(&url))?;
+        servers.push(Running(child));
+        urls.push(format!("ws://127.0.0.1:{port}"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pids = format!(
+        "server1={},server2={},redis={}",
+        servers[0].0.id(),
+        servers[1].0.id(),
+        redis.0.id()
+    );
+    let mut command = format!(
+        "{} {} --url {} --clients {} --seconds {} --pids {pids}",
+        setup.bin_dir.join("loadgen").display(),
+        scenario.name,
+        urls.join(","),
+        scenario.clients,
+        scenario.seconds,
+    );
+    for extra in &scenario.extra {
+        command.push(' ');
+        command.push_str(extra);
+    }
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(pinned(setup, 0, &command))
+        .output();
+    drop(servers);
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut report = report_of(output)?;
+    // The busier server's figure, for the table.
+    report.server_cpu_us_per_delivery = report
+        .processes
+        .iter()
+        .filter(|p| p.name.starts_with("server"))
+        .map(|p| p.us_per_delivery)
+        .fold(0.0, f64::max);
+    report.server_cpu_seconds = report.processes.iter().map(|p| p.cpu_seconds).sum();
+    Ok(report)
+}
+
+/// The report the load generator printed last.
+fn report_of(output: std::io::Result<std::process::Output>) -> Result<Report, String> {
+    let output = output.map_err(|e| format!("loadgen: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(last).map_err(|e| {
+        format!(
+            "loadgen gave no report ({e}): {stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
 /// Runs one scenario once against one server.
 pub fn run_one(setup: &Setup, scenario: &Scenario, server: Server) -> Result<Report, String> {
+    if server == Server::Cluster {
+        return run_cluster(setup, scenario);
+    }
     let port = free_port().map_err(|e| e.to_string())?;
     let data = std::env::temp_dir().join(format!("state-sync-bench-{}-{port}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
@@ -156,15 +268,7 @@ pub fn run_one(setup: &Setup, scenario: &Scenario, server: Server) -> Result<Rep
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&data);
-    let output = output.map_err(|e| format!("loadgen: {e}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let last = stdout.lines().last().unwrap_or("");
-    let mut report: Report = serde_json::from_str(last).map_err(|e| {
-        format!(
-            "loadgen gave no report ({e}): {stdout} {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })?;
+    let mut report = report_of(output)?;
     report.commits = after.0.saturating_sub(before.0);
     report.changes = after.1.saturating_sub(before.1);
     Ok(report)
@@ -184,7 +288,13 @@ fn burst(updates: u32) -> Vec<String> {
 
 /// The scenarios of a full run, or of a smoke run.
 pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
-    let all = servers.to_vec();
+    // The cluster runs where the issue measures it, beside the others.
+    let all: Vec<Server> = servers
+        .iter()
+        .copied()
+        .filter(|s| *s != Server::Cluster)
+        .collect();
+    let with_cluster = servers.to_vec();
     let ours = vec![Server::Ours];
     if smoke {
         return vec![
@@ -194,7 +304,7 @@ pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
                 clients: 50,
                 seconds: 1.0,
                 extra: vec![],
-                servers: all.clone(),
+                servers: with_cluster.clone(),
             },
             Scenario {
                 label: "all-to-all",
@@ -230,7 +340,11 @@ pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
             clients,
             seconds: 5.0,
             extra: vec![],
-            servers: all.clone(),
+            servers: if clients == 1_000 {
+                with_cluster.clone()
+            } else {
+                all.clone()
+            },
         });
     }
     list.push(Scenario {
@@ -239,7 +353,7 @@ pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
         clients: 32,
         seconds: 5.0,
         extra: vec!["--in-flight".into(), "4".into()],
-        servers: all.clone(),
+        servers: with_cluster.clone(),
     });
     list.push(Scenario {
         label: "all-to-all burst",

@@ -11,6 +11,8 @@ pub struct ServerArgs {
     pub runtime: tokio::runtime::Runtime,
     /// `--data DIR`: save the states there (our server only).
     pub data: Option<String>,
+    /// `--redis URL`: one server of a cluster on that Redis (our server only).
+    pub redis: Option<String>,
 }
 
 /// Reads `--addr HOST:PORT [--threads N]` from the command line (`--help` prints the
@@ -21,7 +23,7 @@ pub struct ServerArgs {
 /// be built.
 pub fn server_args(program: &str) -> Result<ServerArgs, Box<dyn std::error::Error>> {
     let args = args::parse(
-        &format!("{program} --addr HOST:PORT [--threads N] [--data DIR]"),
+        &format!("{program} --addr HOST:PORT [--threads N] [--data DIR | --redis URL]"),
         &[
             value(
                 "--addr",
@@ -37,6 +39,11 @@ pub fn server_args(program: &str) -> Result<ServerArgs, Box<dyn std::error::Erro
                 "--data",
                 "DIR",
                 "save the states in DIR (bench-server only)",
+            ),
+            value(
+                "--redis",
+                "URL",
+                "one server of a cluster on the Redis at URL (bench-server only)",
             ),
         ],
     );
@@ -54,9 +61,11 @@ pub fn server_args(program: &str) -> Result<ServerArgs, Box<dyn std::error::Erro
         .enable_all()
         .build()?;
     let data = args.text("--data").map(str::to_owned);
+    let redis = args.text("--redis").map(str::to_owned);
     Ok(ServerArgs {
         addr,
         runtime,
         data,
+        redis,
     })
 }

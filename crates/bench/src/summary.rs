@@ -11,6 +11,8 @@ pub enum Server {
     /// Our `bench-server --data DIR`: every update saved (group commit) before it is
     /// broadcast.
     Durable,
+    /// Two `bench-server --redis URL` on one Redis, the clients split over both.
+    Cluster,
     /// The tokio-tungstenite broadcast server without state logic.
     Floor,
     /// The Node.js `ws` server of the same protocol.
@@ -23,6 +25,7 @@ impl Server {
         match self {
             Server::Ours => "ours",
             Server::Durable => "ours, durable",
+            Server::Cluster => "ours, 2 servers + Redis",
             Server::Floor => "floor (baseline)",
             Server::Node => "node ws (baseline)",
         }
@@ -33,6 +36,7 @@ impl Server {
         match name {
             "ours" => Some(Server::Ours),
             "durable" => Some(Server::Durable),
+            "cluster" => Some(Server::Cluster),
             "floor" => Some(Server::Floor),
             "node" => Some(Server::Node),
             _ => None,
@@ -126,6 +130,7 @@ pub fn svg_chart(outcomes: &[Outcome]) -> String {
     let colors = |s: Server| match s {
         Server::Ours => "#2f6fdb",
         Server::Durable => "#1b3f80",
+        Server::Cluster => "#5fa3e8",
         Server::Floor => "#9aa5b1",
         Server::Node => "#e08a2c",
     };
@@ -164,11 +169,17 @@ pub fn svg_chart(outcomes: &[Outcome]) -> String {
             height - bottom + 18.0
         ));
     }
-    for (i, server) in [Server::Ours, Server::Durable, Server::Floor, Server::Node]
-        .iter()
-        .enumerate()
+    for (i, server) in [
+        Server::Ours,
+        Server::Durable,
+        Server::Cluster,
+        Server::Floor,
+        Server::Node,
+    ]
+    .iter()
+    .enumerate()
     {
-        let x = left + 170.0 * i as f64;
+        let x = left + 140.0 * i as f64;
         svg.push_str(&format!(
             "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
             height - 24.0,
@@ -296,6 +307,67 @@ pub fn targets(outcomes: &[Outcome]) -> Vec<Target> {
             )
         }),
     });
+    let cluster = find(outcomes, "fanout", 1_000, Server::Cluster);
+    list.push(Target {
+        what: "cluster fanout 1,000 (2 servers + Redis): p99 ≤ 20 ms",
+        met: cluster.map(|c| c.p99_ms <= 20.0),
+        figure: cluster.map_or("not run".into(), |c| {
+            format!(
+                "{:.2} ms (to the last client of either server){}",
+                c.p99_ms,
+                beside(Server::Ours)
+            )
+        }),
+    });
+    for (scenario, clients, what) in [
+        (
+            "fanout",
+            1_000,
+            "cluster fanout 1,000: each server's CPU per delivery ≤ 1.5 × one in-memory server's",
+        ),
+        (
+            "all-to-all",
+            32,
+            "cluster all-to-all 32: each server's CPU per delivery ≤ 1.5 × one in-memory server's",
+        ),
+    ] {
+        let single = find(outcomes, scenario, clients, Server::Ours);
+        let cluster = find(outcomes, scenario, clients, Server::Cluster);
+        let servers: Vec<f64> = cluster.map_or(Vec::new(), |c| {
+            c.processes
+                .iter()
+                .filter(|p| p.name.starts_with("server"))
+                .map(|p| p.us_per_delivery)
+                .collect()
+        });
+        let worst = servers.iter().copied().fold(0.0, f64::max);
+        list.push(Target {
+            what,
+            met: single
+                .zip(cluster)
+                .map(|(s, _)| !servers.is_empty() && worst <= 1.5 * s.server_cpu_us_per_delivery),
+            figure: match (single, cluster) {
+                (Some(s), Some(c)) => {
+                    format!(
+                        "{} µs per delivery ({:.2} ×; one server {:.2} µs); Redis {}; {}/s",
+                        servers
+                            .iter()
+                            .map(|v| format!("{v:.2}"))
+                            .collect::<Vec<_>>()
+                            .join(" and "),
+                        worst / s.server_cpu_us_per_delivery.max(1e-9),
+                        s.server_cpu_us_per_delivery,
+                        c.processes.iter().find(|p| p.name == "redis").map_or(
+                            "?".into(),
+                            |p| format!("{:.2} µs per delivery", p.us_per_delivery)
+                        ),
+                        fmt_rate(c.deliveries_per_second)
+                    )
+                }
+                _ => "not run".into(),
+            },
+        });
+    }
     let burst = find(outcomes, "all-to-all burst", 32, Server::Ours);
     list.push(Target {
         what: "all-to-all burst 32 × 200: every update reaches every client",

@@ -4,17 +4,19 @@
 //! any load generator can drive it. Prints `listening on ADDR`; stops on Ctrl-C or a
 //! signal. `--threads` sets the tokio worker threads (default: one per core). With
 //! `--data` the states are saved in DIR, and every 200 ms a line
-//! `store: C commits, N changes` on stderr tells how the group commit goes.
+//! `store: C commits, N changes` on stderr tells how the group commit goes. With
+//! `--redis URL` it is one server of a cluster on that Redis.
 
 use serde_json::json;
 use state_sync_bench::server_args::{ServerArgs, server_args};
-use state_sync_server::{StateOptions, StateSyncer, Storage};
+use state_sync_server::{Redis, StateOptions, StateSyncer, Storage};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ServerArgs {
         addr,
         runtime,
         data,
+        redis,
     } = server_args("bench-server")?;
     runtime.block_on(async {
         let mut builder = StateSyncer::builder();
@@ -31,6 +33,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     );
                 }
             });
+        }
+        if let Some(url) = &redis {
+            builder = builder.redis(Redis::new(url.as_str())?);
         }
         let syncer = builder.build();
         syncer.create_state(

@@ -1,4 +1,4 @@
-//! Benchmark runner: `bench [--smoke] [--servers ours,durable,floor,node] [--scenarios fanout,idle] [--repeat 3] [--write docs/benchmarks.md]`
+//! Benchmark runner: `bench [--smoke] [--servers ours,durable,cluster,floor,node] [--scenarios fanout,idle] [--repeat 3] [--write docs/benchmarks.md]`
 //!
 //! Starts each server pinned to core 1 and the load generator pinned to core 0 (with
 //! `taskset`, where the machine has two cores or more), runs the scenarios against
@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             value(
                 "--servers",
                 "LIST",
-                "servers to run: ours,floor,node (default: all)",
+                "servers to run: ours,durable,cluster,floor,node (default: all)",
             ),
             value("--scenarios", "LIST", "scenarios to run (default: all)"),
             value(
@@ -48,8 +48,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .split(',')
             .map(|name| Server::from_arg(name).ok_or(format!("unknown server {name:?}")))
             .collect::<Result<_, _>>()?,
-        None if smoke => vec![Server::Ours, Server::Durable, Server::Floor],
-        None => vec![Server::Ours, Server::Durable, Server::Floor, Server::Node],
+        None if smoke => vec![
+            Server::Ours,
+            Server::Durable,
+            Server::Cluster,
+            Server::Floor,
+        ],
+        None => vec![
+            Server::Ours,
+            Server::Durable,
+            Server::Cluster,
+            Server::Floor,
+            Server::Node,
+        ],
     };
     let only: Option<Vec<String>> = args
         .text("--scenarios")

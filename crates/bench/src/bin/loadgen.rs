@@ -6,6 +6,11 @@
 //! read the server's CPU time and RSS from /proc. Prints one JSON line (a `Report`);
 //! exits with 1 when a client missed, duplicated or reordered an update.
 //!
+//! A cluster: `--url` lists its servers, comma-separated; client `i` connects to
+//! server `i % n` (so fanout's sender is on the first, and most receivers elsewhere),
+//! and `--pids server1=PID,server2=PID,redis=PID` reads each process's CPU time: a
+//! server's per delivery counts its own clients' deliveries, Redis's all of them.
+//!
 //! Every update is `{"s": sender, "q": sequence, "p": padding}` (about 100 bytes on
 //! the wire); the last one of each sender also has `"e": 1`. Each client checks that
 //! it receives every sender's updates exactly once and in order.
@@ -18,7 +23,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use state_sync_bench::args::{self, value};
 use state_sync_bench::proc_stats::{cpu_time, rss_bytes};
-use state_sync_bench::report::Report;
+use state_sync_bench::report::{ProcessCpu, Report};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
@@ -32,12 +37,15 @@ const MAX_UPDATES_PER_SENDER: usize = 4_000_000;
 
 struct Args {
     scenario: String,
-    url: String,
+    /// The servers; client `i` connects to `urls[i % len]`.
+    urls: Vec<String>,
     clients: usize,
     seconds: f64,
     in_flight: usize,
     senders: Option<usize>,
     server_pid: Option<u32>,
+    /// Named processes whose CPU time to read (a cluster's servers and Redis).
+    pids: Vec<(String, u32)>,
     max_updates: Option<u64>,
 }
 
@@ -45,7 +53,11 @@ fn parse_args() -> Result<Args, String> {
     let args = args::parse(
         "loadgen <fanout|all-to-all|idle|hold> --url ws://HOST:PORT [options]",
         &[
-            value("--url", "URL", "the server (required)"),
+            value(
+                "--url",
+                "URL",
+                "the server, or a cluster's servers comma-separated (required)",
+            ),
             value("--clients", "N", "clients to connect (default 100)"),
             value("--seconds", "S", "seconds of sending (default 5)"),
             value(
@@ -64,15 +76,36 @@ fn parse_args() -> Result<Args, String> {
                 "read the server's CPU time and RSS from /proc",
             ),
             value("--max-updates", "N", "updates per sender at most"),
+            value(
+                "--pids",
+                "NAME=PID,...",
+                "read the CPU time of these processes (a cluster's servers and Redis)",
+            ),
         ],
     );
     let [scenario] = args.positional.as_slice() else {
         return Err("name one scenario: fanout, all-to-all, idle or hold".into());
     };
     let url = args.text("--url").ok_or("--url is required")?;
+    let urls = url
+        .split(',')
+        .map(|url| url.trim_end_matches('/').to_owned())
+        .collect();
+    let pids = match args.text("--pids") {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(|pair| {
+                pair.split_once('=')
+                    .and_then(|(name, pid)| Some((name.to_owned(), pid.parse().ok()?)))
+                    .ok_or_else(|| format!("--pids: {pair:?} is not NAME=PID"))
+            })
+            .collect::<Result<_, _>>()?,
+    };
     Ok(Args {
         scenario: scenario.clone(),
-        url: url.trim_end_matches('/').to_owned(),
+        urls,
+        pids,
         clients: args.get("--clients")?.unwrap_or(100),
         seconds: args.get("--seconds")?.unwrap_or(5.0),
         in_flight: args.get("--in-flight")?.unwrap_or(4),
@@ -110,10 +143,10 @@ async fn connect_attached(url: &str, id: usize) -> Result<Ws, String> {
     }
 }
 
-/// Connects and attaches `n` clients, 256 at a time.
-async fn connect_all(url: &str, n: usize) -> (Vec<Ws>, Vec<String>) {
+/// Connects and attaches `n` clients, 256 at a time, client `i` to `urls[i % len]`.
+async fn connect_all(urls: &[String], n: usize) -> (Vec<Ws>, Vec<String>) {
     let results: Vec<_> = futures_util::stream::iter(0..n)
-        .map(|id| connect_attached(url, id))
+        .map(|id| connect_attached(&urls[id % urls.len()], id))
         .buffered(256)
         .collect()
         .await;
@@ -142,6 +175,8 @@ struct Run {
     per_sender: usize,
     permits: Vec<Semaphore>,
     deliveries: AtomicU64,
+    /// Deliveries to the clients of each server.
+    deliveries_per_server: Vec<AtomicU64>,
     last_delivery: AtomicU64,
     errors: Mutex<Vec<String>>,
 }
@@ -220,6 +255,8 @@ async fn receive(run: Arc<Run>, client: usize, mut stream: SplitStream<Ws>, dead
         }
         let now = run.now();
         run.deliveries.fetch_add(1, Ordering::Relaxed);
+        let servers = run.deliveries_per_server.len();
+        run.deliveries_per_server[client % servers].fetch_add(1, Ordering::Relaxed);
         run.last_delivery.fetch_max(now, Ordering::Relaxed);
         let index = sender * run.per_sender + usize::try_from(sequence).unwrap_or(0);
         if let Some(remaining) = run.remaining.get(index)
@@ -288,7 +325,7 @@ async fn traffic(args: &Args, report: &mut Report) {
         "all-to-all" => args.senders.unwrap_or(args.clients),
         _ => 1,
     };
-    let (clients, errors) = connect_all(&args.url, args.clients).await;
+    let (clients, errors) = connect_all(&args.urls, args.clients).await;
     report.errors.extend(errors);
     if clients.len() < args.clients {
         return;
@@ -312,12 +349,18 @@ async fn traffic(args: &Args, report: &mut Report) {
             .map(|_| Semaphore::new(args.in_flight.max(1)))
             .collect(),
         deliveries: AtomicU64::new(0),
+        deliveries_per_server: args.urls.iter().map(|_| AtomicU64::new(0)).collect(),
         last_delivery: AtomicU64::new(0),
         errors: Mutex::new(Vec::new()),
     });
     let until = Instant::now() + Duration::from_secs_f64(args.seconds);
     let deadline = until + Duration::from_secs(60);
     let cpu_before = args.server_pid.and_then(|pid| cpu_time(pid).ok());
+    let cpus_before: Vec<_> = args
+        .pids
+        .iter()
+        .map(|(_, pid)| cpu_time(*pid).ok())
+        .collect();
     let started = run.now();
     let mut receivers = Vec::new();
     let mut sending = Vec::new();
@@ -347,6 +390,28 @@ async fn traffic(args: &Args, report: &mut Report) {
         let _ = receiver.await;
     }
     let cpu_after = args.server_pid.and_then(|pid| cpu_time(pid).ok());
+    for ((name, pid), before) in args.pids.iter().zip(cpus_before) {
+        let (Some(before), Ok(after)) = (before, cpu_time(*pid)) else {
+            report
+                .errors
+                .push(format!("cannot read the CPU time of {name} ({pid})"));
+            continue;
+        };
+        let cpu_seconds = (after - before).as_secs_f64();
+        // `serverN` (from 1) served the clients of `urls[N - 1]`.
+        let served = name
+            .strip_prefix("server")
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| run.deliveries_per_server.get(n.checked_sub(1)?))
+            .map_or(run.deliveries.load(Ordering::Relaxed), |d| {
+                d.load(Ordering::Relaxed)
+            });
+        report.processes.push(ProcessCpu {
+            name: name.clone(),
+            cpu_seconds,
+            us_per_delivery: cpu_seconds * 1e6 / served.max(1) as f64,
+        });
+    }
     let elapsed_ns = run
         .last_delivery
         .load(Ordering::Relaxed)
@@ -389,7 +454,7 @@ async fn traffic(args: &Args, report: &mut Report) {
 
 /// Connects and attaches every client, then measures the server's memory.
 async fn idle(args: &Args, report: &mut Report) {
-    let (clients, errors) = connect_all(&args.url, args.clients).await;
+    let (clients, errors) = connect_all(&args.urls, args.clients).await;
     report.errors.extend(errors);
     tokio::time::sleep(Duration::from_secs(2)).await;
     report.rss_after = args
