@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use state_sync_protocol::{JsonObject, MAX_ATTEMPTS, Update, conflict_spread_micros};
+use state_sync_protocol::{JsonObject, MAX_ATTEMPTS, Operation, Update, conflict_spread_micros};
 use tokio::sync::OnceCell;
 
 use crate::failure::Failure;
@@ -51,6 +51,10 @@ pub const RESYNC_CLOSE_CODE: u16 = crate::state::RESYNC_CLOSE_CODE;
 
 /// How long an attach or an update waits for Redis before its connection is closed.
 pub const WAIT: Duration = Duration::from_secs(5);
+
+/// How long an update that reads the state (append, increment) is retried after
+/// another server's update came first, at least.
+const RETRY_FOR: Duration = Duration::from_secs(10);
 
 /// Where the states of a cluster live: a Redis server, given to
 /// [`Builder::redis`](crate::Builder::redis).
@@ -354,6 +358,7 @@ impl Cluster {
             session: &session.session,
             request_id,
             floor,
+            after: None,
         };
         let seen = Self::store(feed)
             .outcome(&state.id, &epoch, sender, None)
@@ -365,6 +370,28 @@ impl Cluster {
             Seen::Unknown => Err(Failure::OutcomeUnknown),
             Seen::Repeat(outcome) => Err(repeated(state, outcome).await),
         }
+    }
+
+    /// A session attached to the state here: Redis keeps its outcomes from now on,
+    /// starting after `last_sent`.
+    pub(crate) async fn attached<K: Send + Sync + 'static>(
+        &self,
+        state: &State<K>,
+        session: &SessionKey,
+        last_sent: Option<u64>,
+    ) -> Result<(), Failure> {
+        let feed = self.feed().await?;
+        let (epoch, _) = state.position();
+        Self::store(feed)
+            .session(
+                &state.id,
+                &epoch,
+                &session.client,
+                &session.session,
+                last_sent,
+            )
+            .await
+            .map_err(cannot_reach)
     }
 
     /// Remembers in Redis that a session's request failed, so that its retry on any
@@ -387,6 +414,7 @@ impl Cluster {
             session: &session.session,
             request_id,
             floor,
+            after: None,
         };
         Self::store(feed)
             .outcome(
@@ -398,6 +426,89 @@ impl Cluster {
             .await
             .map_err(cannot_reach)?;
         Ok(())
+    }
+
+    /// Sends an update that does not read the state (it sets and removes keys, at an
+    /// expected version or not) to Redis without waiting; what it returns resolves
+    /// with its outcome (`Ok` once applied: the sender's echo comes through the
+    /// feed). Updates sent one after the other reach Redis in that order, so a
+    /// connection keeps its order while several of its updates share a round trip.
+    /// `None` when the update must go through [`Cluster::apply`] instead (it reads the
+    /// state, or the store or the state is not loaded yet).
+    pub(crate) fn send<K: Send + Sync + 'static>(
+        self: &Arc<Self>,
+        state: &Arc<State<K>>,
+        update: &Update,
+        sender: Option<(&SessionKey, u64, Option<u64>)>,
+        after: Option<u64>,
+        echo: Option<(usize, u64)>,
+    ) -> Result<Option<Sent>, Failure> {
+        let reads = update
+            .ops
+            .iter()
+            .any(|(_, operation)| !matches!(operation, Operation::Remove));
+        // Untracked updates keep no order in Redis: only the session's do.
+        let Some(feed) = self.feed.get().filter(|_| !reads && state.is_open()) else {
+            return Ok(None);
+        };
+        let token = self.token();
+        let prepared = match state.prepare(update, echo, token) {
+            Ok(prepared) => prepared,
+            Err(NotReady::Failed(failure)) => return Err(failure),
+            Err(NotReady::Behind(_)) => return Ok(None),
+        };
+        let expected = match prepared.condition {
+            Condition::Any => Expected::Any,
+            Condition::Asked(version) => Expected::Asked(version),
+            Condition::Read(version) => Expected::Read(version),
+        };
+        let stored = StoredUpdate {
+            set: prepared
+                .set
+                .iter()
+                .map(|(key, json)| (key.as_str(), json.clone()))
+                .collect(),
+            removed: prepared.removed.iter().map(String::as_str).collect(),
+            payload: prepared.payload,
+        };
+        let sender = sender.map(|(session, request_id, floor)| Sender {
+            client: &session.client,
+            session: &session.session,
+            request_id,
+            floor,
+            after,
+        });
+        let answer =
+            Self::store(feed).submit(&state.id, &prepared.epoch, sender, expected, &stored);
+        let (cluster, state) = (Arc::clone(self), Arc::clone(state));
+        Ok(Some(Box::pin(async move {
+            let outcome = match answer.await {
+                Ok(Ok(ApplyOutcome::Applied(_))) => return Ok(()),
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(error)) => {
+                    state.forget_echo(token);
+                    return Err(cannot_reach(error));
+                }
+                Err(_) => {
+                    state.forget_echo(token);
+                    return Err(cannot_reach("the server is stopping"));
+                }
+            };
+            state.forget_echo(token);
+            Err(match outcome {
+                ApplyOutcome::Conflict(version) => Failure::Conflict { version },
+                ApplyOutcome::Repeat(outcome) => repeated(&state, outcome).await,
+                ApplyOutcome::Unknown => Failure::OutcomeUnknown,
+                ApplyOutcome::Gone => Failure::StateGone(state.id.clone()),
+                ApplyOutcome::Gap => cannot_reach(
+                    "an earlier update of this connection did not reach it, so this one was not applied",
+                ),
+                ApplyOutcome::Epoch(_) | ApplyOutcome::Applied(_) => {
+                    cluster.reload(&state).await;
+                    cannot_reach("the state was created again meanwhile")
+                }
+            })
+        })))
     }
 
     /// Applies an update through Redis (see the module documentation). `echo` is the
@@ -421,8 +532,10 @@ impl Cluster {
             session: &session.session,
             request_id,
             floor,
+            after: None,
         });
         let mut attempt = 0;
+        let started = Instant::now();
         loop {
             let token = self.token();
             let prepared = match state.prepare(update, echo, token) {
@@ -469,9 +582,12 @@ impl Cluster {
             match outcome {
                 ApplyOutcome::Conflict(version)
                     if matches!(prepared.condition, Condition::Read(_))
-                        && attempt + 1 < MAX_ATTEMPTS =>
+                        && (attempt + 1 < MAX_ATTEMPTS || started.elapsed() < RETRY_FOR) =>
                 {
-                    // Another server's update came first: read again, then retry.
+                    // Another server's update came first: read again, then retry (at
+                    // least MAX_ATTEMPTS times, and for at least RETRY_FOR: under a
+                    // storm of writers, or while the replica catches up after an
+                    // outage, the attempts go fast).
                     attempt += 1;
                     state.reached(version, WAIT).await;
                     let spread = conflict_spread_micros(attempt);
@@ -482,6 +598,9 @@ impl Cluster {
                 ApplyOutcome::Repeat(outcome) => return Err(repeated(state, outcome).await),
                 ApplyOutcome::Unknown => return Err(Failure::OutcomeUnknown),
                 ApplyOutcome::Gone => return Err(Failure::StateGone(state.id.clone())),
+                ApplyOutcome::Gap => {
+                    return Err(cannot_reach("an earlier update did not reach it"));
+                }
                 ApplyOutcome::Epoch(_) => {
                     // Created again meanwhile: this replica is of the old one.
                     self.reload(state).await;
@@ -513,6 +632,10 @@ type OnGone<K> = Box<dyn Fn(&Arc<State<K>>, Option<String>) + Send + Sync>;
 
 /// Schedules a state's removal at its deadline (its ttl, as its first creator set it).
 type OnDeadline<K> = Box<dyn Fn(&Arc<State<K>>, SystemTime) + Send + Sync>;
+
+/// The outcome of an update sent with [`Cluster::send`].
+pub(crate) type Sent =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Failure>> + Send>>;
 
 /// What the server does when Redis says something about a state it follows.
 pub(crate) struct Opened<K> {

@@ -41,6 +41,107 @@ struct Connection<K> {
     outbox: Outbox,
     closer: Arc<Closer>,
     attachment: Option<Attachment<K>>,
+    /// Its updates sent to Redis and not answered yet.
+    #[cfg(feature = "redis")]
+    in_flight: InFlight,
+}
+
+/// A connection's updates sent to Redis and not answered yet: at most
+/// [`MAX_IN_FLIGHT`]; past that the connection reads nothing more until one is.
+/// Each is sent with the request id of the one before it still in flight, which
+/// Redis must have answered first (so an update whose predecessor never reached Redis
+/// is not applied either); once one failed for want of Redis, nothing more is sent
+/// (the connection is being closed, and its client resends them in order).
+#[cfg(feature = "redis")]
+struct InFlight(Arc<InFlightState>);
+
+#[cfg(feature = "redis")]
+struct InFlightState {
+    permits: tokio::sync::Semaphore,
+    /// The request id of the last update sent and not answered yet, and whether one
+    /// failed for want of Redis.
+    last: std::sync::Mutex<(Option<u64>, bool)>,
+}
+
+/// Most updates of one connection in flight to Redis.
+#[cfg(feature = "redis")]
+const MAX_IN_FLIGHT: u32 = 64;
+
+#[cfg(feature = "redis")]
+impl InFlight {
+    fn new() -> Self {
+        InFlight(Arc::new(InFlightState {
+            permits: tokio::sync::Semaphore::new(MAX_IN_FLIGHT as usize),
+            last: std::sync::Mutex::new((None, false)),
+        }))
+    }
+
+    fn last(&self) -> std::sync::MutexGuard<'_, (Option<u64>, bool)> {
+        self.0
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Room for one more (its permit is given back by [`InFlight::answered`]), and
+    /// the request id of the update before it still in flight; `Err` once one failed
+    /// for want of Redis.
+    async fn enter(&self) -> Result<Option<u64>, ()> {
+        if let Ok(permit) = self.0.permits.acquire().await {
+            permit.forget();
+        }
+        let (last, failed) = *self.last();
+        if failed { Err(()) } else { Ok(last) }
+    }
+
+    /// The room taken by [`InFlight::enter`] is not used.
+    fn unused(&self) {
+        self.0.permits.add_permits(1);
+    }
+
+    /// An update with this request id was sent.
+    fn sent(&self, request_id: Option<u64>) {
+        if request_id.is_some() {
+            self.last().0 = request_id;
+        }
+    }
+
+    /// An update was answered (`failed`: for want of Redis).
+    fn answered(state: &InFlightState, request_id: Option<u64>, failed: bool) {
+        let mut last = state
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.1 |= failed;
+        if request_id.is_some() && last.0 == request_id {
+            last.0 = None;
+        }
+        drop(last);
+        state.permits.add_permits(1);
+    }
+
+    /// Waits until every update in flight was answered; `false` when one failed for
+    /// want of Redis.
+    async fn settled(&self) -> bool {
+        let _ = self.0.permits.acquire_many(MAX_IN_FLIGHT).await;
+        !self.last().1
+    }
+}
+
+/// Tells a client why its request did nothing (when the protocol says anything). When
+/// Redis cannot be reached, its connection is closed instead, so that it reconnects
+/// and retries.
+fn fail(outbox: &Outbox, closer: &Closer, failure: &Failure, request_id: Option<u64>) {
+    #[cfg(feature = "redis")]
+    if let Failure::Unreachable(why) = failure {
+        tracing::warn!("closing a connection: {why}");
+        closer.close(CloseCode::from(crate::cluster::UNREACHABLE_CLOSE_CODE), why);
+        return;
+    }
+    let _ = closer;
+    if let Some(reply) = failure.reply(request_id) {
+        outbox.push(reply);
+    }
 }
 
 /// Serves one accepted TCP connection until it closes or the server shuts down.
@@ -76,6 +177,8 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
         outbox,
         closer: Arc::clone(&closer),
         attachment: None,
+        #[cfg(feature = "redis")]
+        in_flight: InFlight::new(),
     };
     // The writer is a task of its own, woken only when there is something to write
     // (polling it together with the reader would poll the reader on every broadcast).
@@ -242,16 +345,13 @@ impl<K: Send + Sync + 'static> Connection<K> {
     /// When Redis cannot be reached, the connection is closed instead, so that the
     /// client reconnects and retries.
     fn fail(&self, failure: &Failure, request_id: Option<u64>) {
+        // Nothing more of this connection may reach Redis: its client resends this
+        // update and the later ones, in order, on its next connection.
         #[cfg(feature = "redis")]
-        if let Failure::Unreachable(why) = failure {
-            tracing::warn!("closing a connection: {why}");
-            self.closer
-                .close(CloseCode::from(crate::cluster::UNREACHABLE_CLOSE_CODE), why);
-            return;
+        if matches!(failure, Failure::Unreachable(_)) {
+            self.in_flight.last().1 = true;
         }
-        if let Some(reply) = failure.reply(request_id) {
-            self.outbox.push(reply);
-        }
+        fail(&self.outbox, &self.closer, failure, request_id);
     }
 
     /// A failed attach leaves the connection attached to nothing, as in the original
@@ -290,6 +390,20 @@ impl<K: Send + Sync + 'static> Connection<K> {
             return self.attach_failed(&Failure::Unreachable(format!(
                 "the server cannot load state {id} from redis; try again later"
             )));
+        }
+        // Shared through Redis, the session's outcomes are kept there from now on.
+        #[cfg(feature = "redis")]
+        if let (Some(cluster), Some(session)) = (
+            self.runtime.cluster.as_ref().filter(|_| state.is_shared()),
+            &request.session,
+        ) {
+            let key = SessionKey {
+                client: self.identifier.clone(),
+                session: session.clone(),
+            };
+            if let Err(failure) = cluster.attached(&state, &key, request.last_sent).await {
+                return self.attach_failed(&failure);
+            }
         }
         // Leave the old state before joining the new one, so that no update of the old
         // state can be queued after the new state's snapshot. Its self-destruct hook is
@@ -360,15 +474,10 @@ impl<K: Send + Sync + 'static> Connection<K> {
             }
             return self.fail(&answer, Some(request_id));
         }
-        // Shared through Redis, a request the session may have sent before it attached
-        // here is looked up there first.
         #[cfg(feature = "redis")]
-        if let (Some((session, request_id)), Some(cluster)) = (tracked, &self.runtime.cluster)
-            && state.is_shared()
-            && floor.is_some_and(|floor| request_id <= floor)
-            && let Err(answer) = cluster.seen(&state, session, request_id, floor).await
-        {
-            return self.fail(&answer, Some(request_id));
+        if let Some(cluster) = self.runtime.cluster.clone().filter(|_| state.is_shared()) {
+            let origin = (subscriber, floor);
+            return Box::pin(self.update_shared(&cluster, &state, update, origin, tracked)).await;
         }
         let origin = Origin {
             subscriber,
@@ -382,19 +491,8 @@ impl<K: Send + Sync + 'static> Connection<K> {
             .intercept_and_apply(&state, update, client, Some(origin), false)
             .await;
         if let Err(failure) = applied {
-            #[cfg(feature = "redis")]
-            if let (Some((session, request_id)), Some(cluster)) = (tracked, &self.runtime.cluster)
-                && state.is_shared()
-                && failure.is_remembered()
-                && let Err(unreachable) = cluster
-                    .remember(&state, session, request_id, floor, &failure)
-                    .await
-            {
-                return self.fail(&unreachable, Some(request_id));
-            }
             if let Some((session, request_id)) = tracked
                 && failure.is_remembered()
-                && !state.is_shared()
             {
                 let ticket = state.record_failure(session, request_id, failure.clone());
                 if let Err(storage) = self.runtime.saved(&state, ticket).await {
@@ -403,6 +501,99 @@ impl<K: Send + Sync + 'static> Connection<K> {
             }
             self.fail(&failure, request_id);
         }
+    }
+
+    /// An update of a state shared through Redis: a retry of a request the session
+    /// may have sent before it attached here is looked up there; then the interceptor
+    /// runs, and an update that does not read the state is sent without waiting for
+    /// Redis (its answer comes in a task of its own; the connection's order is kept,
+    /// and several of its updates share a round trip); one that reads the state waits
+    /// for the connection's updates in flight, then for its own outcome.
+    #[cfg(feature = "redis")]
+    async fn update_shared(
+        &mut self,
+        cluster: &Arc<crate::cluster::Cluster>,
+        state: &Arc<State<K>>,
+        update: Update,
+        (subscriber, floor): (usize, Option<u64>),
+        tracked: Option<(&SessionKey, u64)>,
+    ) {
+        let request_id = tracked.map(|(_, id)| id);
+        let earlier_failed = || {
+            Failure::Unreachable(
+                "an earlier update of this connection did not reach redis; try again later".into(),
+            )
+        };
+        if self.in_flight.last().1 {
+            return self.fail(&earlier_failed(), request_id);
+        }
+        if let Some((session, request_id)) = tracked
+            && floor.is_some_and(|floor| request_id <= floor)
+        {
+            if !self.in_flight.settled().await {
+                return self.fail(&earlier_failed(), Some(request_id));
+            }
+            if let Err(answer) = cluster.seen(state, session, request_id, floor).await {
+                return self.fail(&answer, Some(request_id));
+            }
+        }
+        let client = Some(Arc::clone(&self.client));
+        let failure = match self.runtime.intercept(state, update, client).await {
+            Err(failure) => failure,
+            Ok(update) => {
+                let sender = tracked.map(|(session, request_id)| (session, request_id, floor));
+                let echo = request_id.map(|request_id| (subscriber, request_id));
+                let Ok(after) = self.in_flight.enter().await else {
+                    self.in_flight.unused();
+                    return self.fail(&earlier_failed(), request_id);
+                };
+                let after = after.filter(|_| tracked.is_some());
+                match cluster.send(state, &update, sender, after, echo) {
+                    Ok(Some(answer)) => {
+                        self.in_flight.sent(request_id);
+                        let (outbox, closer) = (self.outbox.clone(), Arc::clone(&self.closer));
+                        let in_flight = Arc::clone(&self.in_flight.0);
+                        tokio::spawn(async move {
+                            let result = answer.await;
+                            let unreachable = matches!(result, Err(Failure::Unreachable(_)));
+                            InFlight::answered(&in_flight, request_id, unreachable);
+                            if let Err(failure) = result {
+                                fail(&outbox, &closer, &failure, request_id);
+                            }
+                        });
+                        return;
+                    }
+                    Ok(None) => {
+                        self.in_flight.unused();
+                        if !self.in_flight.settled().await {
+                            return self.fail(&earlier_failed(), request_id);
+                        }
+                        match cluster.apply(state, &update, sender, echo, false).await {
+                            Ok(_) => return,
+                            Err(failure) => failure,
+                        }
+                    }
+                    Err(failure) => {
+                        self.in_flight.unused();
+                        failure
+                    }
+                }
+            }
+        };
+        if let Some((session, request_id)) = tracked
+            && failure.is_remembered()
+        {
+            if !self.in_flight.settled().await {
+                return self.fail(&earlier_failed(), Some(request_id));
+            }
+            if let Err(unreachable) = cluster
+                .remember(state, session, request_id, floor, &failure)
+                .await
+            {
+                return self.fail(&unreachable, Some(request_id));
+            }
+        }
+        self.fail(&failure, request_id);
     }
 
     fn detach(&mut self) {

@@ -33,9 +33,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use state_sync_protocol::{DEDUP_WINDOW, FailureReason, JsonObject};
+use tokio::sync::{mpsc, oneshot};
 
 /// How many applied updates a state's stream keeps (about: Redis trims it lazily).
-pub(crate) const LOG_CAP: usize = 10_000;
+/// It only fills short gaps (a server that is further behind loads the whole state),
+/// and bounds what a state's stream holds in Redis: about this many times the size of
+/// an update (at most the server's message size limit).
+pub(crate) const LOG_CAP: usize = 1024;
 
 /// Why a Redis operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +50,12 @@ pub(crate) enum RedisStoreError {
     /// Redis did not answer in time.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
+    /// A pipeline this request was part of failed (why).
+    #[error("{0}")]
+    Failed(String),
+    /// The store is gone (the server is stopping).
+    #[error("the redis store was closed")]
+    Closed,
     /// Redis holds something this server cannot read.
     #[error("redis holds an unreadable state {0}: {1}")]
     Corrupt(String, String),
@@ -67,6 +77,8 @@ pub(crate) enum ApplyOutcome {
     Gone,
     /// The state is another incarnation (this epoch) than the sender's copy.
     Epoch(String),
+    /// The request that had to be answered first was not: nothing changed.
+    Gap,
 }
 
 /// A session's remembered outcome.
@@ -153,6 +165,8 @@ pub(crate) struct Sender<'a> {
     pub(crate) request_id: u64,
     /// The highest request id the session sent before it attached, if it said.
     pub(crate) floor: Option<u64>,
+    /// A request id of the session that must have been answered before this one.
+    pub(crate) after: Option<u64>,
 }
 
 /// The condition an update is applied under.
@@ -167,9 +181,43 @@ pub(crate) enum Expected {
     Read(u64),
 }
 
+/// Most updates one pipeline carries.
+const PIPELINE: usize = 512;
+
+/// An update queued for a pipeline.
+struct Job {
+    id: String,
+    command: redis::Cmd,
+    reply: oneshot::Sender<Result<ApplyOutcome, RedisStoreError>>,
+}
+
+fn is_noscript(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
+/// What the apply script answered.
+fn parse_applied(id: &str, reply: &[String]) -> Result<ApplyOutcome, RedisStoreError> {
+    let corrupt = |why: &str| RedisStoreError::Corrupt(id.to_owned(), why.to_owned());
+    let text = |at: usize| reply.get(at).ok_or_else(|| corrupt("a short answer"));
+    match reply.first().map(String::as_str) {
+        Some("applied") => Ok(ApplyOutcome::Applied(parse_u64(id, text(1)?)?)),
+        Some("conflict") => Ok(ApplyOutcome::Conflict(parse_u64(id, text(1)?)?)),
+        Some("unknown") => Ok(ApplyOutcome::Unknown),
+        Some("gone") => Ok(ApplyOutcome::Gone),
+        Some("epoch") => Ok(ApplyOutcome::Epoch(text(1)?.clone())),
+        Some("gap") => Ok(ApplyOutcome::Gap),
+        Some("repeat") => StoredOutcome::parse(text(1)?)
+            .map(ApplyOutcome::Repeat)
+            .ok_or_else(|| corrupt("an unknown outcome")),
+        _ => Err(corrupt("an unknown answer")),
+    }
+}
+
 /// The states of one Redis.
 #[derive(Clone)]
 pub(crate) struct RedisStore {
+    /// Updates queued for the pipeline task ([`RedisStore::submit`]).
+    pipeline: mpsc::UnboundedSender<Job>,
     /// For subscriptions, which need connections of their own.
     pub(crate) client: redis::Client,
     connection: ConnectionManager,
@@ -178,6 +226,7 @@ pub(crate) struct RedisStore {
     load: Script,
     remove: Script,
     outcome: Script,
+    session: Script,
     /// How long a session's outcomes live after its last update, in seconds.
     outcome_ttl: u64,
     /// How long a command may take before it counts as failed.
@@ -233,7 +282,9 @@ impl RedisStore {
             tokio::time::timeout(timeout, client.get_connection_manager_with_config(config))
                 .await
                 .map_err(|_| RedisStoreError::Timeout(timeout))??;
-        Ok(RedisStore {
+        let (pipeline, jobs) = mpsc::unbounded_channel();
+        let store = RedisStore {
+            pipeline,
             client,
             connection,
             apply: Script::new(include_str!("redis_store/apply.lua")),
@@ -241,9 +292,16 @@ impl RedisStore {
             load: Script::new(include_str!("redis_store/load.lua")),
             remove: Script::new(include_str!("redis_store/remove.lua")),
             outcome: Script::new(include_str!("redis_store/outcome.lua")),
+            session: Script::new(include_str!("redis_store/session.lua")),
             outcome_ttl,
             timeout,
-        })
+        };
+        // The task holds a store whose own queue is closed, so that it ends when every
+        // other handle is dropped.
+        let mut sender_of_task = store.clone();
+        sender_of_task.pipeline = mpsc::unbounded_channel().0;
+        tokio::spawn(sender_of_task.send_pipelines(jobs));
+        Ok(store)
     }
 
     /// Runs a command within the time limit.
@@ -345,6 +403,50 @@ impl RedisStore {
         expected: Expected,
         update: &StoredUpdate<'_>,
     ) -> Result<ApplyOutcome, RedisStoreError> {
+        let command = self.apply_command(id, epoch, sender, expected, update);
+        let mut connection = self.connection.clone();
+        let reply: Vec<String> = match self.run(command.query_async(&mut connection)).await {
+            Err(RedisStoreError::Redis(error)) if is_noscript(&error) => {
+                self.load_apply().await?;
+                self.run(command.query_async(&mut connection)).await?
+            }
+            other => other?,
+        };
+        parse_applied(id, &reply)
+    }
+
+    /// Queues an update for Redis and returns at once; updates queued one after the
+    /// other reach Redis in that order (several share one round trip). The answer is
+    /// [`RedisStore::apply`]'s.
+    pub(crate) fn submit(
+        &self,
+        id: &str,
+        epoch: &str,
+        sender: Option<Sender<'_>>,
+        expected: Expected,
+        update: &StoredUpdate<'_>,
+    ) -> oneshot::Receiver<Result<ApplyOutcome, RedisStoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            id: id.to_owned(),
+            command: self.apply_command(id, epoch, sender, expected, update),
+            reply,
+        };
+        if let Err(mpsc::error::SendError(job)) = self.pipeline.send(job) {
+            let _ = job.reply.send(Err(RedisStoreError::Closed));
+        }
+        answer
+    }
+
+    /// The EVALSHA of the apply script.
+    fn apply_command(
+        &self,
+        id: &str,
+        epoch: &str,
+        sender: Option<Sender<'_>>,
+        expected: Expected,
+        update: &StoredUpdate<'_>,
+    ) -> redis::Cmd {
         let outcomes = match sender {
             Some(sender) => outcomes_key(id, epoch, sender.client, sender.session),
             // Untracked: a key the script never touches (it still must be in the slot).
@@ -355,12 +457,15 @@ impl RedisStore {
             Expected::Asked(version) => (version.to_string(), "1"),
             Expected::Read(version) => (version.to_string(), "0"),
         };
-        let mut invocation = self.apply.key(key(id, "meta"));
-        invocation
-            .key(key(id, "fields"))
-            .key(key(id, "log"))
-            .key(outcomes)
-            .key(channel(id))
+        let mut command = redis::cmd("EVALSHA");
+        command
+            .arg(self.apply.get_hash())
+            .arg(5)
+            .arg(key(id, "meta"))
+            .arg(key(id, "fields"))
+            .arg(key(id, "log"))
+            .arg(outcomes)
+            .arg(channel(id))
             .arg(epoch)
             .arg(sender.map_or(String::new(), |s| s.request_id.to_string()))
             .arg(
@@ -370,34 +475,104 @@ impl RedisStore {
             )
             .arg(expected)
             .arg(remember)
+            .arg(
+                sender
+                    .and_then(|s| s.after)
+                    .map_or(String::new(), |after| after.to_string()),
+            )
             .arg(update.set.len());
         for (name, json) in &update.set {
-            invocation.arg(*name).arg(json);
+            command.arg(*name).arg(json);
         }
-        invocation.arg(update.removed.len());
+        command.arg(update.removed.len());
         for name in &update.removed {
-            invocation.arg(*name);
+            command.arg(*name);
         }
-        invocation
+        command
             .arg(&update.payload)
             .arg(LOG_CAP)
             .arg(self.outcome_ttl)
             .arg(DEDUP_WINDOW);
+        command
+    }
+
+    /// Loads the apply script (after Redis lost its scripts: a restart, a failover).
+    async fn load_apply(&self) -> Result<(), RedisStoreError> {
         let mut connection = self.connection.clone();
-        let reply: Vec<String> = self.run(invocation.invoke_async(&mut connection)).await?;
-        let corrupt = |why: &str| RedisStoreError::Corrupt(id.to_owned(), why.to_owned());
-        let text = |at: usize| reply.get(at).ok_or_else(|| corrupt("a short answer"));
-        match reply.first().map(String::as_str) {
-            Some("applied") => Ok(ApplyOutcome::Applied(parse_u64(id, text(1)?)?)),
-            Some("conflict") => Ok(ApplyOutcome::Conflict(parse_u64(id, text(1)?)?)),
-            Some("unknown") => Ok(ApplyOutcome::Unknown),
-            Some("gone") => Ok(ApplyOutcome::Gone),
-            Some("epoch") => Ok(ApplyOutcome::Epoch(text(1)?.clone())),
-            Some("repeat") => StoredOutcome::parse(text(1)?)
-                .map(ApplyOutcome::Repeat)
-                .ok_or_else(|| corrupt("an unknown outcome")),
-            _ => Err(corrupt("an unknown answer")),
+        let _: String = self
+            .run(self.apply.prepare_invoke().load_async(&mut connection))
+            .await?;
+        Ok(())
+    }
+
+    /// Sends what is queued in pipelines, one at a time, in order, until the store is
+    /// dropped.
+    async fn send_pipelines(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+        let mut batch = Vec::new();
+        while let Some(job) = jobs.recv().await {
+            batch.push(job);
+            while batch.len() < PIPELINE
+                && let Ok(job) = jobs.try_recv()
+            {
+                batch.push(job);
+            }
+            let mut results = self.send_pipeline(&batch).await;
+            // Redis lost its scripts (a restart, a failover): the jobs refused for it
+            // were not run; they are sent again, in order, once the script is loaded
+            // (only them: another server may have loaded it meanwhile, and the others
+            // ran).
+            if let Ok(first) = &mut results
+                && first.iter().any(|r| r.as_ref().is_err_and(is_noscript))
+            {
+                let again: Vec<usize> = (0..first.len())
+                    .filter(|at| first[*at].as_ref().is_err_and(is_noscript))
+                    .collect();
+                let retried = match self.load_apply().await {
+                    Ok(()) => {
+                        let jobs: Vec<&Job> = again.iter().map(|at| &batch[*at]).collect();
+                        self.send_pipeline(&jobs).await
+                    }
+                    Err(error) => Err(error),
+                };
+                match retried {
+                    Ok(retried) => {
+                        for (at, result) in again.into_iter().zip(retried) {
+                            first[at] = result;
+                        }
+                    }
+                    Err(error) => results = Err(error),
+                }
+            }
+            match results {
+                Ok(results) => {
+                    for (job, result) in batch.drain(..).zip(results) {
+                        let outcome = result
+                            .map_err(RedisStoreError::from)
+                            .and_then(|reply| parse_applied(&job.id, &reply));
+                        let _ = job.reply.send(outcome);
+                    }
+                }
+                Err(error) => {
+                    let why = error.to_string();
+                    for job in batch.drain(..) {
+                        let _ = job.reply.send(Err(RedisStoreError::Failed(why.clone())));
+                    }
+                }
+            }
         }
+    }
+
+    async fn send_pipeline<J: std::borrow::Borrow<Job>>(
+        &self,
+        batch: &[J],
+    ) -> Result<Vec<redis::RedisResult<Vec<String>>>, RedisStoreError> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for job in batch {
+            pipe.add_command(job.borrow().command.clone());
+        }
+        let mut connection = self.connection.clone();
+        self.run(pipe.query_async(&mut connection)).await
     }
 
     /// What the session's request `sender.request_id` got, and with `remember`,
@@ -440,6 +615,26 @@ impl RedisStore {
                 .ok_or_else(|| corrupt("an unknown outcome")),
             _ => Err(corrupt("an unknown answer")),
         }
+    }
+
+    /// A session attached to the state: its outcomes exist from now on (starting after
+    /// `last_sent`), so that their absence later means they expired.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub(crate) async fn session(
+        &self,
+        id: &str,
+        epoch: &str,
+        client: &str,
+        session: &str,
+        last_sent: Option<u64>,
+    ) -> Result<(), RedisStoreError> {
+        let mut invocation = self.session.key(outcomes_key(id, epoch, client, session));
+        invocation.arg(last_sent.unwrap_or(0)).arg(self.outcome_ttl);
+        let mut connection = self.connection.clone();
+        let _: i64 = self.run(invocation.invoke_async(&mut connection)).await?;
+        Ok(())
     }
 
     /// Removes incarnation `epoch` of a state (any, with `None`) and tells every server

@@ -161,18 +161,7 @@ impl<K: Send + Sync + 'static> Runtime<K> {
         origin: Option<Origin<'_>>,
         wait_saved: bool,
     ) -> Result<(u64, Arc<JsonObject>), Failure> {
-        let update = match state.hooks.intercept_state_update.clone() {
-            None => update,
-            Some(intercept) => {
-                let limit = self.config.hook_timeout;
-                run_hook("intercept_state_update", limit, move || {
-                    intercept(update, client.as_deref())
-                })
-                .await
-                .map_err(Failure::InterceptorFailed)?
-                .ok_or(Failure::Vetoed)?
-            }
-        };
+        let update = self.intercept(state, update, client).await?;
         #[cfg(feature = "redis")]
         if let Some(cluster) = self.cluster.as_ref().filter(|_| state.is_shared()) {
             let sender = origin.and_then(|o| Some((o.session?, o.request_id?, o.floor)));
@@ -192,6 +181,27 @@ impl<K: Send + Sync + 'static> Runtime<K> {
                 .map_err(|e| Failure::StorageFailed(e.to_string()))?;
         }
         Ok((applied.version, applied.updates))
+    }
+
+    /// Runs the state's interceptor (if any): the update it lets through.
+    pub(crate) async fn intercept(
+        &self,
+        state: &State<K>,
+        update: Update,
+        client: Option<Arc<K>>,
+    ) -> Result<Update, Failure> {
+        match state.hooks.intercept_state_update.clone() {
+            None => Ok(update),
+            Some(intercept) => {
+                let limit = self.config.hook_timeout;
+                run_hook("intercept_state_update", limit, move || {
+                    intercept(update, client.as_deref())
+                })
+                .await
+                .map_err(Failure::InterceptorFailed)?
+                .ok_or(Failure::Vetoed)
+            }
+        }
     }
 
     /// With a durable store: waits until what `ticket` stands for is saved.

@@ -15,12 +15,15 @@
 --       attached, "" when unknown), 4 expected version ("" when unconditional),
 --       5 "1" when a conflict is the sender's answer (remembered for its retries),
 --       "0" when the server only guards its own reading of the state (it retries),
---       6 number of set fields N, then N pairs key, json; then the number of removed
+--       6 after: a request id of the same session that must have been answered
+--       before this one is applied ("" for none: updates sent without waiting keep
+--       their order, even when an earlier one never reached Redis),
+--       7 number of set fields N, then N pairs key, json; then the number of removed
 --       keys R and R keys; then the published payload (text after the version), the
 --       stream's length cap, the outcomes' time to live in seconds, and the outcome
 --       window (how many request ids a session remembers).
 -- Returns: {"applied", version} | {"repeat", outcome} | {"unknown"} |
---          {"conflict", version} | {"gone"} | {"epoch", epoch}
+--          {"conflict", version} | {"gone"} | {"epoch", epoch} | {"gap"}
 
 local meta, fields, log, outcomes, channel = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local epoch, request_id, floor, expected = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -62,6 +65,9 @@ if request_id ~= '' then
     redis.call('EXPIRE', outcomes, tonumber(ARGV[#ARGV - 1]))
   end
   if max and less_or_equal(request_id, max) then return {'unknown'} end
+  if ARGV[6] ~= '' and redis.call('HEXISTS', outcomes, ARGV[6]) == 0 then
+    return {'gap'}
+  end
 end
 
 local version = redis.call('HGET', meta, 'version')
@@ -70,8 +76,8 @@ if expected ~= '' and expected ~= version then
   return {'conflict', version}
 end
 
-local n = tonumber(ARGV[6])
-local at = 7
+local n = tonumber(ARGV[7])
+local at = 8
 for _ = 1, n do
   local key, json = ARGV[at], ARGV[at + 1]
   local stored = redis.call('HGET', fields, key)

@@ -206,6 +206,7 @@ async fn a_retried_request_gets_its_first_outcome_and_a_stale_one_changes_nothin
             session: "tab-1",
             request_id,
             floor: None,
+            after: None,
         })
     };
     let first = store
@@ -286,6 +287,7 @@ async fn a_retried_request_gets_its_first_outcome_and_a_stale_one_changes_nothin
                 session: "tab-1",
                 request_id: 1,
                 floor: None,
+                after: None,
             }),
             Expected::Any,
             &set(&[("m", json!(1))]),
@@ -324,6 +326,7 @@ async fn concurrent_writers_get_one_order_and_subscribers_see_it() {
                     session: &session,
                     request_id: n,
                     floor: None,
+                    after: None,
                 };
                 let key = format!("w{writer}");
                 let update = StoredUpdate {

@@ -113,6 +113,11 @@ impl<K: Send + Sync + 'static> State<K> {
         self.replica.as_ref()
     }
 
+    /// Whether the replica was loaded from Redis.
+    pub(crate) fn is_open(&self) -> bool {
+        self.replica().is_none_or(|replica| *replica.open.borrow())
+    }
+
     /// Waits until the replica was loaded from Redis (at most `limit`).
     pub(crate) async fn opened(&self, limit: Duration) -> bool {
         let Some(replica) = self.replica() else {

@@ -9,13 +9,21 @@ use std::process::{Child, Command, Stdio};
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_state-sync-server");
 
 /// Starts the server with `args`; returns it and the first line it printed (for a
-/// server that started: `listening on HOST:PORT`).
+/// server that started: `listening on HOST:PORT`). With `SERVER_LOG` set (a
+/// `RUST_LOG` filter), the server logs to the test's stderr.
 pub(crate) fn spawn(args: &[&std::ffi::OsStr]) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("SERVER_LOG").unwrap_or("warn".into()),
+        )
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var("SERVER_LOG").is_ok() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .unwrap();
     let mut line = String::new();
