@@ -33,7 +33,7 @@ use state_sync_protocol::{JsonObject, MAX_ATTEMPTS, Operation, Update, conflict_
 use tokio::sync::OnceCell;
 
 use crate::failure::Failure;
-use crate::redis_store::feed::{Feed, FeedEvent};
+use crate::redis_store::feed::{Feed, FeedEvent, Handler, Next};
 use crate::redis_store::{
     ApplyOutcome, Expected, RedisStore, Seen, Sender, StoredOutcome, StoredUpdate,
 };
@@ -177,14 +177,14 @@ impl Cluster {
                     .open_once(&state, &initial, expires, &mut reset)
                     .await
                 {
-                    Ok(Some((events, deadline))) => {
+                    Ok(Some((feed, deadline))) => {
                         if let Some(deadline) = deadline {
                             (hooks.expire)(&state, deadline);
                         }
-                        let (_, version) = state.position();
+                        let (epoch, version) = state.position();
                         tracing::debug!(state = %state.id, version, "state loaded from redis");
-                        drop(state);
-                        cluster.follow(weak, events, hooks).await;
+                        let handler = Arc::clone(&cluster).handler(weak, hooks);
+                        feed.follow(&state.id, version, epoch, handler);
                         return;
                     }
                     Ok(None) => {
@@ -202,13 +202,15 @@ impl Cluster {
         });
     }
 
+    /// Creates the state in Redis unless it is there, and loads the replica from it.
+    /// `None` when it is gone.
     async fn open_once<K: Send + Sync + 'static>(
         &self,
         state: &Arc<State<K>>,
         initial: &JsonObject,
         expires: Option<SystemTime>,
         reset: &mut bool,
-    ) -> Result<Option<(tokio::sync::mpsc::Receiver<FeedEvent>, Option<SystemTime>)>, String> {
+    ) -> Result<Option<(Feed, Option<SystemTime>)>, String> {
         let feed = self.feed().await.map_err(|f| format!("{f:?}"))?;
         let store = Self::store(feed);
         store
@@ -220,51 +222,53 @@ impl Cluster {
         let Some(loaded) = store.load(&state.id).await.map_err(|e| e.to_string())? else {
             return Ok(None);
         };
-        let events = feed.follow(&state.id, loaded.version, loaded.epoch.clone());
         state.load(loaded.value, loaded.version, loaded.epoch);
-        Ok(Some((events, loaded.expires)))
+        Ok(Some((feed.clone(), loaded.expires)))
     }
 
-    /// Delivers what Redis publishes to the replica, and says how many clients this
-    /// server has attached, until the state is removed here or in Redis.
-    async fn follow<K: Send + Sync + 'static>(
-        &self,
+    /// What the state's follower hands what Redis publishes to (on the follower's
+    /// task): the replica delivers it; at every check this server says how many
+    /// clients it has attached. Stops once the state is removed here or in Redis.
+    fn handler<K: Send + Sync + 'static>(
+        self: Arc<Self>,
         weak: std::sync::Weak<State<K>>,
-        mut events: tokio::sync::mpsc::Receiver<FeedEvent>,
         hooks: Opened<K>,
-    ) {
+    ) -> Handler {
         let every = self.config.check_every;
         let mut said: Option<(usize, Instant)> = None;
-        loop {
-            let event = tokio::time::timeout(every, events.recv()).await;
+        Box::new(move |event| {
             let Some(state) = weak.upgrade().filter(|state| !state.is_removed()) else {
-                return;
+                return Next::Stop;
             };
             match event {
-                Ok(Some(FeedEvent::Update { version, payload })) => {
+                FeedEvent::Update { version, payload } => {
                     if !state.deliver(version, &payload) {
-                        self.reload(&state).await;
+                        return Next::Reload;
                     }
                 }
-                Ok(Some(FeedEvent::Resync(loaded))) => {
+                FeedEvent::Resync(loaded) => {
                     if let Some(deadline) = loaded.expires {
                         (hooks.expire)(&state, deadline);
                     }
                     state.resync(loaded.value, loaded.version, loaded.epoch);
                 }
-                Ok(Some(FeedEvent::Gone(why))) => {
+                FeedEvent::Gone(why) => {
                     (hooks.removed)(&state, why);
-                    return;
+                    return Next::Stop;
                 }
-                Ok(None) => return,
-                Err(_) => {}
+                FeedEvent::Tick => {
+                    let clients = state.clients();
+                    let stale =
+                        said.is_none_or(|(count, at)| count != clients || at.elapsed() >= every);
+                    if stale {
+                        said = Some((clients, Instant::now()));
+                        let (cluster, id) = (Arc::clone(&self), state.id.clone());
+                        tokio::spawn(async move { cluster.say_clients(&id, clients).await });
+                    }
+                }
             }
-            let clients = state.clients();
-            let stale = said.is_none_or(|(count, at)| count != clients || at.elapsed() >= every);
-            if stale && self.say_clients(&state.id, clients).await {
-                said = Some((clients, Instant::now()));
-            }
-        }
+            Next::Continue
+        })
     }
 
     /// Loads the state again after an update the replica could not apply.
@@ -429,12 +433,13 @@ impl Cluster {
     }
 
     /// Sends an update that does not read the state (it sets and removes keys, at an
-    /// expected version or not) to Redis without waiting; what it returns resolves
-    /// with its outcome (`Ok` once applied: the sender's echo comes through the
-    /// feed). Updates sent one after the other reach Redis in that order, so a
+    /// expected version or not) to Redis without waiting: `done` is called with its
+    /// outcome (`Ok` once applied: the sender's echo comes through the feed), without
+    /// blocking. Updates sent one after the other reach Redis in that order, so a
     /// connection keeps its order while several of its updates share a round trip.
-    /// `None` when the update must go through [`Cluster::apply`] instead (it reads the
-    /// state, or the store or the state is not loaded yet).
+    /// `Ok(false)` (and `done` is not called) when the update must go through
+    /// [`Cluster::apply`] instead: it reads the state, or the store or the state is not
+    /// loaded yet.
     pub(crate) fn send<K: Send + Sync + 'static>(
         self: &Arc<Self>,
         state: &Arc<State<K>>,
@@ -442,20 +447,20 @@ impl Cluster {
         sender: Option<(&SessionKey, u64, Option<u64>)>,
         after: Option<u64>,
         echo: Option<(usize, u64)>,
-    ) -> Result<Option<Sent>, Failure> {
+        done: Done,
+    ) -> Result<bool, Failure> {
         let reads = update
             .ops
             .iter()
             .any(|(_, operation)| !matches!(operation, Operation::Remove));
-        // Untracked updates keep no order in Redis: only the session's do.
         let Some(feed) = self.feed.get().filter(|_| !reads && state.is_open()) else {
-            return Ok(None);
+            return Ok(false);
         };
         let token = self.token();
         let prepared = match state.prepare(update, echo, token) {
             Ok(prepared) => prepared,
             Err(NotReady::Failed(failure)) => return Err(failure),
-            Err(NotReady::Behind(_)) => return Ok(None),
+            Err(NotReady::Behind(_)) => return Ok(false),
         };
         let expected = match prepared.condition {
             Condition::Any => Expected::Any,
@@ -478,37 +483,43 @@ impl Cluster {
             floor,
             after,
         });
-        let answer =
-            Self::store(feed).submit(&state.id, &prepared.epoch, sender, expected, &stored);
-        let (cluster, state) = (Arc::clone(self), Arc::clone(state));
-        Ok(Some(Box::pin(async move {
-            let outcome = match answer.await {
-                Ok(Ok(ApplyOutcome::Applied(_))) => return Ok(()),
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(error)) => {
-                    state.forget_echo(token);
-                    return Err(cannot_reach(error));
-                }
-                Err(_) => {
-                    state.forget_echo(token);
-                    return Err(cannot_reach("the server is stopping"));
+        let (cluster, shared) = (Arc::clone(self), Arc::clone(state));
+        let answer = Box::new(move |outcome: Result<ApplyOutcome, _>| {
+            let outcome = match outcome {
+                Ok(ApplyOutcome::Applied(_)) => return done(Ok(())),
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    shared.forget_echo(token);
+                    return done(Err(cannot_reach(error)));
                 }
             };
-            state.forget_echo(token);
-            Err(match outcome {
-                ApplyOutcome::Conflict(version) => Failure::Conflict { version },
-                ApplyOutcome::Repeat(outcome) => repeated(&state, outcome).await,
-                ApplyOutcome::Unknown => Failure::OutcomeUnknown,
-                ApplyOutcome::Gone => Failure::StateGone(state.id.clone()),
-                ApplyOutcome::Gap => cannot_reach(
-                    "an earlier update of this connection did not reach it, so this one was not applied",
-                ),
-                ApplyOutcome::Epoch(_) | ApplyOutcome::Applied(_) => {
-                    cluster.reload(&state).await;
-                    cannot_reach("the state was created again meanwhile")
-                }
-            })
-        })))
+            shared.forget_echo(token);
+            // Rare: what to answer may need Redis or the feed.
+            tokio::spawn(async move {
+                done(Err(match outcome {
+                    ApplyOutcome::Conflict(version) => Failure::Conflict { version },
+                    ApplyOutcome::Repeat(outcome) => repeated(&shared, outcome).await,
+                    ApplyOutcome::Unknown => Failure::OutcomeUnknown,
+                    ApplyOutcome::Gone => Failure::StateGone(shared.id.clone()),
+                    ApplyOutcome::Gap => cannot_reach(
+                        "an earlier update of this connection did not reach it, so this one was not applied",
+                    ),
+                    ApplyOutcome::Epoch(_) | ApplyOutcome::Applied(_) => {
+                        cluster.reload(&shared).await;
+                        cannot_reach("the state was created again meanwhile")
+                    }
+                }));
+            });
+        });
+        Self::store(feed).submit(
+            &state.id,
+            &prepared.epoch,
+            sender,
+            expected,
+            &stored,
+            answer,
+        );
+        Ok(true)
     }
 
     /// Applies an update through Redis (see the module documentation). `echo` is the
@@ -633,9 +644,8 @@ type OnGone<K> = Box<dyn Fn(&Arc<State<K>>, Option<String>) + Send + Sync>;
 /// Schedules a state's removal at its deadline (its ttl, as its first creator set it).
 type OnDeadline<K> = Box<dyn Fn(&Arc<State<K>>, SystemTime) + Send + Sync>;
 
-/// The outcome of an update sent with [`Cluster::send`].
-pub(crate) type Sent =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Failure>> + Send>>;
+/// What is told the outcome of an update sent with [`Cluster::send`].
+pub(crate) type Done = Box<dyn FnOnce(Result<(), Failure>) + Send + Sync>;
 
 /// What the server does when Redis says something about a state it follows.
 pub(crate) struct Opened<K> {

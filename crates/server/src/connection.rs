@@ -548,22 +548,23 @@ impl<K: Send + Sync + 'static> Connection<K> {
                     return self.fail(&earlier_failed(), request_id);
                 };
                 let after = after.filter(|_| tracked.is_some());
-                match cluster.send(state, &update, sender, after, echo) {
-                    Ok(Some(answer)) => {
+                let done: crate::cluster::Done = {
+                    let (outbox, closer) = (self.outbox.clone(), Arc::clone(&self.closer));
+                    let in_flight = Arc::clone(&self.in_flight.0);
+                    Box::new(move |result| {
+                        let unreachable = matches!(result, Err(Failure::Unreachable(_)));
+                        InFlight::answered(&in_flight, request_id, unreachable);
+                        if let Err(failure) = result {
+                            fail(&outbox, &closer, &failure, request_id);
+                        }
+                    })
+                };
+                match cluster.send(state, &update, sender, after, echo, done) {
+                    Ok(true) => {
                         self.in_flight.sent(request_id);
-                        let (outbox, closer) = (self.outbox.clone(), Arc::clone(&self.closer));
-                        let in_flight = Arc::clone(&self.in_flight.0);
-                        tokio::spawn(async move {
-                            let result = answer.await;
-                            let unreachable = matches!(result, Err(Failure::Unreachable(_)));
-                            InFlight::answered(&in_flight, request_id, unreachable);
-                            if let Err(failure) = result {
-                                fail(&outbox, &closer, &failure, request_id);
-                            }
-                        });
                         return;
                     }
-                    Ok(None) => {
+                    Ok(false) => {
                         self.in_flight.unused();
                         if !self.in_flight.settled().await {
                             return self.fail(&earlier_failed(), request_id);

@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use state_sync_protocol::{DEDUP_WINDOW, FailureReason, JsonObject};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// How many applied updates a state's stream keeps (about: Redis trims it lazily).
 /// It only fills short gaps (a server that is further behind loads the whole state),
@@ -188,8 +188,11 @@ const PIPELINE: usize = 512;
 struct Job {
     id: String,
     command: redis::Cmd,
-    reply: oneshot::Sender<Result<ApplyOutcome, RedisStoreError>>,
+    reply: Answer,
 }
+
+/// What is told a job's outcome: called by the pipeline task, so it must not block.
+pub(crate) type Answer = Box<dyn FnOnce(Result<ApplyOutcome, RedisStoreError>) + Send + Sync>;
 
 fn is_noscript(error: &redis::RedisError) -> bool {
     error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
@@ -416,8 +419,8 @@ impl RedisStore {
     }
 
     /// Queues an update for Redis and returns at once; updates queued one after the
-    /// other reach Redis in that order (several share one round trip). The answer is
-    /// [`RedisStore::apply`]'s.
+    /// other reach Redis in that order (several share one round trip). `answer` is
+    /// called with [`RedisStore::apply`]'s outcome, from the task that sends them.
     pub(crate) fn submit(
         &self,
         id: &str,
@@ -425,17 +428,16 @@ impl RedisStore {
         sender: Option<Sender<'_>>,
         expected: Expected,
         update: &StoredUpdate<'_>,
-    ) -> oneshot::Receiver<Result<ApplyOutcome, RedisStoreError>> {
-        let (reply, answer) = oneshot::channel();
+        answer: Answer,
+    ) {
         let job = Job {
             id: id.to_owned(),
             command: self.apply_command(id, epoch, sender, expected, update),
-            reply,
+            reply: answer,
         };
         if let Err(mpsc::error::SendError(job)) = self.pipeline.send(job) {
-            let _ = job.reply.send(Err(RedisStoreError::Closed));
+            (job.reply)(Err(RedisStoreError::Closed));
         }
-        answer
     }
 
     /// The EVALSHA of the apply script.
@@ -549,13 +551,13 @@ impl RedisStore {
                         let outcome = result
                             .map_err(RedisStoreError::from)
                             .and_then(|reply| parse_applied(&job.id, &reply));
-                        let _ = job.reply.send(outcome);
+                        (job.reply)(outcome);
                     }
                 }
                 Err(error) => {
                     let why = error.to_string();
                     for job in batch.drain(..) {
-                        let _ = job.reply.send(Err(RedisStoreError::Failed(why.clone())));
+                        (job.reply)(Err(RedisStoreError::Failed(why.clone())));
                     }
                 }
             }

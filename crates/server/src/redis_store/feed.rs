@@ -35,6 +35,8 @@ pub(crate) enum FeedEvent {
     Resync(LoadedState),
     /// The state is gone from Redis; why, when the server that removed it said.
     Gone(Option<String>),
+    /// The periodic check is due (the handler may stop the follower).
+    Tick,
 }
 
 /// What the subscription hands a follower.
@@ -67,10 +69,18 @@ struct Position {
     epoch: String,
 }
 
-enum Next {
+/// What a follower does next.
+pub(crate) enum Next {
+    /// Go on.
     Continue,
+    /// The handler could not apply an update: resync with the whole state.
+    Reload,
+    /// Stop following.
     Stop,
 }
+
+/// What a follower hands what it delivers to.
+pub(crate) type Handler = Box<dyn FnMut(FeedEvent) -> Next + Send>;
 
 impl Feed {
     /// Starts the subscription; it reconnects by itself, and ends once `store` and
@@ -133,19 +143,15 @@ impl Feed {
         &self.store
     }
 
-    /// Follows state `id` from `version` (of incarnation `epoch`): every later update
-    /// once, in order, or a resync. Stops when the receiver is dropped or the state is
-    /// gone.
-    pub(crate) fn follow(
-        &self,
-        id: &str,
-        version: u64,
-        epoch: String,
-    ) -> mpsc::Receiver<FeedEvent> {
-        let (sender, receiver) = mpsc::channel(1024);
+    /// Follows state `id` from `version` (of incarnation `epoch`): `handler` gets every
+    /// later update once, in order, or a resync, on the follower's task (it must not
+    /// block), and a [`FeedEvent::Tick`] at every check. Stops when the handler says
+    /// so or the state is gone.
+    pub(crate) fn follow(&self, id: &str, version: u64, epoch: String, handler: Handler) {
+        let mut sink = handler;
         let (raw_sender, raw) = mpsc::channel(QUEUE);
         let name = channel(id);
-        let sink = {
+        let subscription = {
             let mut routes = lock(&self.routes);
             routes.followers.insert(name.clone(), raw_sender.clone());
             routes.sink.clone()
@@ -153,26 +159,25 @@ impl Feed {
         let feed = self.clone();
         let id = id.to_owned();
         tokio::spawn(async move {
-            if let Some(mut sink) = sink {
+            if let Some(mut subscription) = subscription {
                 // Subscribed here; when this fails, the subscription is being made again
                 // and includes this channel.
-                if sink.subscribe(&name).await.is_ok() {
+                if subscription.subscribe(&name).await.is_ok() {
                     let _ = raw_sender.try_send(Raw::Subscribed);
                 }
             }
             drop(raw_sender);
             let mut position = Position { version, epoch };
-            feed.run(&id, &mut position, raw, &sender).await;
-            let sink = {
+            feed.run(&id, &mut position, raw, &mut sink).await;
+            let subscription = {
                 let mut routes = lock(&feed.routes);
                 routes.followers.remove(&name);
                 routes.sink.clone()
             };
-            if let Some(mut sink) = sink {
-                let _ = sink.unsubscribe(&name).await;
+            if let Some(mut subscription) = subscription {
+                let _ = subscription.unsubscribe(&name).await;
             }
         });
-        receiver
     }
 
     async fn run(
@@ -180,23 +185,30 @@ impl Feed {
         id: &str,
         position: &mut Position,
         mut raw: mpsc::Receiver<Raw>,
-        sender: &mpsc::Sender<FeedEvent>,
+        sink: &mut Handler,
     ) {
+        let mut next = Ok(Next::Continue);
         let mut ticks = tokio::time::interval(self.check_every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick is at once: it catches up from where the caller stands.
         loop {
-            let next = tokio::select! {
-                message = raw.recv() => match message {
-                    Some(Raw::Message(text)) => self.received(id, position, sender, &text).await,
-                    Some(Raw::Subscribed) => self.check(id, position, sender).await,
-                    None => return,
+            next = match &next {
+                // The handler could not apply an update: the whole state, then on.
+                Ok(Next::Reload) => self.resync(id, position, sink).await,
+                _ => tokio::select! {
+                    message = raw.recv() => match message {
+                        Some(Raw::Message(text)) => self.received(id, position, sink, &text).await,
+                        Some(Raw::Subscribed) => self.check(id, position, sink).await,
+                        None => return,
+                    },
+                    _ = ticks.tick() => match deliver(sink, FeedEvent::Tick) {
+                        Next::Continue => self.check(id, position, sink).await,
+                        other => Ok(other),
+                    },
                 },
-                _ = ticks.tick() => self.check(id, position, sender).await,
-                () = sender.closed() => return,
             };
-            match next {
-                Ok(Next::Continue) => {}
+            match &next {
+                Ok(Next::Continue | Next::Reload) => {}
                 Ok(Next::Stop) => return,
                 Err(error) => {
                     // The next tick (or subscription) tries again.
@@ -212,7 +224,7 @@ impl Feed {
         &self,
         id: &str,
         position: &mut Position,
-        sender: &mpsc::Sender<FeedEvent>,
+        sink: &mut Handler,
         text: &str,
     ) -> Result<Next, RedisStoreError> {
         let (head, rest) = text.split_once(' ').unwrap_or((text, ""));
@@ -222,14 +234,14 @@ impl Feed {
                 if epoch != position.epoch {
                     return Ok(Next::Continue);
                 }
-                deliver(sender, FeedEvent::Gone(Some(why.to_owned()))).await;
+                deliver(sink, FeedEvent::Gone(Some(why.to_owned())));
                 return Ok(Next::Stop);
             }
             "r" => {
                 if rest == position.epoch {
                     return Ok(Next::Continue);
                 }
-                return self.resync(id, position, sender).await;
+                return self.resync(id, position, sink).await;
             }
             _ => {}
         }
@@ -238,7 +250,7 @@ impl Feed {
             return Ok(Next::Continue);
         }
         if version > position.version + 1 {
-            if let Next::Stop = self.catch_up(id, position, sender, version - 1).await? {
+            if let Next::Stop = self.catch_up(id, position, sink, version - 1).await? {
                 return Ok(Next::Stop);
             }
             if position.version + 1 != version {
@@ -248,13 +260,12 @@ impl Feed {
         }
         position.version = version;
         Ok(deliver(
-            sender,
+            sink,
             FeedEvent::Update {
                 version,
                 payload: rest.to_owned(),
             },
-        )
-        .await)
+        ))
     }
 
     /// Compares with the state's version and epoch in Redis: catches up when behind,
@@ -263,17 +274,17 @@ impl Feed {
         &self,
         id: &str,
         position: &mut Position,
-        sender: &mpsc::Sender<FeedEvent>,
+        sink: &mut Handler,
     ) -> Result<Next, RedisStoreError> {
         let Some((version, epoch)) = self.store.position(id).await? else {
-            deliver(sender, FeedEvent::Gone(None)).await;
+            deliver(sink, FeedEvent::Gone(None));
             return Ok(Next::Stop);
         };
         if epoch != position.epoch || version < position.version {
-            return self.resync(id, position, sender).await;
+            return self.resync(id, position, sink).await;
         }
         if version > position.version {
-            return self.catch_up(id, position, sender, version).await;
+            return self.catch_up(id, position, sink, version).await;
         }
         Ok(Next::Continue)
     }
@@ -284,7 +295,7 @@ impl Feed {
         &self,
         id: &str,
         position: &mut Position,
-        sender: &mpsc::Sender<FeedEvent>,
+        sink: &mut Handler,
         to: u64,
     ) -> Result<Next, RedisStoreError> {
         let entries = self.store.log(id, position.version + 1, to).await?;
@@ -293,11 +304,11 @@ impl Feed {
                 .first()
                 .is_some_and(|(v, _)| *v == position.version + 1);
         if !complete {
-            return self.resync(id, position, sender).await;
+            return self.resync(id, position, sink).await;
         }
         for (version, payload) in entries {
             position.version = version;
-            if let Next::Stop = deliver(sender, FeedEvent::Update { version, payload }).await {
+            if let Next::Stop = deliver(sink, FeedEvent::Update { version, payload }) {
                 return Ok(Next::Stop);
             }
         }
@@ -308,16 +319,16 @@ impl Feed {
         &self,
         id: &str,
         position: &mut Position,
-        sender: &mpsc::Sender<FeedEvent>,
+        sink: &mut Handler,
     ) -> Result<Next, RedisStoreError> {
         let Some(state) = self.store.load(id).await? else {
-            deliver(sender, FeedEvent::Gone(None)).await;
+            deliver(sink, FeedEvent::Gone(None));
             return Ok(Next::Stop);
         };
         tracing::info!(state = %id, from = position.version, to = state.version, "resync from redis");
         position.version = state.version;
         position.epoch = state.epoch.clone();
-        Ok(deliver(sender, FeedEvent::Resync(state)).await)
+        Ok(deliver(sink, FeedEvent::Resync(state)))
     }
 }
 
@@ -352,9 +363,6 @@ async fn subscribe_all(
     Ok(stream)
 }
 
-async fn deliver(sender: &mpsc::Sender<FeedEvent>, event: FeedEvent) -> Next {
-    match sender.send(event).await {
-        Ok(()) => Next::Continue,
-        Err(_) => Next::Stop,
-    }
+fn deliver(sink: &mut Handler, event: FeedEvent) -> Next {
+    sink(event)
 }

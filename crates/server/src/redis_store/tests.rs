@@ -381,7 +381,25 @@ async fn concurrent_writers_get_one_order_and_subscribers_see_it() {
     }
 }
 
-async fn next_event(events: &mut tokio::sync::mpsc::Receiver<FeedEvent>) -> FeedEvent {
+/// Follows state `s` from `version`, the events in a channel; ticks are left out.
+fn follow(
+    store: &RedisStore,
+    check_every: Duration,
+    version: u64,
+    epoch: String,
+) -> tokio::sync::mpsc::UnboundedReceiver<FeedEvent> {
+    let (sender, events) = tokio::sync::mpsc::unbounded_channel();
+    let handler: feed::Handler = Box::new(move |event| {
+        if event != FeedEvent::Tick && sender.send(event).is_err() {
+            return feed::Next::Stop;
+        }
+        feed::Next::Continue
+    });
+    feed::Feed::start(store.clone(), check_every).follow("s", version, epoch, handler);
+    events
+}
+
+async fn next_event(events: &mut tokio::sync::mpsc::UnboundedReceiver<FeedEvent>) -> FeedEvent {
     tokio::time::timeout(Duration::from_secs(10), events.recv())
         .await
         .expect("an event within 10 s")
@@ -414,7 +432,7 @@ async fn apply_many(url: &str, id: &str, range: std::ops::RangeInclusive<u64>) {
 }
 
 async fn expect_updates(
-    events: &mut tokio::sync::mpsc::Receiver<FeedEvent>,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<FeedEvent>,
     range: std::ops::RangeInclusive<u64>,
 ) {
     for expected in range {
@@ -436,8 +454,7 @@ async fn a_follower_gets_every_update_once_in_order_even_when_its_subscription_d
         .await
         .unwrap();
     let loaded = store.load("s").await.unwrap().unwrap();
-    let mut events =
-        feed::Feed::start(store.clone(), Duration::from_secs(60)).follow("s", 0, loaded.epoch);
+    let mut events = follow(&store, Duration::from_secs(60), 0, loaded.epoch);
     // Subscribed (the follower checks right after subscribing, with nothing to do).
     tokio::time::sleep(Duration::from_millis(200)).await;
     apply_many(&redis.url, "s", 1..=50).await;
@@ -479,8 +496,7 @@ async fn a_lost_last_publish_is_found_by_the_version_check() {
         .await
         .unwrap();
     let epoch = store.load("s").await.unwrap().unwrap().epoch;
-    let mut events =
-        feed::Feed::start(store.clone(), Duration::from_millis(100)).follow("s", 0, epoch);
+    let mut events = follow(&store, Duration::from_millis(100), 0, epoch);
     tokio::time::sleep(Duration::from_millis(200)).await;
     apply_many(&redis.url, "s", 1..=1).await;
     expect_updates(&mut events, 1..=1).await;
@@ -534,8 +550,7 @@ async fn a_trimmed_history_or_a_new_incarnation_resyncs_and_a_removed_state_ends
         .query_async(&mut admin)
         .await
         .unwrap();
-    let mut events =
-        feed::Feed::start(store.clone(), Duration::from_millis(100)).follow("s", 0, epoch.clone());
+    let mut events = follow(&store, Duration::from_millis(100), 0, epoch.clone());
     match next_event(&mut events).await {
         FeedEvent::Resync(state) => {
             assert_eq!(state.version, 5);
