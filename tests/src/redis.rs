@@ -52,10 +52,15 @@ impl TestRedis {
     }
 
     async fn launch(&mut self) {
+        self.launch_with(&[]).await;
+    }
+
+    async fn launch_with(&mut self, extra: &[&str]) {
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", ""])
+            .args(extra)
             .arg("--dir")
             .arg(&self.dir);
         if self.persistent {
@@ -110,5 +115,74 @@ impl Drop for TestRedis {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of this test: `nodes` primaries (no replicas) on free ports, each
+/// in a temporary directory; killed, and the directories removed, when dropped.
+#[derive(Debug)]
+pub struct TestRedisCluster {
+    nodes: Vec<TestRedis>,
+}
+
+impl TestRedisCluster {
+    /// Starts the nodes and joins them into one cluster (`redis-cli --cluster
+    /// create`), waiting until it serves every slot.
+    pub async fn start(nodes: usize) -> TestRedisCluster {
+        let mut started = Vec::new();
+        for _ in 0..nodes {
+            let port = free_port();
+            let dir = std::env::temp_dir().join(format!(
+                "state-sync-test-redis-cluster-{port}-{}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).expect("a temporary directory");
+            let mut node = TestRedis {
+                child: None,
+                port,
+                dir,
+                persistent: false,
+            };
+            node.launch_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .await;
+            started.push(node);
+        }
+        let addresses: Vec<String> = started
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is installed with redis-server");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let cluster = TestRedisCluster { nodes: started };
+        for _ in 0..400 {
+            let ok = cluster.nodes.iter().all(|node| {
+                Command::new("redis-cli")
+                    .args(["-p", &node.port.to_string(), "cluster", "info"])
+                    .output()
+                    .is_ok_and(|out| {
+                        String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok")
+                    })
+            });
+            if ok {
+                return cluster;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the redis cluster did not become ready");
+    }
+
+    /// The URL of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(TestRedis::url).collect()
     }
 }

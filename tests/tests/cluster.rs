@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use state_sync_client::{Client, ReconnectPolicy, Update};
 use state_sync_server::{Redis, Server, StateOptions, StateSyncer};
-use state_sync_tests::{PATIENCE, RawClient, TestRedis, eventually, serve};
+use state_sync_tests::{PATIENCE, RawClient, TestRedis, TestRedisCluster, eventually, serve};
 
 /// One server of a cluster.
 struct Node {
@@ -22,12 +22,12 @@ struct Node {
 }
 
 async fn node(redis: &TestRedis, states: impl Fn(&StateSyncer)) -> Node {
+    node_on(Redis::new(redis.url()).unwrap(), states).await
+}
+
+async fn node_on(redis: Redis, states: impl Fn(&StateSyncer)) -> Node {
     let syncer = StateSyncer::builder()
-        .redis(
-            Redis::new(redis.url())
-                .unwrap()
-                .check_every(Duration::from_millis(200)),
-        )
+        .redis(redis.check_every(Duration::from_millis(200)))
         .build();
     states(&syncer);
     let (server, url) = serve(&syncer).await;
@@ -59,15 +59,44 @@ async fn updates_until(observer: &mut RawClient, last: u64) -> Vec<(u64, Value)>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_three_servers_see_every_update_once_in_one_order() {
     let redis = TestRedis::start().await;
+    one_order(|| Redis::new(redis.url()).unwrap(), "s").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_every_state_has_one_order_whichever_node_holds_it() {
+    let redis = TestRedisCluster::start(3).await;
+    // States whose slots are on different nodes, side by side.
+    let states = ["a", "b", "c", "room-1", "room-2"];
+    let mut runs = Vec::new();
+    for id in states {
+        let urls = redis.urls();
+        runs.push(tokio::spawn(async move {
+            one_order(|| Redis::cluster(urls.clone()).unwrap(), id).await;
+        }));
+    }
+    for run in runs {
+        run.await.unwrap();
+    }
+}
+
+/// Three servers serve state `id`: a writer on each sends set-only updates and
+/// appends, and an observer on each sees every version once, in one order, with the
+/// same contents; every copy ends with the same value.
+async fn one_order(redis: impl Fn() -> Redis, id: &str) {
+    let plain = |syncer: &StateSyncer| {
+        syncer
+            .create_state(StateOptions::new().identifier(id))
+            .unwrap();
+    };
     let nodes = [
-        node(&redis, plain("s")).await,
-        node(&redis, plain("s")).await,
-        node(&redis, plain("s")).await,
+        node_on(redis(), plain).await,
+        node_on(redis(), plain).await,
+        node_on(redis(), plain).await,
     ];
     let mut observers = Vec::new();
     for (n, node) in nodes.iter().enumerate() {
         let mut observer = RawClient::connect(&node.url, &format!("observer-{n}"), None).await;
-        observer.attach("s").await;
+        observer.attach(id).await;
         observers.push(observer);
     }
     const EACH: u64 = 25;
@@ -76,7 +105,7 @@ async fn clients_of_three_servers_see_every_update_once_in_one_order() {
         let client = Client::connect(&node.url, &format!("writer-{n}"), None)
             .await
             .unwrap();
-        client.connect_to_state("s").await.unwrap();
+        client.connect_to_state(id).await.unwrap();
         writers.push(tokio::spawn(async move {
             for i in 1..=EACH {
                 // A set-only update and an append that reads the state, in turn: the
@@ -114,13 +143,13 @@ async fn clients_of_three_servers_see_every_update_once_in_one_order() {
     // writer's order.
     for node in &nodes {
         eventually("every replica has every version", || {
-            node.syncer.version_of_state("s") == Some(total)
+            node.syncer.version_of_state(id) == Some(total)
         })
         .await;
     }
-    let value = nodes[0].syncer.value_of_state("s").unwrap();
+    let value = nodes[0].syncer.value_of_state(id).unwrap();
     for node in &nodes[1..] {
-        assert_eq!(node.syncer.value_of_state("s").unwrap(), value);
+        assert_eq!(node.syncer.value_of_state(id).unwrap(), value);
     }
     let log: Vec<&str> = value["log"]
         .as_array()
@@ -424,4 +453,61 @@ async fn while_redis_is_down_updates_wait_and_are_applied_once_when_it_is_back()
     let snapshot = late.attach("s").await;
     assert_eq!(snapshot["state"], json!({"before": 1, "count": 5}));
     assert_eq!(snapshot["version"], 6);
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_lost_publishes_are_repaired_and_a_moving_client_is_answered() {
+    let redis = TestRedisCluster::start(3).await;
+    let config = || Redis::cluster(redis.urls()).unwrap();
+    let a = node_on(config(), plain("s")).await;
+    let b = node_on(config(), plain("s")).await;
+    let mut on_b = RawClient::connect(&b.url, "bob", None).await;
+    on_b.attach("s").await;
+    let mut expected = 0;
+    for round in 0..3 {
+        // Every subscription connection of every node dies.
+        for url in redis.urls() {
+            let mut admin = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let _: i64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("pubsub")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+        }
+        for i in 0..5 {
+            a.syncer
+                .update_state_value("s", json!({"round": round, "i": i}), None)
+                .await
+                .unwrap();
+            expected += 1;
+        }
+        let seen = updates_until(&mut on_b, expected).await;
+        assert_eq!(
+            seen.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+            (expected - 4..=expected).collect::<Vec<_>>(),
+            "round {round}"
+        );
+    }
+    // A client that moves from one server to the other gets its first answer.
+    let mut on_a = RawClient::connect(&a.url, "ann", None).await;
+    on_a.attach_session("s", "tab").await;
+    on_a.update_with_id(json!({"n": 1}), 1).await;
+    let applied = on_a.expect(3).await["version"].clone();
+    drop(on_a);
+    let mut moved = RawClient::connect(&b.url, "ann", None).await;
+    moved
+        .send(json!({"type": 2, "data": {"stateIdentifier": "s", "session": "tab", "lastSent": 1}}))
+        .await;
+    moved.expect(7).await;
+    moved.update_with_id(json!({"n": 100}), 1).await;
+    let repeat = moved.expect(3).await;
+    assert_eq!(repeat["version"], applied);
+    assert_eq!(repeat["updates"], json!({}));
+    assert_eq!(b.syncer.value_of_state("s").unwrap()["n"], json!(1));
 }

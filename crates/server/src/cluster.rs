@@ -60,8 +60,16 @@ const RETRY_FOR: Duration = Duration::from_secs(10);
 /// [`Builder::redis`](crate::Builder::redis).
 #[derive(Debug, Clone)]
 pub struct Redis {
-    url: String,
+    /// One URL, or the nodes of a Redis Cluster.
+    urls: Vec<String>,
+    cluster: bool,
     check_every: Duration,
+}
+
+fn check_url(url: &str) -> crate::Result<()> {
+    redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|e| crate::Error::Redis(format!("invalid redis URL {url:?}: {e}")))
 }
 
 impl Redis {
@@ -72,10 +80,39 @@ impl Redis {
     /// [`Error::Redis`](crate::Error::Redis) when the URL is not a Redis URL.
     pub fn new(url: impl Into<String>) -> crate::Result<Self> {
         let url = url.into();
-        redis::Client::open(url.as_str())
-            .map_err(|e| crate::Error::Redis(format!("invalid redis URL {url:?}: {e}")))?;
+        check_url(&url)?;
         Ok(Redis {
-            url,
+            urls: vec![url],
+            cluster: false,
+            check_every: Duration::from_secs(2),
+        })
+    }
+
+    /// A Redis Cluster, reached through any of these nodes (`redis://host:port/`
+    /// each; one is enough, the others are used when it is down). Every key of a
+    /// state carries the hash tag `{id}`, so a state lives in one slot, and its
+    /// scripts and pipelines go to the node that holds it.
+    ///
+    /// # Errors
+    /// [`Error::Redis`](crate::Error::Redis) when a URL is not a Redis URL, or none
+    /// is given.
+    pub fn cluster<I>(nodes: I) -> crate::Result<Self>
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        let urls: Vec<String> = nodes.into_iter().map(Into::into).collect();
+        if urls.is_empty() {
+            return Err(crate::Error::Redis(
+                "a Redis Cluster needs the URL of at least one of its nodes".into(),
+            ));
+        }
+        for url in &urls {
+            check_url(url)?;
+        }
+        Ok(Redis {
+            urls,
+            cluster: true,
             check_every: Duration::from_secs(2),
         })
     }
@@ -89,9 +126,14 @@ impl Redis {
         self
     }
 
-    /// The URL.
+    /// The URL (the first node's, for a Redis Cluster).
     pub fn url(&self) -> &str {
-        &self.url
+        self.urls.first().map_or("", String::as_str)
+    }
+
+    /// Whether it is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
     }
 }
 
@@ -109,7 +151,7 @@ pub(crate) struct Cluster {
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
-            .field("url", &self.config.url)
+            .field("urls", &self.config.urls)
             .field("node", &self.node)
             .finish_non_exhaustive()
     }
@@ -136,9 +178,13 @@ impl Cluster {
     pub(crate) async fn feed(&self) -> Result<&Feed, Failure> {
         self.feed
             .get_or_try_init(|| async {
-                let store = RedisStore::connect(&self.config.url, self.outcome_ttl)
-                    .await
-                    .map_err(cannot_reach)?;
+                let store = RedisStore::connect_to(
+                    &self.config.urls,
+                    self.config.cluster,
+                    self.outcome_ttl,
+                )
+                .await
+                .map_err(cannot_reach)?;
                 Ok(Feed::start(store, self.config.check_every))
             })
             .await

@@ -181,6 +181,48 @@ pub(crate) enum Expected {
     Read(u64),
 }
 
+/// A connection to one Redis (reconnecting by itself) or to a Redis Cluster.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Connection::Single(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Connection::Single(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+            Connection::Cluster(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(connection) => connection.get_db(),
+            Connection::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
 /// Most updates one pipeline carries.
 const PIPELINE: usize = 512;
 
@@ -221,9 +263,9 @@ fn parse_applied(id: &str, reply: &[String]) -> Result<ApplyOutcome, RedisStoreE
 pub(crate) struct RedisStore {
     /// Updates queued for the pipeline task ([`RedisStore::submit`]).
     pipeline: mpsc::UnboundedSender<Job>,
-    /// For subscriptions, which need connections of their own.
-    pub(crate) client: redis::Client,
-    connection: ConnectionManager,
+    /// For subscriptions, which need connections of their own: every node given.
+    pub(crate) clients: Vec<redis::Client>,
+    connection: Connection,
     apply: Script,
     create: Script,
     load: Script,
@@ -273,22 +315,57 @@ impl RedisStore {
     ///
     /// # Errors
     /// When the URL is invalid or Redis cannot be reached.
+    #[cfg(test)]
     pub(crate) async fn connect(url: &str, outcome_ttl: u64) -> Result<Self, RedisStoreError> {
-        let client = redis::Client::open(url)?;
+        Self::connect_to(&[url.to_owned()], false, outcome_ttl).await
+    }
+
+    /// Connects to one Redis (`cluster` false: `urls` has one URL), or to a Redis
+    /// Cluster through any of its nodes. Subscriptions go to one node at a time (in
+    /// a Redis Cluster, what is published on any node reaches the subscribers of
+    /// every node).
+    ///
+    /// # Errors
+    /// When a URL is invalid or Redis cannot be reached.
+    pub(crate) async fn connect_to(
+        urls: &[String],
+        cluster: bool,
+        outcome_ttl: u64,
+    ) -> Result<Self, RedisStoreError> {
+        let clients = urls
+            .iter()
+            .map(|url| redis::Client::open(url.as_str()))
+            .collect::<Result<Vec<_>, _>>()?;
         let timeout = Duration::from_secs(5);
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let connection =
-            tokio::time::timeout(timeout, client.get_connection_manager_with_config(config))
+        let connection = if cluster {
+            let client = redis::cluster::ClusterClient::builder(urls.iter().map(String::as_str))
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(2)
+                .build()?;
+            let connection = tokio::time::timeout(timeout, client.get_async_connection())
                 .await
                 .map_err(|_| RedisStoreError::Timeout(timeout))??;
+            Connection::Cluster(connection)
+        } else {
+            let client = clients
+                .first()
+                .ok_or_else(|| RedisStoreError::Failed("no redis URL given".into()))?;
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_secs(1));
+            let connection =
+                tokio::time::timeout(timeout, client.get_connection_manager_with_config(config))
+                    .await
+                    .map_err(|_| RedisStoreError::Timeout(timeout))??;
+            Connection::Single(connection)
+        };
         let (pipeline, jobs) = mpsc::unbounded_channel();
         let store = RedisStore {
             pipeline,
-            client,
+            clients,
             connection,
             apply: Script::new(include_str!("redis_store/apply.lua")),
             create: Script::new(include_str!("redis_store/create.lua")),
@@ -518,50 +595,71 @@ impl RedisStore {
             {
                 batch.push(job);
             }
-            let mut results = self.send_pipeline(&batch).await;
-            // Redis lost its scripts (a restart, a failover): the jobs refused for it
-            // were not run; they are sent again, in order, once the script is loaded
-            // (only them: another server may have loaded it meanwhile, and the others
-            // ran).
-            if let Ok(first) = &mut results
-                && first.iter().any(|r| r.as_ref().is_err_and(is_noscript))
-            {
-                let again: Vec<usize> = (0..first.len())
-                    .filter(|at| first[*at].as_ref().is_err_and(is_noscript))
-                    .collect();
-                let retried = match self.load_apply().await {
-                    Ok(()) => {
-                        let jobs: Vec<&Job> = again.iter().map(|at| &batch[*at]).collect();
-                        self.send_pipeline(&jobs).await
-                    }
-                    Err(error) => Err(error),
-                };
-                match retried {
-                    Ok(retried) => {
-                        for (at, result) in again.into_iter().zip(retried) {
-                            first[at] = result;
+            // One pipeline per state: a state's keys are in one slot of a Redis Cluster
+            // (and a pipeline must be), its updates stay in order within it, and the
+            // states' pipelines run side by side.
+            let mut states: Vec<(&str, Vec<usize>)> = Vec::new();
+            for (at, job) in batch.iter().enumerate() {
+                match states.iter_mut().find(|(id, _)| *id == job.id) {
+                    Some((_, jobs)) => jobs.push(at),
+                    None => states.push((&job.id, vec![at])),
+                }
+            }
+            let groups: Vec<Vec<&Job>> = states
+                .iter()
+                .map(|(_, jobs)| jobs.iter().map(|at| &batch[*at]).collect())
+                .collect();
+            let results =
+                futures_util::future::join_all(groups.iter().map(|jobs| self.send_state(jobs)))
+                    .await;
+            let mut outcomes: Vec<Option<Result<ApplyOutcome, RedisStoreError>>> =
+                (0..batch.len()).map(|_| None).collect();
+            for ((_, jobs), results) in states.iter().zip(results) {
+                match results {
+                    Ok(results) => {
+                        for (at, result) in jobs.iter().zip(results) {
+                            outcomes[*at] = Some(
+                                result
+                                    .map_err(RedisStoreError::from)
+                                    .and_then(|reply| parse_applied(&batch[*at].id, &reply)),
+                            );
                         }
                     }
-                    Err(error) => results = Err(error),
+                    Err(error) => {
+                        let why = error.to_string();
+                        for at in jobs {
+                            outcomes[*at] = Some(Err(RedisStoreError::Failed(why.clone())));
+                        }
+                    }
                 }
             }
-            match results {
-                Ok(results) => {
-                    for (job, result) in batch.drain(..).zip(results) {
-                        let outcome = result
-                            .map_err(RedisStoreError::from)
-                            .and_then(|reply| parse_applied(&job.id, &reply));
-                        (job.reply)(outcome);
-                    }
-                }
-                Err(error) => {
-                    let why = error.to_string();
-                    for job in batch.drain(..) {
-                        (job.reply)(Err(RedisStoreError::Failed(why.clone())));
-                    }
-                }
+            for (job, outcome) in batch.drain(..).zip(outcomes) {
+                (job.reply)(outcome.unwrap_or(Err(RedisStoreError::Closed)));
             }
         }
+    }
+
+    /// Sends one state's jobs in one pipeline; after Redis lost its scripts (a
+    /// restart, a failover), the jobs refused for it were not run and are sent again,
+    /// in order, once the script is loaded (only them: another server may have loaded
+    /// it meanwhile, and the others ran).
+    async fn send_state(
+        &self,
+        jobs: &[&Job],
+    ) -> Result<Vec<redis::RedisResult<Vec<String>>>, RedisStoreError> {
+        let mut results = self.send_pipeline(jobs).await?;
+        if results.iter().any(|r| r.as_ref().is_err_and(is_noscript)) {
+            let again: Vec<usize> = (0..results.len())
+                .filter(|at| results[*at].as_ref().is_err_and(is_noscript))
+                .collect();
+            self.load_apply().await?;
+            let retried: Vec<&Job> = again.iter().map(|at| jobs[*at]).collect();
+            let retried = self.send_pipeline(&retried).await?;
+            for (at, result) in again.into_iter().zip(retried) {
+                results[at] = result;
+            }
+        }
+        Ok(results)
     }
 
     async fn send_pipeline<J: std::borrow::Borrow<Job>>(

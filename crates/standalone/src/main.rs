@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use state_sync_server::{Redis, StateOptions, StateSyncer, Storage};
 
 const USAGE: &str =
-    "usage: state-sync-server [--addr HOST:PORT] [--data DIR | --redis URL] [--state ID]...
+    "usage: state-sync-server [--addr HOST:PORT] [--data DIR | --redis URL | --redis-cluster URL,URL...] [--state ID]...
 
 options:
   --addr HOST:PORT   where to listen (default 0.0.0.0:5000; port 0 picks a free one)
@@ -24,6 +24,8 @@ options:
                      live in memory only
   --redis URL        be one server of a cluster: keep the states in the Redis at URL
                      (redis://HOST:PORT/), shared with every server started with it
+  --redis-cluster URL,URL...
+                     the same on a Redis Cluster, reached through any of these nodes
   --state ID         create the state ID with the value {} unless it exists (repeatable)
   --help             print this and exit
 
@@ -35,6 +37,7 @@ struct Args {
     addr: String,
     data: Option<std::path::PathBuf>,
     redis: Option<String>,
+    redis_cluster: Option<Vec<String>>,
     states: Vec<String>,
 }
 
@@ -43,6 +46,7 @@ fn parse(mut words: impl Iterator<Item = String>) -> Result<Option<Args>, String
         addr: "0.0.0.0:5000".into(),
         data: None,
         redis: None,
+        redis_cluster: None,
         states: Vec::new(),
     };
     while let Some(word) = words.next() {
@@ -52,6 +56,17 @@ fn parse(mut words: impl Iterator<Item = String>) -> Result<Option<Args>, String
             "--addr" => args.addr = value("--addr")?,
             "--data" => args.data = Some(value("--data")?.into()),
             "--redis" => args.redis = Some(value("--redis")?),
+            "--redis-cluster" => {
+                let nodes: Vec<String> = value("--redis-cluster")?
+                    .split(',')
+                    .filter(|node| !node.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if nodes.is_empty() {
+                    return Err("--redis-cluster needs the URL of at least one node".into());
+                }
+                args.redis_cluster = Some(nodes);
+            }
             "--state" => {
                 let id = value("--state")?;
                 if id.is_empty() {
@@ -62,9 +77,15 @@ fn parse(mut words: impl Iterator<Item = String>) -> Result<Option<Args>, String
             other => return Err(format!("unknown option {other}")),
         }
     }
-    if args.data.is_some() && args.redis.is_some() {
+    let stores = [
+        args.data.is_some(),
+        args.redis.is_some(),
+        args.redis_cluster.is_some(),
+    ];
+    if stores.iter().filter(|given| **given).count() > 1 {
         return Err(
-            "--data and --redis do not go together: with --redis, Redis keeps the states".into(),
+            "--data, --redis and --redis-cluster do not go together: one place keeps the states"
+                .into(),
         );
     }
     Ok(Some(args))
@@ -113,6 +134,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(url) = &args.redis {
         builder = builder.redis(Redis::new(url.as_str())?);
+    }
+    if let Some(nodes) = &args.redis_cluster {
+        builder = builder.redis(Redis::cluster(nodes.iter().cloned())?);
     }
     let syncer = builder.build();
     for id in &args.states {

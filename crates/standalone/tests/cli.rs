@@ -24,7 +24,14 @@ fn help_lists_every_option() {
     let output = Command::new(BIN).arg("--help").output().unwrap();
     assert!(output.status.success());
     let text = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--addr", "--data", "--redis", "--state", "--help"] {
+    for flag in [
+        "--addr",
+        "--data",
+        "--redis",
+        "--redis-cluster",
+        "--state",
+        "--help",
+    ] {
         assert!(text.contains(flag), "{text}");
     }
     let output = Command::new(BIN).arg("--nope").output().unwrap();
@@ -51,7 +58,17 @@ fn a_bad_redis_url_or_redis_with_data_is_a_clear_error() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("--data and --redis do not go together"),
+        stderr.contains("--data, --redis and --redis-cluster do not go together"),
+        "{stderr}"
+    );
+    let output = Command::new(BIN)
+        .args(["--redis-cluster", "redis://127.0.0.1:1/,nope://x"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid redis URL \"nope://x\""),
         "{stderr}"
     );
 }

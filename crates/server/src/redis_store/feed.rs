@@ -93,16 +93,25 @@ impl Feed {
             check_every,
         };
         let routes = Arc::downgrade(&feed.routes);
-        let client = feed.store.client.clone();
+        let clients = feed.store.clients.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
+            // The node subscribed to: the next one after every failure (a Redis
+            // Cluster's nodes each carry every publish).
+            let mut node = 0;
             loop {
                 let Some(live) = routes.upgrade() else {
                     return;
                 };
-                match subscribe_all(&client, &live).await {
+                let Some(client) = clients.get(node % clients.len().max(1)) else {
+                    return;
+                };
+                node += 1;
+                match subscribe_all(client, &live).await {
                     Ok(mut stream) => {
                         backoff = Duration::from_millis(50);
+                        // It worked: stay on this node next time.
+                        node -= 1;
                         drop(live);
                         while let Some(message) = stream.next().await {
                             let Some(live) = routes.upgrade() else {
