@@ -73,8 +73,9 @@ fn check_url(url: &str) -> crate::Result<()> {
 }
 
 impl Redis {
-    /// Redis at `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` with
-    /// TLS). The server connects when it first needs to, and reconnects by itself.
+    /// Redis at `url` (`redis://[user:password@]host:port[/db]`; `rediss://` needs
+    /// the redis crate's TLS feature, not enabled in this build). The server connects
+    /// when it first needs to, and reconnects by itself.
     ///
     /// # Errors
     /// [`Error::Redis`](crate::Error::Redis) when the URL is not a Redis URL.
@@ -146,6 +147,12 @@ pub(crate) struct Cluster {
     tokens: AtomicU64,
     /// How long a session's outcomes live in Redis after its last update, in seconds.
     outcome_ttl: u64,
+    /// The largest a state may grow, as JSON text.
+    max_bytes: usize,
+    /// Removals from Redis still under way, by state: a state created again here
+    /// waits for them (else its creation could find the old one, and the removal
+    /// then take the new one).
+    removals: std::sync::Mutex<std::collections::HashMap<String, tokio::sync::watch::Sender<bool>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -164,13 +171,15 @@ fn cannot_reach(error: impl std::fmt::Display) -> Failure {
 }
 
 impl Cluster {
-    pub(crate) fn new(config: Redis, session_retention: Duration) -> Self {
+    pub(crate) fn new(config: Redis, session_retention: Duration, max_bytes: usize) -> Self {
         Cluster {
             config,
             node: uuid::Uuid::new_v4().simple().to_string().into(),
             feed: OnceCell::new(),
             tokens: AtomicU64::new(1),
             outcome_ttl: session_retention.as_secs().max(60),
+            max_bytes,
+            removals: std::sync::Mutex::default(),
         }
     }
 
@@ -182,6 +191,7 @@ impl Cluster {
                     &self.config.urls,
                     self.config.cluster,
                     self.outcome_ttl,
+                    self.max_bytes,
                 )
                 .await
                 .map_err(cannot_reach)?;
@@ -212,6 +222,7 @@ impl Cluster {
     ) {
         let cluster = Arc::clone(self);
         let weak = Arc::downgrade(state);
+        let hooks = Arc::new(hooks);
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             let mut reset = reset;
@@ -229,9 +240,27 @@ impl Cluster {
                         }
                         let (epoch, version) = state.position();
                         tracing::debug!(state = %state.id, version, "state loaded from redis");
-                        let handler = Arc::clone(&cluster).handler(weak, hooks);
+                        let (vanished, lost) = tokio::sync::oneshot::channel();
+                        let handler = Arc::clone(&cluster).handler(
+                            weak.clone(),
+                            Arc::clone(&hooks),
+                            deadline,
+                            vanished,
+                        );
                         feed.follow(&state.id, version, epoch, handler);
-                        return;
+                        let id = state.id.clone();
+                        drop(state);
+                        // Followed until it is removed, or Redis loses it: then it is
+                        // created again from its initial value (a new incarnation).
+                        if lost.await.is_err() {
+                            return;
+                        }
+                        tracing::error!(
+                            state = %id,
+                            "the state is gone from redis but was not removed (redis lost its data?): \
+                             creating it again from its initial value"
+                        );
+                        backoff = Duration::from_millis(50);
                     }
                     Ok(None) => {
                         (hooks.removed)(&state, None);
@@ -257,6 +286,15 @@ impl Cluster {
         expires: Option<SystemTime>,
         reset: &mut bool,
     ) -> Result<Option<(Feed, Option<SystemTime>)>, String> {
+        let removal = self
+            .removals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&state.id)
+            .map(tokio::sync::watch::Sender::subscribe);
+        if let Some(mut removal) = removal {
+            let _ = tokio::time::timeout(WAIT * 6, removal.wait_for(|done| *done)).await;
+        }
         let feed = self.feed().await.map_err(|f| format!("{f:?}"))?;
         let store = Self::store(feed);
         store
@@ -278,10 +316,14 @@ impl Cluster {
     fn handler<K: Send + Sync + 'static>(
         self: Arc<Self>,
         weak: std::sync::Weak<State<K>>,
-        hooks: Opened<K>,
+        hooks: Arc<Opened<K>>,
+        deadline: Option<SystemTime>,
+        vanished: tokio::sync::oneshot::Sender<()>,
     ) -> Handler {
         let every = self.config.check_every;
         let mut said: Option<(usize, Instant)> = None;
+        let mut deadline = deadline;
+        let mut vanished = Some(vanished);
         Box::new(move |event| {
             let Some(state) = weak.upgrade().filter(|state| !state.is_removed()) else {
                 return Next::Stop;
@@ -293,13 +335,23 @@ impl Cluster {
                     }
                 }
                 FeedEvent::Resync(loaded) => {
-                    if let Some(deadline) = loaded.expires {
-                        (hooks.expire)(&state, deadline);
+                    // A new incarnation may have another deadline (one timer each).
+                    if loaded.expires != deadline
+                        && let Some(at) = loaded.expires
+                    {
+                        (hooks.expire)(&state, at);
                     }
+                    deadline = loaded.expires;
                     state.resync(loaded.value, loaded.version, loaded.epoch);
                 }
                 FeedEvent::Gone(why) => {
                     (hooks.removed)(&state, why);
+                    return Next::Stop;
+                }
+                FeedEvent::Vanished => {
+                    if let Some(vanished) = vanished.take() {
+                        let _ = vanished.send(());
+                    }
                     return Next::Stop;
                 }
                 FeedEvent::Tick => {
@@ -366,10 +418,16 @@ impl Cluster {
         let cluster = Arc::clone(self);
         let (id, (epoch, _)) = (state.id.clone(), state.position());
         let why = why.to_owned();
+        let done = tokio::sync::watch::Sender::new(false);
+        self.removals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.clone(), done.clone());
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
+            let mut removed = false;
             for _ in 0..30 {
-                let removed = match cluster.feed().await {
+                let result = match cluster.feed().await {
                     Ok(feed) => {
                         let epoch = (!epoch.is_empty()).then_some(epoch.as_str());
                         Self::store(feed)
@@ -379,8 +437,11 @@ impl Cluster {
                     }
                     Err(failure) => Err(format!("{failure:?}")),
                 };
-                match removed {
-                    Ok(_) => return,
+                match result {
+                    Ok(_) => {
+                        removed = true;
+                        break;
+                    }
                     Err(error) => {
                         tracing::warn!(state = %id, %error, "removing the state from redis; retrying");
                         tokio::time::sleep(backoff).await;
@@ -388,7 +449,21 @@ impl Cluster {
                     }
                 }
             }
-            tracing::error!(state = %id, "could not remove the state from redis: other servers keep it");
+            if !removed {
+                tracing::error!(state = %id, "could not remove the state from redis: other servers keep it");
+            }
+            let mut removals = cluster
+                .removals
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if removals
+                .get(&id)
+                .is_some_and(|current| current.same_channel(&done))
+            {
+                removals.remove(&id);
+            }
+            drop(removals);
+            done.send_replace(true);
         });
     }
 
@@ -550,6 +625,10 @@ impl Cluster {
                     ApplyOutcome::Gap => cannot_reach(
                         "an earlier update of this connection did not reach it, so this one was not applied",
                     ),
+                    ApplyOutcome::TooLarge(size) => Failure::StateTooLarge {
+                        size: usize::try_from(size).unwrap_or(usize::MAX),
+                        limit: cluster.max_bytes,
+                    },
                     ApplyOutcome::Epoch(_) | ApplyOutcome::Applied(_) => {
                         cluster.reload(&shared).await;
                         cannot_reach("the state was created again meanwhile")
@@ -598,8 +677,17 @@ impl Cluster {
             let prepared = match state.prepare(update, echo, token) {
                 Ok(prepared) => prepared,
                 Err(NotReady::Failed(failure)) => return Err(failure),
-                Err(NotReady::Behind(version)) => {
-                    if !state.reached(version, WAIT).await {
+                Err(NotReady::Behind(expected)) => {
+                    // Expected a version this copy has not reached: a conflict unless
+                    // Redis is there (then this copy catches up first).
+                    match store.position(&state.id).await.map_err(cannot_reach)? {
+                        Some((version, _)) if version < expected => {
+                            return Err(Failure::Conflict { version });
+                        }
+                        None => return Err(Failure::StateGone(state.id.clone())),
+                        Some(_) => {}
+                    }
+                    if !state.reached(expected, WAIT).await {
                         return Err(cannot_reach("the state's updates are late"));
                     }
                     continue;
@@ -658,6 +746,12 @@ impl Cluster {
                 ApplyOutcome::Gap => {
                     return Err(cannot_reach("an earlier update did not reach it"));
                 }
+                ApplyOutcome::TooLarge(size) => {
+                    return Err(Failure::StateTooLarge {
+                        size: usize::try_from(size).unwrap_or(usize::MAX),
+                        limit: self.max_bytes,
+                    });
+                }
                 ApplyOutcome::Epoch(_) => {
                     // Created again meanwhile: this replica is of the old one.
                     self.reload(state).await;
@@ -681,6 +775,11 @@ async fn repeated<K: Send + Sync + 'static>(state: &State<K>, outcome: StoredOut
         }
         StoredOutcome::Conflict(version) => Failure::Conflict { version },
         StoredOutcome::Failed(reason, message) => Failure::Remembered { reason, message },
+        // The limit is this server's, the same on every server of a cluster.
+        StoredOutcome::TooLarge(size) => Failure::StateTooLarge {
+            size: usize::try_from(size).unwrap_or(usize::MAX),
+            limit: state.max_bytes(),
+        },
     }
 }
 

@@ -405,6 +405,16 @@ impl<K: Send + Sync + 'static> Connection<K> {
                 return self.attach_failed(&failure);
             }
         }
+        // Shared through Redis, the other servers count this client before it is
+        // attached (their self-destruct hooks count every server's clients).
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = self.runtime.cluster.as_ref().filter(|_| state.is_shared())
+            && !cluster.say_clients(&state.id, state.clients() + 1).await
+        {
+            return self.attach_failed(&Failure::Unreachable(format!(
+                "the server cannot tell redis about a client of state {id}; try again later"
+            )));
+        }
         // Leave the old state before joining the new one, so that no update of the old
         // state can be queued after the new state's snapshot. Its self-destruct hook is
         // asked afterwards, and not at all when re-attaching to the same state.

@@ -169,6 +169,9 @@ impl<K> StateOptions<K> {
     /// sessions are discarded). Without it, a stored state comes back as it was saved,
     /// with its version, its sessions and its ttl deadline, and the hooks given here:
     /// a server declares its states at start-up and gets their saved values back.
+    /// With [`Builder::redis`](crate::Builder::redis) it replaces the state every
+    /// server shares (a new incarnation: every server's clients attach again), each
+    /// time a server creates it.
     pub fn reset_stored(mut self, reset: bool) -> Self {
         self.reset_stored = reset;
         self

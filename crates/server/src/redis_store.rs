@@ -20,6 +20,8 @@
 //! - `ss:{id}:clients`: a hash from each server (node id) to `"<clients> <deadline>"`,
 //!   how many clients it has attached, valid until the deadline (unix ms) unless it
 //!   refreshes it;
+//! - `ss:{id}:removed`: that the state was removed (for an hour), so that a server
+//!   that missed the removal's publish tells it from a state Redis lost;
 //! - channel `ss:{id}:updates`: every applied update, published as
 //!   `<version> <payload>`; `x <epoch> <why>` when the state was removed and
 //!   `r <epoch>` when it was created again in place.
@@ -33,6 +35,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use state_sync_protocol::{DEDUP_WINDOW, FailureReason, JsonObject};
+
+use crate::session_log::MAX_SESSIONS_PER_CLIENT;
+use crate::storage::{json_len, state_len};
 use tokio::sync::mpsc;
 
 /// How many applied updates a state's stream keeps (about: Redis trims it lazily).
@@ -79,6 +84,8 @@ pub(crate) enum ApplyOutcome {
     Epoch(String),
     /// The request that had to be answered first was not: nothing changed.
     Gap,
+    /// The state would be this many bytes, over its limit: nothing changed.
+    TooLarge(u64),
 }
 
 /// A session's remembered outcome.
@@ -90,6 +97,8 @@ pub(crate) enum StoredOutcome {
     Conflict(u64),
     /// Refused for this reason, told with this message.
     Failed(FailureReason, String),
+    /// Refused: the state would have been this many bytes, over its limit.
+    TooLarge(u64),
 }
 
 impl StoredOutcome {
@@ -98,6 +107,7 @@ impl StoredOutcome {
         match kind {
             "applied" => rest.parse().ok().map(StoredOutcome::Applied),
             "conflict" => rest.parse().ok().map(StoredOutcome::Conflict),
+            "toolarge" => rest.parse().ok().map(StoredOutcome::TooLarge),
             "failed" => {
                 let (reason, message) = rest.split_once(' ')?;
                 let reason = serde_json::from_value(serde_json::Value::String(reason.into()))
@@ -112,6 +122,7 @@ impl StoredOutcome {
         match self {
             StoredOutcome::Applied(version) => format!("applied {version}"),
             StoredOutcome::Conflict(version) => format!("conflict {version}"),
+            StoredOutcome::TooLarge(bytes) => format!("toolarge {bytes}"),
             StoredOutcome::Failed(reason, message) => {
                 let reason = serde_json::to_value(reason)
                     .ok()
@@ -251,6 +262,7 @@ fn parse_applied(id: &str, reply: &[String]) -> Result<ApplyOutcome, RedisStoreE
         Some("gone") => Ok(ApplyOutcome::Gone),
         Some("epoch") => Ok(ApplyOutcome::Epoch(text(1)?.clone())),
         Some("gap") => Ok(ApplyOutcome::Gap),
+        Some("too_large") => Ok(ApplyOutcome::TooLarge(parse_u64(id, text(1)?)?)),
         Some("repeat") => StoredOutcome::parse(text(1)?)
             .map(ApplyOutcome::Repeat)
             .ok_or_else(|| corrupt("an unknown outcome")),
@@ -276,6 +288,8 @@ pub(crate) struct RedisStore {
     outcome_ttl: u64,
     /// How long a command may take before it counts as failed.
     timeout: Duration,
+    /// The largest a state may grow, as JSON text (`Builder::max_state_bytes`).
+    max_bytes: usize,
 }
 
 fn key(id: &str, part: &str) -> String {
@@ -295,6 +309,24 @@ fn outcomes_key(id: &str, epoch: &str, client: &str, session: &str) -> String {
         &format!("out:{epoch}:{}:{client}:{session}", client.len()),
     )
 }
+
+/// The request ids whose outcomes a session keeps, oldest first: the outcomes' key
+/// with `:outids:` for `:out:` (session.lua derives it so).
+fn ids_key(outcomes: &str) -> String {
+    outcomes.replacen(":out:", ":outids:", 1)
+}
+
+/// The sessions of a client in one incarnation of a state.
+fn sessions_key(id: &str, epoch: &str, client: &str) -> String {
+    key(id, &format!("sessions:{epoch}:{}:{client}", client.len()))
+}
+
+/// Payloads longer than this are not kept in a state's stream (a server that needs
+/// one loads the whole state instead): the stream holds at most [`LOG_CAP`] times this.
+pub(crate) const KEEP_LIMIT: usize = 16 << 10;
+
+/// What the stream keeps of a payload too long to keep.
+pub(crate) const NOT_KEPT: &str = "~";
 
 fn parse_u64(id: &str, text: &str) -> Result<u64, RedisStoreError> {
     text.parse()
@@ -317,7 +349,7 @@ impl RedisStore {
     /// When the URL is invalid or Redis cannot be reached.
     #[cfg(test)]
     pub(crate) async fn connect(url: &str, outcome_ttl: u64) -> Result<Self, RedisStoreError> {
-        Self::connect_to(&[url.to_owned()], false, outcome_ttl).await
+        Self::connect_to(&[url.to_owned()], false, outcome_ttl, 4 << 20).await
     }
 
     /// Connects to one Redis (`cluster` false: `urls` has one URL), or to a Redis
@@ -331,6 +363,7 @@ impl RedisStore {
         urls: &[String],
         cluster: bool,
         outcome_ttl: u64,
+        max_bytes: usize,
     ) -> Result<Self, RedisStoreError> {
         let clients = urls
             .iter()
@@ -375,6 +408,7 @@ impl RedisStore {
             session: Script::new(include_str!("redis_store/session.lua")),
             outcome_ttl,
             timeout,
+            max_bytes,
         };
         // The task holds a store whose own queue is closed, so that it ends when every
         // other handle is dropped.
@@ -412,10 +446,12 @@ impl RedisStore {
             .key(key(id, "fields"))
             .key(key(id, "log"))
             .key(channel(id))
+            .key(key(id, "removed"))
             .arg(uuid::Uuid::new_v4().simple().to_string())
             .arg(unix_ms(SystemTime::now()))
             .arg(expires.map_or(String::new(), |at| unix_ms(at).to_string()))
-            .arg(if reset { "1" } else { "0" });
+            .arg(if reset { "1" } else { "0" })
+            .arg(state_len(value));
         for (name, value) in value {
             invocation.arg(name).arg(value.to_string());
         }
@@ -539,12 +575,13 @@ impl RedisStore {
         let mut command = redis::cmd("EVALSHA");
         command
             .arg(self.apply.get_hash())
-            .arg(5)
+            .arg(6)
             .arg(key(id, "meta"))
             .arg(key(id, "fields"))
             .arg(key(id, "log"))
-            .arg(outcomes)
+            .arg(&outcomes)
             .arg(channel(id))
+            .arg(ids_key(&outcomes))
             .arg(epoch)
             .arg(sender.map_or(String::new(), |s| s.request_id.to_string()))
             .arg(
@@ -559,16 +596,23 @@ impl RedisStore {
                     .and_then(|s| s.after)
                     .map_or(String::new(), |after| after.to_string()),
             )
+            .arg(self.max_bytes)
             .arg(update.set.len());
         for (name, json) in &update.set {
-            command.arg(*name).arg(json);
+            command.arg(*name).arg(json).arg(json_len(*name));
         }
         command.arg(update.removed.len());
         for name in &update.removed {
-            command.arg(*name);
+            command.arg(*name).arg(json_len(*name));
         }
+        let kept = if update.payload.len() > KEEP_LIMIT {
+            NOT_KEPT
+        } else {
+            update.payload.as_str()
+        };
         command
             .arg(&update.payload)
+            .arg(kept)
             .arg(LOG_CAP)
             .arg(self.outcome_ttl)
             .arg(DEDUP_WINDOW);
@@ -687,9 +731,11 @@ impl RedisStore {
         sender: Sender<'_>,
         remember: Option<&StoredOutcome>,
     ) -> Result<Seen, RedisStoreError> {
+        let outcomes = outcomes_key(id, epoch, sender.client, sender.session);
         let mut invocation = self.outcome.key(key(id, "meta"));
         invocation
-            .key(outcomes_key(id, epoch, sender.client, sender.session))
+            .key(&outcomes)
+            .key(ids_key(&outcomes))
             .arg(epoch)
             .arg(sender.request_id)
             .arg(
@@ -731,7 +777,12 @@ impl RedisStore {
         last_sent: Option<u64>,
     ) -> Result<(), RedisStoreError> {
         let mut invocation = self.session.key(outcomes_key(id, epoch, client, session));
-        invocation.arg(last_sent.unwrap_or(0)).arg(self.outcome_ttl);
+        invocation
+            .key(sessions_key(id, epoch, client))
+            .arg(last_sent.unwrap_or(0))
+            .arg(self.outcome_ttl)
+            .arg(unix_ms(SystemTime::now()))
+            .arg(MAX_SESSIONS_PER_CLIENT);
         let mut connection = self.connection.clone();
         let _: i64 = self.run(invocation.invoke_async(&mut connection)).await?;
         Ok(())
@@ -754,6 +805,7 @@ impl RedisStore {
             .key(key(id, "log"))
             .key(key(id, "clients"))
             .key(channel(id))
+            .key(key(id, "removed"))
             .arg(epoch.unwrap_or(""))
             .arg(why);
         let mut connection = self.connection.clone();
@@ -795,14 +847,31 @@ impl RedisStore {
         let mut connection = self.connection.clone();
         let all: Vec<(String, String)> = self.run(connection.hgetall(key(id, "clients"))).await?;
         let now = unix_ms(SystemTime::now());
-        Ok(all
+        let live = |entry: &str| {
+            let (count, deadline) = entry.split_once(' ')?;
+            let deadline: u64 = deadline.parse().ok()?;
+            (deadline >= now).then(|| count.parse::<usize>().ok())?
+        };
+        // Servers that stopped saying (they died) are forgotten.
+        let dead: Vec<&String> = all
             .iter()
-            .filter_map(|(_, entry)| {
-                let (count, deadline) = entry.split_once(' ')?;
-                let deadline: u64 = deadline.parse().ok()?;
-                (deadline >= now).then(|| count.parse::<usize>().ok())?
-            })
-            .sum())
+            .filter(|(_, entry)| live(entry).is_none())
+            .map(|(node, _)| node)
+            .collect();
+        if !dead.is_empty() {
+            let _: i64 = self.run(connection.hdel(key(id, "clients"), dead)).await?;
+        }
+        Ok(all.iter().filter_map(|(_, entry)| live(entry)).sum())
+    }
+
+    /// Whether the state was removed (within the last hour), as opposed to lost.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub(crate) async fn removed(&self, id: &str) -> Result<bool, RedisStoreError> {
+        let mut connection = self.connection.clone();
+        let exists: i64 = self.run(connection.exists(key(id, "removed"))).await?;
+        Ok(exists == 1)
     }
 
     /// The state's version and epoch, `None` when it does not exist.

@@ -50,10 +50,13 @@ impl<K: Send + Sync + 'static> Runtime<K> {
         #[cfg(feature = "tls")] tls: Option<TlsConfig>,
     ) -> Self {
         #[cfg(feature = "redis")]
-        let cluster = config
-            .redis
-            .clone()
-            .map(|redis| Arc::new(Cluster::new(redis, config.session_retention)));
+        let cluster = config.redis.clone().map(|redis| {
+            Arc::new(Cluster::new(
+                redis,
+                config.session_retention,
+                config.max_state_bytes,
+            ))
+        });
         #[cfg(feature = "redis")]
         let node = cluster.as_ref().map(|cluster| Arc::clone(&cluster.node));
         #[cfg(not(feature = "redis"))]

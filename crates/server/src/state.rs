@@ -173,6 +173,12 @@ impl<K: Send + Sync + 'static> State<K> {
         (!inner.removed).then(|| ((**inner.record.value()).clone(), inner.record.version()))
     }
 
+    /// The largest its value may grow, as JSON text.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn max_bytes(&self) -> usize {
+        self.lock().record.max_bytes()
+    }
+
     pub(crate) fn clients(&self) -> usize {
         self.lock().subscribers.len()
     }

@@ -45,7 +45,7 @@ impl std::io::Write for Counter {
 }
 
 /// The length of a value as JSON text, without building the text.
-fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+pub(crate) fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
     let mut counter = Counter(0);
     // Writing to a counter cannot fail, and every map key of a JSON value is a string.
     let _ = serde_json::to_writer(&mut counter, value);
@@ -58,7 +58,7 @@ fn entry_len(key: &str, value: &Value) -> usize {
 }
 
 /// The size of `value` as JSON text: `{`, `}`, and each entry with a comma but the last.
-fn state_len(value: &JsonObject) -> usize {
+pub(crate) fn state_len(value: &JsonObject) -> usize {
     json_size(
         value.iter().map(|(key, value)| entry_len(key, value)).sum(),
         value.len(),
@@ -129,6 +129,12 @@ impl StateRecord {
 
     pub(crate) fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The largest its value may grow, as JSON text.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn max_bytes(&self) -> usize {
+        self.max_bytes
     }
 
     /// Applies `update` (its set keys replaced, its operations resolved against the

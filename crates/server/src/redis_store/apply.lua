@@ -1,15 +1,16 @@
 -- Applies one update to one state, atomically: the incarnation check, the exactly-once
--- check, the optional expected-version check, the fields, the version, the stream
--- entry and the publish.
+-- check, the optional expected-version check, the size limit, the fields, the version,
+-- the stream entry and the publish.
 --
 -- Values travel as opaque text: this script never parses or builds JSON (Redis's
 -- cjson turns [] into {}, rounds big integers and reorders keys). A field's stored
--- text is "<slot> <json>": the slot keeps the order keys were first written in.
+-- text is "<slot> <json>": the slot keeps the order keys were first written in. The
+-- state's size as JSON text is kept in meta's "bytes" from the lengths of the texts.
 --
--- KEYS: 1 meta (hash: version, epoch, next_slot, ...), 2 fields (hash: key ->
+-- KEYS: 1 meta (hash: version, epoch, next_slot, bytes, ...), 2 fields (hash: key ->
 --       "slot json"), 3 log (stream of applied updates), 4 outcomes (hash of one
 --       session: request id -> outcome, and "max" -> the highest request id seen),
---       5 channel
+--       5 channel, 6 the session's remembered request ids, oldest first (a list)
 -- ARGV: 1 epoch (the incarnation the sender's copy is of), 2 request id ("" when
 --       untracked), 3 floor (the highest request id the session sent before it
 --       attached, "" when unknown), 4 expected version ("" when unconditional),
@@ -18,15 +19,22 @@
 --       6 after: a request id of the same session that must have been answered
 --       before this one is applied ("" for none: updates sent without waiting keep
 --       their order, even when an earlier one never reached Redis),
---       7 number of set fields N, then N pairs key, json; then the number of removed
---       keys R and R keys; then the published payload (text after the version), the
---       stream's length cap, the outcomes' time to live in seconds, and the outcome
---       window (how many request ids a session remembers).
+--       7 the state's size limit in bytes ("" for none),
+--       8 number of set fields N, then N triples key, json, length of the key as JSON;
+--       then the number of removed keys R and R pairs key, length of the key as JSON;
+--       then the published payload (text after the version), what the stream keeps
+--       of it ("~" for a payload too large to keep: a server that needs it loads the
+--       whole state), the stream's length cap, the outcomes' time to live in seconds,
+--       and the outcome window (how many request ids a session remembers).
 -- Returns: {"applied", version} | {"repeat", outcome} | {"unknown"} |
---          {"conflict", version} | {"gone"} | {"epoch", epoch} | {"gap"}
+--          {"conflict", version} | {"gone"} | {"epoch", epoch} | {"gap"} |
+--          {"too_large", bytes}
 
-local meta, fields, log, outcomes, channel = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, fields, log, outcomes, channel, ids =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local epoch, request_id, floor, expected = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ttl = tonumber(ARGV[#ARGV - 1])
+local window = tonumber(ARGV[#ARGV])
 
 -- Request ids are decimal u64 text: compare them as numbers without losing digits.
 local function less_or_equal(a, b)
@@ -34,20 +42,16 @@ local function less_or_equal(a, b)
   return a <= b
 end
 
+-- Remembers the outcome of a new request id (ids only grow): the last `window` stay.
 local function remember(outcome)
   if request_id == '' then return end
-  redis.call('HSET', outcomes, request_id, outcome)
-  local max = redis.call('HGET', outcomes, 'max')
-  if not max or less_or_equal(max, request_id) then
-    redis.call('HSET', outcomes, 'max', request_id)
+  redis.call('HSET', outcomes, request_id, outcome, 'max', request_id)
+  redis.call('RPUSH', ids, request_id)
+  while redis.call('LLEN', ids) > window do
+    redis.call('HDEL', outcomes, redis.call('LPOP', ids))
   end
-  -- Keep the window: drop the outcome that just fell out of it, if any.
-  local window = tonumber(ARGV[#ARGV])
-  local id = tonumber(request_id)
-  if id and id > window and id < 2^53 then
-    redis.call('HDEL', outcomes, string.format('%d', id - window))
-  end
-  redis.call('EXPIRE', outcomes, tonumber(ARGV[#ARGV - 1]))
+  redis.call('EXPIRE', outcomes, ttl)
+  redis.call('EXPIRE', ids, ttl)
 end
 
 if redis.call('EXISTS', meta) == 0 then return {'gone'} end
@@ -62,7 +66,7 @@ if request_id ~= '' then
     -- A session this incarnation does not know starts after what it sent before.
     max = floor
     redis.call('HSET', outcomes, 'max', floor)
-    redis.call('EXPIRE', outcomes, tonumber(ARGV[#ARGV - 1]))
+    redis.call('EXPIRE', outcomes, ttl)
   end
   if max and less_or_equal(request_id, max) then return {'unknown'} end
   if ARGV[6] ~= '' and redis.call('HEXISTS', outcomes, ARGV[6]) == 0 then
@@ -76,8 +80,47 @@ if expected ~= '' and expected ~= version then
   return {'conflict', version}
 end
 
-local n = tonumber(ARGV[7])
-local at = 8
+-- The size the state's JSON text will have: each entry is `"key":value,`.
+local function value_length(stored)
+  return #stored - string.find(stored, ' ', 1, true)
+end
+local n = tonumber(ARGV[8])
+local removed_at = 9 + 3 * n
+local removed = tonumber(ARGV[removed_at])
+local bytes = redis.call('HGET', meta, 'bytes')
+local new_bytes
+if bytes then
+  local count = redis.call('HLEN', fields)
+  local entries = tonumber(bytes) - 2 + (count > 0 and 1 or 0)
+  local at = 9
+  for _ = 1, n do
+    local key, json, key_length = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
+    local stored = redis.call('HGET', fields, key)
+    if stored then
+      entries = entries - (key_length + 2 + value_length(stored))
+    else
+      count = count + 1
+    end
+    entries = entries + key_length + 2 + #json
+    at = at + 3
+  end
+  at = removed_at + 1
+  for _ = 1, removed do
+    local stored = redis.call('HGET', fields, ARGV[at])
+    if stored then
+      entries = entries - (tonumber(ARGV[at + 1]) + 2 + value_length(stored))
+      count = count - 1
+    end
+    at = at + 2
+  end
+  new_bytes = 2 + entries - (count > 0 and 1 or 0)
+  if ARGV[7] ~= '' and new_bytes > tonumber(ARGV[7]) then
+    remember('toolarge ' .. string.format('%d', new_bytes))
+    return {'too_large', string.format('%d', new_bytes)}
+  end
+end
+
+local at = 9
 for _ = 1, n do
   local key, json = ARGV[at], ARGV[at + 1]
   local stored = redis.call('HGET', fields, key)
@@ -88,19 +131,18 @@ for _ = 1, n do
     slot = string.format('%d', redis.call('HINCRBY', meta, 'next_slot', 1))
   end
   redis.call('HSET', fields, key, slot .. ' ' .. json)
-  at = at + 2
+  at = at + 3
 end
-local removed = tonumber(ARGV[at])
-at = at + 1
+at = removed_at + 1
 for _ = 1, removed do
   redis.call('HDEL', fields, ARGV[at])
-  at = at + 1
+  at = at + 2
 end
-local payload = ARGV[at]
-local cap = ARGV[at + 1]
+local payload, kept, cap = ARGV[at], ARGV[at + 1], ARGV[at + 2]
 
+if new_bytes then redis.call('HSET', meta, 'bytes', string.format('%d', new_bytes)) end
 local next_version = string.format('%d', redis.call('HINCRBY', meta, 'version', 1))
-redis.call('XADD', log, 'MAXLEN', '~', cap, next_version .. '-1', 'u', payload)
+redis.call('XADD', log, 'MAXLEN', '~', cap, next_version .. '-1', 'u', kept)
 remember('applied ' .. next_version)
 redis.call('PUBLISH', channel, next_version .. ' ' .. payload)
 return {'applied', next_version}

@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use redis::aio::PubSubSink;
 use tokio::sync::mpsc;
 
-use super::{LoadedState, RedisStore, RedisStoreError, channel, parse_u64};
+use super::{LoadedState, NOT_KEPT, RedisStore, RedisStoreError, channel, parse_u64};
 
 /// Publishes a follower queues before it drops them (and catches up from the stream).
 pub(crate) const QUEUE: usize = 4096;
@@ -37,6 +37,9 @@ pub(crate) enum FeedEvent {
     Gone(Option<String>),
     /// The periodic check is due (the handler may stop the follower).
     Tick,
+    /// The state is not in Redis, and was not removed: Redis lost it (a restart
+    /// without persistence, a failover to an empty replica).
+    Vanished,
 }
 
 /// What the subscription hands a follower.
@@ -175,11 +178,20 @@ impl Feed {
                     let _ = raw_sender.try_send(Raw::Subscribed);
                 }
             }
-            drop(raw_sender);
+            // Kept to tell this follower's route from a later one's of the same state.
+            let own = raw_sender;
             let mut position = Position { version, epoch };
             feed.run(&id, &mut position, raw, &mut sink).await;
             let subscription = {
                 let mut routes = lock(&feed.routes);
+                if !routes
+                    .followers
+                    .get(&name)
+                    .is_some_and(|route| route.same_channel(&own))
+                {
+                    // The state is followed again by a later follower: leave it be.
+                    return;
+                }
                 routes.followers.remove(&name);
                 routes.sink.clone()
             };
@@ -286,8 +298,7 @@ impl Feed {
         sink: &mut Handler,
     ) -> Result<Next, RedisStoreError> {
         let Some((version, epoch)) = self.store.position(id).await? else {
-            deliver(sink, FeedEvent::Gone(None));
-            return Ok(Next::Stop);
+            return self.missing(id, sink).await;
         };
         if epoch != position.epoch || version < position.version {
             return self.resync(id, position, sink).await;
@@ -296,6 +307,18 @@ impl Feed {
             return self.catch_up(id, position, sink, version).await;
         }
         Ok(Next::Continue)
+    }
+
+    /// The state is not in Redis: removed (the publish that said so was missed), or
+    /// lost.
+    async fn missing(&self, id: &str, sink: &mut Handler) -> Result<Next, RedisStoreError> {
+        let event = if self.store.removed(id).await? {
+            FeedEvent::Gone(None)
+        } else {
+            FeedEvent::Vanished
+        };
+        deliver(sink, event);
+        Ok(Next::Stop)
     }
 
     /// Delivers the versions after the position up to `to` from the stream; resyncs
@@ -308,10 +331,12 @@ impl Feed {
         to: u64,
     ) -> Result<Next, RedisStoreError> {
         let entries = self.store.log(id, position.version + 1, to).await?;
+        // An update too large for the stream to keep is not there either.
         let complete = entries.len() as u64 == to - position.version
             && entries
                 .first()
-                .is_some_and(|(v, _)| *v == position.version + 1);
+                .is_some_and(|(v, _)| *v == position.version + 1)
+            && entries.iter().all(|(_, payload)| payload != NOT_KEPT);
         if !complete {
             return self.resync(id, position, sink).await;
         }
@@ -331,8 +356,7 @@ impl Feed {
         sink: &mut Handler,
     ) -> Result<Next, RedisStoreError> {
         let Some(state) = self.store.load(id).await? else {
-            deliver(sink, FeedEvent::Gone(None));
-            return Ok(Next::Stop);
+            return self.missing(id, sink).await;
         };
         tracing::info!(state = %id, from = position.version, to = state.version, "resync from redis");
         position.version = state.version;

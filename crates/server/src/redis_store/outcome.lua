@@ -1,12 +1,12 @@
 -- Remembers how a session's request ended when it was not applied (the interceptor
 -- vetoed it, ...), so that its retry on any server gets the same answer; or reads
 -- what is remembered of it.
--- KEYS: 1 meta, 2 outcomes (see apply.lua).
+-- KEYS: 1 meta, 2 outcomes, 3 the session's remembered request ids (see apply.lua).
 -- ARGV: 1 epoch, 2 request id, 3 floor ("" when unknown), 4 the outcome to remember
 --       ("" to only read), 5 the outcomes' time to live in seconds, 6 the window.
 -- Returns: {"new"} (never seen: remembered when given) | {"repeat", outcome} |
 --          {"unknown"} | {"gone"} | {"epoch", epoch}
-local meta, outcomes = KEYS[1], KEYS[2]
+local meta, outcomes, ids = KEYS[1], KEYS[2], KEYS[3]
 local epoch, request_id, floor, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 local function less_or_equal(a, b)
@@ -26,10 +26,10 @@ if max and less_or_equal(request_id, max) then return {'unknown'} end
 if outcome == '' then return {'new'} end
 
 redis.call('HSET', outcomes, request_id, outcome, 'max', request_id)
-local window = tonumber(ARGV[6])
-local id = tonumber(request_id)
-if id and id > window and id < 2^53 then
-  redis.call('HDEL', outcomes, string.format('%d', id - window))
+redis.call('RPUSH', ids, request_id)
+while redis.call('LLEN', ids) > tonumber(ARGV[6]) do
+  redis.call('HDEL', outcomes, redis.call('LPOP', ids))
 end
 redis.call('EXPIRE', outcomes, tonumber(ARGV[5]))
+redis.call('EXPIRE', ids, tonumber(ARGV[5]))
 return {'new'}

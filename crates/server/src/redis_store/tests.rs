@@ -585,9 +585,14 @@ async fn a_trimmed_history_or_a_new_incarnation_resyncs_and_a_removed_state_ends
         other => panic!("expected a resync, got {other:?}"),
     }
     // Removed for good: the follower says so and stops.
-    let _: i64 = redis::cmd("DEL")
-        .arg(key("s", "meta"))
-        .arg(key("s", "fields"))
+    // (as remove.lua does: the keys go and a tombstone stays; without the tombstone
+    // the state would be lost, not removed).
+    let _: () = redis::pipe()
+        .atomic()
+        .del(&[key("s", "meta"), key("s", "fields")])
+        .ignore()
+        .set(key("s", "removed"), "another")
+        .ignore()
         .query_async(&mut admin)
         .await
         .unwrap();

@@ -354,6 +354,12 @@ impl<K: Send + Sync + 'static> State<K> {
                 );
             }
         }
+        if !unchanged {
+            // The updates skipped come back no more: their senders' clients see the
+            // new version (or their connection closed), attach again and resend, and
+            // Redis answers the resent ones.
+            shared.echoes.clear();
+        }
         record.replace(value, version);
         *snapshot = None;
         shared.epoch = epoch;
