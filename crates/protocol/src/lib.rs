@@ -53,10 +53,11 @@
 //!   for state updates ([`Listeners`]).
 //! - `status`: the connection status both clients show ([`ConnectionStatus`]).
 //! - `backoff`: reconnection delays ([`ReconnectPolicy`]).
-//! - `reconnect`: counting reconnection attempts, when the count starts over, and
-//!   which connection failures the clients report ([`Reconnect`]).
-//! - `endpoint`: checking the `ws://`/`wss://` endpoint and the URL with the
-//!   identifier and token ([`Endpoint`]).
+//! - `reconnect`: counting reconnection attempts, when the count starts over, which
+//!   connection failures the clients report, and which of several endpoints to try
+//!   next ([`Reconnect`]).
+//! - `endpoint`: checking the `ws://`/`wss://` endpoint (one, or a list of them) and
+//!   the URL with the identifier and token ([`Endpoint`]).
 //! - [`texts`]: every message text that crosses the wire (the original's kept exactly).
 
 mod backoff;
