@@ -53,6 +53,15 @@ client.removeKey('topic').then(({ updates }) => {
   void topic;
 });
 
+// Several endpoints, servers of one cluster (a readonly array too).
+const servers = ['ws://10.0.0.1:5000', 'ws://10.0.0.2:5000'] as const;
+const clustered = new Client<Chat>(servers, 'carol', 'token');
+void clustered;
+// @ts-expect-error: an endpoint is a string, or an array of strings
+new Client(42, 'dave');
+// @ts-expect-error: an array of endpoints holds strings
+new Client(['ws://10.0.0.1:5000', 5], 'erin');
+
 // Without a state type, any key goes.
 const untyped = new Client('ws://localhost:5000', 'bob');
 untyped.append('anything', [1, 'two']);
