@@ -304,22 +304,29 @@ pub(crate) fn channel(id: &str) -> String {
 /// The key of one session's outcomes in one incarnation of a state. The client's
 /// length comes first, so that no choice of client and session collides with another.
 fn outcomes_key(id: &str, epoch: &str, client: &str, session: &str) -> String {
-    key(
-        id,
-        &format!("out:{epoch}:{}:{client}:{session}", client.len()),
-    )
+    format!("{}{session}", session_prefix(id, "out", epoch, client))
 }
 
-/// The request ids whose outcomes a session keeps, oldest first: the outcomes' key
-/// with `:outids:` for `:out:` (session.lua derives it so).
-fn ids_key(outcomes: &str) -> String {
-    outcomes.replacen(":out:", ":outids:", 1)
+/// The request ids whose outcomes a session keeps, oldest first.
+fn ids_key(id: &str, epoch: &str, client: &str, session: &str) -> String {
+    format!("{}{session}", session_prefix(id, "outids", epoch, client))
+}
+
+/// What comes before a session id in the keys of a client's sessions (`part` is
+/// `out` or `outids`): the client's length first, so that no choice of client and
+/// session collides with another.
+fn session_prefix(id: &str, part: &str, epoch: &str, client: &str) -> String {
+    key(id, &format!("{part}:{epoch}:{}:{client}:", client.len()))
 }
 
 /// The sessions of a client in one incarnation of a state.
 fn sessions_key(id: &str, epoch: &str, client: &str) -> String {
     key(id, &format!("sessions:{epoch}:{}:{client}", client.len()))
 }
+
+/// A client's sessions past [`MAX_SESSIONS_PER_CLIENT`] are forgotten (least recently
+/// active first) only once idle this long, up to four times that many sessions.
+const SESSION_GRACE_SECONDS: u64 = 60;
 
 /// Payloads longer than this are not kept in a state's stream (a server that needs
 /// one loads the whole state instead): the stream holds at most [`LOG_CAP`] times this.
@@ -374,7 +381,10 @@ impl RedisStore {
             let client = redis::cluster::ClusterClient::builder(urls.iter().map(String::as_str))
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
-                .retries(2)
+                // No resending: a pipeline resent after a connection failure could apply
+                // untracked updates twice. A redirect (a slot moved) fails the update,
+                // its client reconnects and resends, and the next attempt finds the slot.
+                .retries(0)
                 .build()?;
             let connection = tokio::time::timeout(timeout, client.get_async_connection())
                 .await
@@ -562,10 +572,14 @@ impl RedisStore {
         expected: Expected,
         update: &StoredUpdate<'_>,
     ) -> redis::Cmd {
-        let outcomes = match sender {
-            Some(sender) => outcomes_key(id, epoch, sender.client, sender.session),
-            // Untracked: a key the script never touches (it still must be in the slot).
-            None => key(id, "out"),
+        // Untracked: keys the script never touches (they still must be in the slot).
+        let (outcomes, ids, sessions) = match sender {
+            Some(s) => (
+                outcomes_key(id, epoch, s.client, s.session),
+                ids_key(id, epoch, s.client, s.session),
+                sessions_key(id, epoch, s.client),
+            ),
+            None => (key(id, "out"), key(id, "outids"), key(id, "sessions")),
         };
         let (expected, remember) = match expected {
             Expected::Any => (String::new(), "0"),
@@ -575,13 +589,14 @@ impl RedisStore {
         let mut command = redis::cmd("EVALSHA");
         command
             .arg(self.apply.get_hash())
-            .arg(6)
+            .arg(7)
             .arg(key(id, "meta"))
             .arg(key(id, "fields"))
             .arg(key(id, "log"))
             .arg(&outcomes)
             .arg(channel(id))
-            .arg(ids_key(&outcomes))
+            .arg(ids)
+            .arg(sessions)
             .arg(epoch)
             .arg(sender.map_or(String::new(), |s| s.request_id.to_string()))
             .arg(
@@ -614,6 +629,7 @@ impl RedisStore {
             .arg(&update.payload)
             .arg(kept)
             .arg(LOG_CAP)
+            .arg(sender.map_or("", |s| s.session))
             .arg(self.outcome_ttl)
             .arg(DEDUP_WINDOW);
         command
@@ -731,11 +747,10 @@ impl RedisStore {
         sender: Sender<'_>,
         remember: Option<&StoredOutcome>,
     ) -> Result<Seen, RedisStoreError> {
-        let outcomes = outcomes_key(id, epoch, sender.client, sender.session);
         let mut invocation = self.outcome.key(key(id, "meta"));
         invocation
-            .key(&outcomes)
-            .key(ids_key(&outcomes))
+            .key(outcomes_key(id, epoch, sender.client, sender.session))
+            .key(ids_key(id, epoch, sender.client, sender.session))
             .arg(epoch)
             .arg(sender.request_id)
             .arg(
@@ -781,8 +796,12 @@ impl RedisStore {
             .key(sessions_key(id, epoch, client))
             .arg(last_sent.unwrap_or(0))
             .arg(self.outcome_ttl)
-            .arg(unix_ms(SystemTime::now()))
-            .arg(MAX_SESSIONS_PER_CLIENT);
+            .arg(MAX_SESSIONS_PER_CLIENT)
+            .arg(session)
+            .arg(session_prefix(id, "out", epoch, client))
+            .arg(session_prefix(id, "outids", epoch, client))
+            .arg(MAX_SESSIONS_PER_CLIENT * 4)
+            .arg(SESSION_GRACE_SECONDS);
         let mut connection = self.connection.clone();
         let _: i64 = self.run(invocation.invoke_async(&mut connection)).await?;
         Ok(())

@@ -10,7 +10,8 @@
 -- KEYS: 1 meta (hash: version, epoch, next_slot, bytes, ...), 2 fields (hash: key ->
 --       "slot json"), 3 log (stream of applied updates), 4 outcomes (hash of one
 --       session: request id -> outcome, and "max" -> the highest request id seen),
---       5 channel, 6 the session's remembered request ids, oldest first (a list)
+--       5 channel, 6 the session's remembered request ids, oldest first (a list),
+--       7 the client's sessions by last activity (see session.lua)
 -- ARGV: 1 epoch (the incarnation the sender's copy is of), 2 request id ("" when
 --       untracked), 3 floor (the highest request id the session sent before it
 --       attached, "" when unknown), 4 expected version ("" when unconditional),
@@ -24,14 +25,15 @@
 --       then the number of removed keys R and R pairs key, length of the key as JSON;
 --       then the published payload (text after the version), what the stream keeps
 --       of it ("~" for a payload too large to keep: a server that needs it loads the
---       whole state), the stream's length cap, the outcomes' time to live in seconds,
---       and the outcome window (how many request ids a session remembers).
+--       whole state), the stream's length cap, the session id, the outcomes' time to
+--       live in seconds, and the outcome window (how many request ids a session
+--       remembers).
 -- Returns: {"applied", version} | {"repeat", outcome} | {"unknown"} |
 --          {"conflict", version} | {"gone"} | {"epoch", epoch} | {"gap"} |
 --          {"too_large", bytes}
 
-local meta, fields, log, outcomes, channel, ids =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local meta, fields, log, outcomes, channel, ids, sessions =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local epoch, request_id, floor, expected = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ttl = tonumber(ARGV[#ARGV - 1])
 local window = tonumber(ARGV[#ARGV])
@@ -144,5 +146,9 @@ if new_bytes then redis.call('HSET', meta, 'bytes', string.format('%d', new_byte
 local next_version = string.format('%d', redis.call('HINCRBY', meta, 'version', 1))
 redis.call('XADD', log, 'MAXLEN', '~', cap, next_version .. '-1', 'u', kept)
 remember('applied ' .. next_version)
+if request_id ~= '' then
+  -- An active session is the last one its client's cap would forget.
+  redis.call('ZADD', sessions, 'XX', redis.call('TIME')[1], ARGV[#ARGV - 2])
+end
 redis.call('PUBLISH', channel, next_version .. ' ' .. payload)
 return {'applied', next_version}
