@@ -4,6 +4,11 @@ use std::time::Duration;
 
 /// CPU time (user + system, all threads) of a process.
 pub fn cpu_time(pid: u32) -> std::io::Result<Duration> {
+    cpu_times(pid).map(|(user, system)| user + system)
+}
+
+/// CPU time of a process in user space and in the kernel, apart (all threads).
+pub fn cpu_times(pid: u32) -> std::io::Result<(Duration, Duration)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may contain spaces) start after ')'.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
@@ -15,9 +20,9 @@ pub fn cpu_time(pid: u32) -> std::io::Result<Duration> {
             .and_then(|f| f.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let hz = clock_ticks_per_second();
-    let total = ticks(11) + ticks(12);
-    Ok(Duration::from_secs_f64(total as f64 / hz as f64))
+    let hz = clock_ticks_per_second() as f64;
+    let seconds = |ticks: u64| Duration::from_secs_f64(ticks as f64 / hz);
+    Ok((seconds(ticks(11)), seconds(ticks(12))))
 }
 
 fn clock_ticks_per_second() -> u64 {

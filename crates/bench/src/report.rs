@@ -25,6 +25,9 @@ pub struct Report {
     pub server_cpu_seconds: f64,
     /// Server CPU per delivery, in microseconds.
     pub server_cpu_us_per_delivery: f64,
+    /// The part of it in user space (the rest is the kernel's), in microseconds.
+    #[serde(default)]
+    pub server_user_us_per_delivery: f64,
     /// Server RSS before the clients connected, in bytes.
     pub rss_before: u64,
     /// Server RSS with every client connected, in bytes.

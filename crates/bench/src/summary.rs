@@ -66,10 +66,22 @@ pub fn fmt_rate(value: f64) -> String {
     }
 }
 
+/// CPU per delivery, with its user-space part when it was measured apart.
+fn cpu_cell(report: &Report) -> String {
+    if report.server_user_us_per_delivery > 0.0 {
+        format!(
+            "{:.2} (user {:.2})",
+            report.server_cpu_us_per_delivery, report.server_user_us_per_delivery
+        )
+    } else {
+        format!("{:.2}", report.server_cpu_us_per_delivery)
+    }
+}
+
 /// The results as a Markdown table.
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut out = String::from(
-        "| scenario | clients | server | deliveries/s | p50 ms | p99 ms | server CPU µs/delivery | server RSS per connection | correct |\n|---|---:|---|---:|---:|---:|---:|---:|---|\n",
+        "| scenario | clients | server | deliveries/s | p50 ms | p99 ms | server CPU µs/delivery (user space) | server RSS per connection | correct |\n|---|---:|---|---:|---:|---:|---:|---:|---|\n",
     );
     for o in outcomes {
         let r = &o.report;
@@ -89,10 +101,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
             dash(r.deliveries_per_second, fmt_rate(r.deliveries_per_second)),
             dash(r.p50_ms, format!("{:.2}", r.p50_ms)),
             dash(r.p99_ms, format!("{:.2}", r.p99_ms)),
-            dash(
-                r.server_cpu_us_per_delivery,
-                format!("{:.2}", r.server_cpu_us_per_delivery)
-            ),
+            dash(r.server_cpu_us_per_delivery, cpu_cell(r)),
             per_connection,
             if r.errors.is_empty() {
                 "yes".to_owned()

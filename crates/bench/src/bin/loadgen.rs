@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use state_sync_bench::args::{self, value};
-use state_sync_bench::proc_stats::{cpu_time, rss_bytes};
+use state_sync_bench::proc_stats::{cpu_time, cpu_times, rss_bytes};
 use state_sync_bench::report::{ProcessCpu, Report};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -355,7 +355,7 @@ async fn traffic(args: &Args, report: &mut Report) {
     });
     let until = Instant::now() + Duration::from_secs_f64(args.seconds);
     let deadline = until + Duration::from_secs(60);
-    let cpu_before = args.server_pid.and_then(|pid| cpu_time(pid).ok());
+    let cpu_before = args.server_pid.and_then(|pid| cpu_times(pid).ok());
     let cpus_before: Vec<_> = args
         .pids
         .iter()
@@ -389,7 +389,7 @@ async fn traffic(args: &Args, report: &mut Report) {
     for receiver in receivers {
         let _ = receiver.await;
     }
-    let cpu_after = args.server_pid.and_then(|pid| cpu_time(pid).ok());
+    let cpu_after = args.server_pid.and_then(|pid| cpu_times(pid).ok());
     for ((name, pid), before) in args.pids.iter().zip(cpus_before) {
         let (Some(before), Ok(after)) = (before, cpu_time(*pid)) else {
             report
@@ -427,10 +427,15 @@ async fn traffic(args: &Args, report: &mut Report) {
             report.deliveries
         ));
     }
-    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
-        report.server_cpu_seconds = (after - before).as_secs_f64();
-        report.server_cpu_us_per_delivery =
-            report.server_cpu_seconds * 1e6 / report.deliveries.max(1) as f64;
+    if let (Some((user_before, system_before)), Some((user_after, system_after))) =
+        (cpu_before, cpu_after)
+    {
+        let user = (user_after - user_before).as_secs_f64();
+        let system = (system_after - system_before).as_secs_f64();
+        let deliveries = report.deliveries.max(1) as f64;
+        report.server_cpu_seconds = user + system;
+        report.server_cpu_us_per_delivery = report.server_cpu_seconds * 1e6 / deliveries;
+        report.server_user_us_per_delivery = user * 1e6 / deliveries;
     }
     let mut latencies: Vec<f64> = (0..per_sender.min(report.updates as usize))
         .filter_map(|q| {
