@@ -3,6 +3,8 @@
 //! - `bench-server`: our server alone, one empty state named `bench`, no auth, no hooks.
 //! - `floor-server` (baseline): a minimal tokio-tungstenite broadcast server with no
 //!   state logic: what this stack allows on this machine.
+//! - `syscall-floor` (baseline): one `write` per delivery on raw TCP sockets, no
+//!   WebSocket and no JSON: the machine's floor for one update at a time.
 //! - `loadgen`: the load generator (fanout, all-to-all, idle); checks that every client
 //!   received every update exactly once and in order, and fails otherwise.
 //! - `bench`: the runner: starts each server pinned to one core and the load generator

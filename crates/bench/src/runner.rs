@@ -84,6 +84,7 @@ fn start_server(
             setup.bin_dir.join("floor-server").display()
         ),
         Server::Node => format!("node {} --addr {addr}", setup.node_server.display()),
+        Server::Syscall => return Err("the syscall floor is no server".into()),
     };
     let mut child = Command::new("sh")
         .arg("-c")
@@ -229,10 +230,30 @@ fn report_of(output: std::io::Result<std::process::Output>) -> Result<Report, St
     })
 }
 
+/// The syscall floor: its writer pinned to core 1, its readers to core 0.
+fn run_syscall(setup: &Setup, scenario: &Scenario) -> Result<Report, String> {
+    let drain = if setup.pinned { " --drain-core 0" } else { "" };
+    let command = format!(
+        "{} --clients {} --seconds {}{drain}",
+        setup.bin_dir.join("syscall-floor").display(),
+        scenario.clients,
+        scenario.seconds,
+    );
+    report_of(
+        Command::new("sh")
+            .arg("-c")
+            .arg(pinned(setup, 1, &command))
+            .output(),
+    )
+}
+
 /// Runs one scenario once against one server.
 pub fn run_one(setup: &Setup, scenario: &Scenario, server: Server) -> Result<Report, String> {
     if server == Server::Cluster {
         return run_cluster(setup, scenario);
+    }
+    if server == Server::Syscall {
+        return run_syscall(setup, scenario);
     }
     let port = free_port().map_err(|e| e.to_string())?;
     let data = std::env::temp_dir().join(format!("state-sync-bench-{}-{port}", std::process::id()));
@@ -288,13 +309,23 @@ fn burst(updates: u32) -> Vec<String> {
 
 /// The scenarios of a full run, or of a smoke run.
 pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
-    // The cluster runs where the issue measures it, beside the others.
+    // The cluster runs where the issue measures it, beside the others; the syscall
+    // floor only where one update at a time goes to every client.
     let all: Vec<Server> = servers
         .iter()
         .copied()
-        .filter(|s| *s != Server::Cluster)
+        .filter(|s| *s != Server::Cluster && *s != Server::Syscall)
         .collect();
-    let with_cluster = servers.to_vec();
+    let unbatched: Vec<Server> = servers
+        .iter()
+        .copied()
+        .filter(|s| *s != Server::Cluster && *s != Server::Durable)
+        .collect();
+    let with_cluster: Vec<Server> = servers
+        .iter()
+        .copied()
+        .filter(|s| *s != Server::Syscall)
+        .collect();
     let ours = vec![Server::Ours];
     if smoke {
         return vec![
@@ -305,6 +336,14 @@ pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
                 seconds: 1.0,
                 extra: vec![],
                 servers: with_cluster.clone(),
+            },
+            Scenario {
+                label: "fanout 1 in flight",
+                name: "fanout",
+                clients: 50,
+                seconds: 1.0,
+                extra: vec!["--in-flight".into(), "1".into()],
+                servers: unbatched.clone(),
             },
             Scenario {
                 label: "all-to-all",
@@ -345,6 +384,16 @@ pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
             } else {
                 all.clone()
             },
+        });
+    }
+    for clients in [1_000, 10_000] {
+        list.push(Scenario {
+            label: "fanout 1 in flight",
+            name: "fanout",
+            clients,
+            seconds: 5.0,
+            extra: vec!["--in-flight".into(), "1".into()],
+            servers: unbatched.clone(),
         });
     }
     list.push(Scenario {

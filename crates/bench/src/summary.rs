@@ -17,6 +17,9 @@ pub enum Server {
     Floor,
     /// The Node.js `ws` server of the same protocol.
     Node,
+    /// `syscall-floor`: one `write` of the payload per delivery on raw TCP, no
+    /// WebSocket, no JSON (fan-out at 1 update in flight only).
+    Syscall,
 }
 
 impl Server {
@@ -28,6 +31,7 @@ impl Server {
             Server::Cluster => "ours, 2 servers + Redis",
             Server::Floor => "floor (baseline)",
             Server::Node => "node ws (baseline)",
+            Server::Syscall => "syscall floor (baseline)",
         }
     }
 
@@ -39,6 +43,7 @@ impl Server {
             "cluster" => Some(Server::Cluster),
             "floor" => Some(Server::Floor),
             "node" => Some(Server::Node),
+            "syscall" => Some(Server::Syscall),
             _ => None,
         }
     }
@@ -142,6 +147,7 @@ pub fn svg_chart(outcomes: &[Outcome]) -> String {
         Server::Cluster => "#5fa3e8",
         Server::Floor => "#9aa5b1",
         Server::Node => "#e08a2c",
+        Server::Syscall => "#5c6670",
     };
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"22\" font-size=\"15\">Deliveries per second (higher is better)</text>\n"
@@ -178,21 +184,23 @@ pub fn svg_chart(outcomes: &[Outcome]) -> String {
             height - bottom + 18.0
         ));
     }
-    for (i, server) in [
+    let mut x = left;
+    for server in [
         Server::Ours,
         Server::Durable,
         Server::Cluster,
         Server::Floor,
         Server::Node,
-    ]
-    .iter()
-    .enumerate()
-    {
-        let x = left + 140.0 * i as f64;
+        Server::Syscall,
+    ] {
+        let here = x;
+        // Each entry as wide as its name (about 6.2 px per character at 12 px).
+        x += 30.0 + 6.2 * server.name().len() as f64;
+        let x = here;
         svg.push_str(&format!(
             "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
             height - 24.0,
-            colors(*server),
+            colors(server),
             x + 18.0,
             height - 14.0,
             server.name()
@@ -375,6 +383,36 @@ pub fn targets(outcomes: &[Outcome]) -> Vec<Target> {
                 }
                 _ => "not run".into(),
             },
+        });
+    }
+    for clients in [1_000, 10_000] {
+        let ours = find(outcomes, "fanout 1 in flight", clients, Server::Ours);
+        let floor = find(outcomes, "fanout 1 in flight", clients, Server::Syscall);
+        list.push(Target {
+            what: if clients == 1_000 {
+                "fanout 1,000, 1 in flight: ≤ 1 µs user-space CPU per delivery, total ≤ 1.2 × the syscall floor"
+            } else {
+                "fanout 10,000, 1 in flight: ≤ 1 µs user-space CPU per delivery, total ≤ 1.2 × the syscall floor"
+            },
+            met: ours.map(|o| {
+                o.server_user_us_per_delivery <= 1.0
+                    && floor.is_none_or(|f| {
+                        o.server_cpu_us_per_delivery <= 1.2 * f.server_cpu_us_per_delivery
+                    })
+            }),
+            figure: ours.map_or("not run".into(), |o| {
+                format!(
+                    "{:.2} µs in user space, {:.2} µs in all{}",
+                    o.server_user_us_per_delivery,
+                    o.server_cpu_us_per_delivery,
+                    floor.map_or(String::new(), |f| format!(
+                        " ({:.2} × the syscall floor's {:.2} µs, of which {:.2} in user space)",
+                        o.server_cpu_us_per_delivery / f.server_cpu_us_per_delivery.max(1e-9),
+                        f.server_cpu_us_per_delivery,
+                        f.server_user_us_per_delivery
+                    ))
+                )
+            }),
         });
     }
     let burst = find(outcomes, "all-to-all burst", 32, Server::Ours);

@@ -1,4 +1,4 @@
-//! Benchmark runner: `bench [--smoke] [--servers ours,durable,cluster,floor,node] [--scenarios fanout,idle] [--repeat 3] [--write docs/benchmarks.md]`
+//! Benchmark runner: `bench [--smoke] [--servers ours,durable,cluster,floor,node,syscall] [--scenarios fanout,idle] [--repeat 3] [--write docs/benchmarks.md]`
 //!
 //! Starts each server pinned to core 1 and the load generator pinned to core 0 (with
 //! `taskset`, where the machine has two cores or more), runs the scenarios against
@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             value(
                 "--servers",
                 "LIST",
-                "servers to run: ours,durable,cluster,floor,node (default: all)",
+                "servers to run: ours,durable,cluster,floor,node,syscall (default: all)",
             ),
             value("--scenarios", "LIST", "scenarios to run (default: all)"),
             value(
@@ -53,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Server::Durable,
             Server::Cluster,
             Server::Floor,
+            Server::Syscall,
         ],
         None => vec![
             Server::Ours,
@@ -60,6 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Server::Cluster,
             Server::Floor,
             Server::Node,
+            Server::Syscall,
         ],
     };
     let only: Option<Vec<String>> = args
