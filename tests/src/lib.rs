@@ -8,7 +8,7 @@ mod legacy;
 mod redis;
 mod scripted;
 pub use legacy::start_legacy_server;
-pub use redis::{TestRedis, TestRedisCluster};
+pub use redis::{ClusterNode, TestRedis, TestRedisCluster, cluster_node, plain_state};
 pub use scripted::ScriptedPeer;
 
 use futures_util::{SinkExt, StreamExt};

@@ -186,3 +186,39 @@ impl TestRedisCluster {
         self.nodes.iter().map(TestRedis::url).collect()
     }
 }
+
+/// One server of a cluster in a test: its syncer on `redis`, serving on a fresh
+/// loopback port.
+pub struct ClusterNode {
+    /// The server's syncer.
+    pub syncer: state_sync_server::StateSyncer,
+    /// Its `ws://` URL.
+    pub url: String,
+    _server: state_sync_server::Server,
+}
+
+/// Starts a server of a cluster on `redis`, after `states` created its states.
+pub async fn cluster_node(
+    redis: state_sync_server::Redis,
+    states: impl Fn(&state_sync_server::StateSyncer),
+) -> ClusterNode {
+    let syncer = state_sync_server::StateSyncer::builder()
+        .redis(redis)
+        .build();
+    states(&syncer);
+    let (server, url) = crate::serve(&syncer).await;
+    ClusterNode {
+        syncer,
+        url,
+        _server: server,
+    }
+}
+
+/// Creates an empty state `id` with no hooks.
+pub fn plain_state(id: &str) -> impl Fn(&state_sync_server::StateSyncer) + '_ {
+    move |syncer| {
+        syncer
+            .create_state(state_sync_server::StateOptions::new().identifier(id))
+            .expect("create state");
+    }
+}

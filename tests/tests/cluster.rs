@@ -11,39 +11,18 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use state_sync_client::{Client, ReconnectPolicy, Update};
-use state_sync_server::{Redis, Server, StateOptions, StateSyncer};
-use state_sync_tests::{PATIENCE, RawClient, TestRedis, TestRedisCluster, eventually, serve};
-
-/// One server of a cluster.
-struct Node {
-    syncer: StateSyncer,
-    url: String,
-    _server: Server,
-}
+use state_sync_server::{Redis, StateOptions, StateSyncer};
+use state_sync_tests::{
+    ClusterNode as Node, PATIENCE, RawClient, TestRedis, TestRedisCluster, cluster_node,
+    eventually, plain_state as plain,
+};
 
 async fn node(redis: &TestRedis, states: impl Fn(&StateSyncer)) -> Node {
     node_on(Redis::new(redis.url()).unwrap(), states).await
 }
 
 async fn node_on(redis: Redis, states: impl Fn(&StateSyncer)) -> Node {
-    let syncer = StateSyncer::builder()
-        .redis(redis.check_every(Duration::from_millis(200)))
-        .build();
-    states(&syncer);
-    let (server, url) = serve(&syncer).await;
-    Node {
-        syncer,
-        url,
-        _server: server,
-    }
-}
-
-fn plain(id: &str) -> impl Fn(&StateSyncer) + '_ {
-    move |syncer| {
-        syncer
-            .create_state(StateOptions::new().identifier(id))
-            .unwrap();
-    }
+    cluster_node(redis.check_every(Duration::from_millis(200)), states).await
 }
 
 /// Reads STATE_UPDATED frames until `last`: `(version, updates)` in arrival order.

@@ -12,38 +12,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use state_sync_client::{Client, ReconnectPolicy, Update};
-use state_sync_server::{Redis, Server, StateOptions, StateSyncer};
-use state_sync_tests::{PATIENCE, RawClient, TestRedis, eventually, serve};
-
-struct Node {
-    syncer: StateSyncer,
-    url: String,
-    _server: Server,
-}
+use state_sync_server::{Redis, StateOptions, StateSyncer};
+use state_sync_tests::{
+    ClusterNode as Node, PATIENCE, RawClient, TestRedis, cluster_node, eventually,
+    plain_state as plain, serve,
+};
 
 async fn node(redis: &TestRedis, states: impl Fn(&StateSyncer)) -> Node {
-    let syncer = StateSyncer::builder()
-        .redis(
-            Redis::new(redis.url())
-                .unwrap()
-                .check_every(Duration::from_millis(200)),
-        )
-        .build();
-    states(&syncer);
-    let (server, url) = serve(&syncer).await;
-    Node {
-        syncer,
-        url,
-        _server: server,
-    }
-}
-
-fn plain(id: &str) -> impl Fn(&StateSyncer) + '_ {
-    move |syncer| {
-        syncer
-            .create_state(StateOptions::new().identifier(id))
-            .unwrap();
-    }
+    let redis = Redis::new(redis.url()).unwrap();
+    cluster_node(redis.check_every(Duration::from_millis(200)), states).await
 }
 
 /// Identifiers, keys and values that would break a script that built keys or JSON

@@ -10,34 +10,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use state_sync_client::Update;
-use state_sync_server::{Redis, Server, StateOptions, StateSyncer};
-use state_sync_tests::{RawClient, Received, TestRedis, TestRedisCluster, serve};
-
-struct Node {
-    syncer: StateSyncer,
-    url: String,
-    _server: Server,
-}
+use state_sync_server::{Redis, StateOptions, StateSyncer};
+use state_sync_tests::{
+    ClusterNode as Node, RawClient, Received, TestRedis, TestRedisCluster, cluster_node,
+    plain_state as plain,
+};
 
 async fn node_on(redis: Redis, states: impl Fn(&StateSyncer)) -> Node {
-    let syncer = StateSyncer::builder()
-        .redis(redis.check_every(Duration::from_millis(200)))
-        .build();
-    states(&syncer);
-    let (server, url) = serve(&syncer).await;
-    Node {
-        syncer,
-        url,
-        _server: server,
-    }
-}
-
-fn plain(id: &str) -> impl Fn(&StateSyncer) + '_ {
-    move |syncer| {
-        syncer
-            .create_state(StateOptions::new().identifier(id))
-            .unwrap();
-    }
+    cluster_node(redis.check_every(Duration::from_millis(200)), states).await
 }
 
 async fn meta_bytes(redis: &TestRedis, id: &str) -> usize {

@@ -9,34 +9,14 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use state_sync_client::{Client, Error, ReconnectPolicy, Update, UpdateFailure};
 use state_sync_protocol::FailureReason;
-use state_sync_server::{Redis, Server, StateOptions, StateSyncer};
-use state_sync_tests::{RawClient, Received, TestRedis, eventually, serve};
-
-struct Node {
-    syncer: StateSyncer,
-    url: String,
-    _server: Server,
-}
+use state_sync_server::{Redis, StateOptions, StateSyncer};
+use state_sync_tests::{
+    ClusterNode as Node, RawClient, Received, TestRedis, cluster_node, eventually,
+    plain_state as plain, serve,
+};
 
 async fn node_every(redis: &TestRedis, every: Duration, states: impl Fn(&StateSyncer)) -> Node {
-    let syncer = StateSyncer::builder()
-        .redis(Redis::new(redis.url()).unwrap().check_every(every))
-        .build();
-    states(&syncer);
-    let (server, url) = serve(&syncer).await;
-    Node {
-        syncer,
-        url,
-        _server: server,
-    }
-}
-
-fn plain(id: &str) -> impl Fn(&StateSyncer) + '_ {
-    move |syncer| {
-        syncer
-            .create_state(StateOptions::new().identifier(id))
-            .unwrap();
-    }
+    cluster_node(Redis::new(redis.url()).unwrap().check_every(every), states).await
 }
 
 async fn admin(redis: &TestRedis) -> redis::aio::MultiplexedConnection {
