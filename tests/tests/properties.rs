@@ -89,6 +89,7 @@ proptest! {
             state_identifier: state,
             last_sent: session.as_ref().and(last_sent),
             accepts_ops: session.is_some(),
+            presence: None,
             session,
         });
         prop_assert_eq!(ClientMessage::from_json(&connect.to_json()).unwrap(), connect);

@@ -8,8 +8,9 @@ use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use state_sync_protocol::{
-    ClientCore, ConnectionStatus, FailureReason, JsonObject, Listeners, MAX_ATTEMPTS, Reconnect,
-    ReconnectPolicy, Update, UpdateFailure, conflict_spread_micros, gave_up_message,
+    ClientCore, ConnectionStatus, FailureReason, JsonObject, Listeners, MAX_ATTEMPTS,
+    PresenceEntry, PresenceEvent, Reconnect, ReconnectPolicy, Update, UpdateFailure,
+    conflict_spread_micros, gave_up_message,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -52,6 +53,8 @@ pub(crate) struct Shared {
     /// Counts what the core told the driver besides frames to send (attached, updated,
     /// settled, detached): functional updates wait on it for a newer state.
     pub(crate) changes: watch::Sender<u64>,
+    /// Readers of [`Client::presence_events`].
+    pub(crate) presence_streams: Mutex<Vec<mpsc::UnboundedSender<PresenceEvent>>>,
 }
 
 /// The object in `value`, or [`Error::NotAnObject`].
@@ -198,6 +201,7 @@ impl ClientBuilder {
             errors: broadcast::channel(64).0,
             streams: Mutex::new(Vec::new()),
             changes: watch::channel(0).0,
+            presence_streams: Mutex::new(Vec::new()),
         });
         shared.refresh_observed();
         let (commands, receiver) = mpsc::unbounded_channel();
@@ -532,6 +536,53 @@ impl Client {
         futures_util::stream::unfold(receiver, |mut receiver| async move {
             receiver.recv().await.map(|update| (update, receiver))
         })
+    }
+
+    /// Sets this client's presence in its state: a JSON object others see next to its
+    /// public identity (a cursor, "typing", a colour), replacing the previous one. It
+    /// is kept across reconnects and states, and sent with every attach; changes are
+    /// sent at most once per [`PRESENCE_INTERVAL`](crate::PRESENCE_INTERVAL), the
+    /// latest winning, so calling this on every mouse move is fine. A refusal by the
+    /// server (too large) is reported on [`Client::errors`] as [`Error::Presence`].
+    ///
+    /// # Errors
+    /// [`Error::NotAnObject`]; [`Error::Closed`].
+    pub fn set_presence(&self, presence: impl Into<Value>) -> Result<()> {
+        let presence = object(presence.into())?;
+        if self.send(Command::SetPresence { presence }) {
+            Ok(())
+        } else {
+            Err(Error::Closed)
+        }
+    }
+
+    /// This client's presence, as last set.
+    pub fn my_presence(&self) -> JsonObject {
+        lock(&self.shared.core).my_presence().clone()
+    }
+
+    /// The others present in the attached state, in the order they joined: each with
+    /// its entry id, public identity (`user`) and presence. Two tabs of one user are
+    /// two entries. Kept while reconnecting; empty when attached to no state.
+    pub fn others(&self) -> Vec<PresenceEntry> {
+        lock(&self.shared.core).others().to_vec()
+    }
+
+    /// This connection's entry id in its state's presence (the `id` the others see),
+    /// once the server said.
+    pub fn presence_id(&self) -> Option<String> {
+        lock(&self.shared.core).presence_id().map(str::to_owned)
+    }
+
+    /// Every later change of the others' presence, in order: the whole list on each
+    /// (re-)attach ([`PresenceEvent::Synced`]), then joins, updates and leaves.
+    pub fn presence_events(&self) -> impl Stream<Item = PresenceEvent> + Send + Unpin + 'static {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        lock(&self.shared.presence_streams).push(sender);
+        Box::pin(futures_util::stream::unfold(
+            receiver,
+            |mut receiver| async move { receiver.recv().await.map(|event| (event, receiver)) },
+        ))
     }
 
     /// Closes the connection; pending updates fail with [`Error::Closed`]. Waits until

@@ -36,6 +36,9 @@ pub(crate) enum Command {
         update: Update,
         reply: UpdateWaiter,
     },
+    SetPresence {
+        presence: JsonObject,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -57,6 +60,8 @@ pub(crate) struct Driver {
     reconnect: Reconnect,
     waiters: Waiters<AttachWaiter, UpdateWaiter>,
     close_waiters: Vec<oneshot::Sender<()>>,
+    /// When to call [`ClientCore::presence_due`] (see [`Event::PresenceDue`]).
+    presence_due: Option<tokio::time::Instant>,
 }
 
 impl Driver {
@@ -73,6 +78,7 @@ impl Driver {
             reconnect,
             waiters: Waiters::new(),
             close_waiters: Vec::new(),
+            presence_due: None,
         }
     }
 
@@ -208,6 +214,10 @@ impl Driver {
                 self.waiters.update(request_id, reply);
                 self.dispatch(events)
             }
+            Command::SetPresence { presence } => {
+                let events = self.core(|core| core.set_presence(presence));
+                self.dispatch(events)
+            }
             Command::Close { reply } => {
                 self.close_waiters.push(reply);
                 Vec::new()
@@ -231,7 +241,13 @@ impl Driver {
                     return Ended::Lost(format!("sending failed: {e}"));
                 }
             }
+            let presence_due = self.presence_due;
             tokio::select! {
+                () = async { tokio::time::sleep_until(presence_due.unwrap_or_else(tokio::time::Instant::now)).await }, if presence_due.is_some() => {
+                    self.presence_due = None;
+                    let events = self.core(ClientCore::presence_due);
+                    outgoing = self.dispatch(events);
+                }
                 frame = stream.next() => match frame {
                     Some(Ok(Message::Text(text))) => {
                         let events = self.core(|core| core.on_text(text.as_str()));
@@ -337,6 +353,16 @@ impl Driver {
                     self.report(Error::StateRemoved(message));
                 }
                 Event::ServerError { message } => self.report(Error::Server(message)),
+                Event::Presence(event) => {
+                    let mut streams = lock(&self.shared.presence_streams);
+                    streams.retain(|stream| stream.send(event.clone()).is_ok());
+                }
+                Event::PresenceFailed { reason, message } => {
+                    self.report(Error::Presence { reason, message });
+                }
+                Event::PresenceDue(delay) => {
+                    self.presence_due = Some(tokio::time::Instant::now() + delay);
+                }
             }
         }
         outgoing

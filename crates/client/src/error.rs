@@ -50,6 +50,15 @@ pub enum Error {
     /// An update was not applied.
     #[error("update failed: {0}")]
     Update(#[from] UpdateFailure),
+    /// The server refused a presence ([`Client::set_presence`](crate::Client::set_presence));
+    /// the previous one stays.
+    #[error("presence refused: {message}")]
+    Presence {
+        /// Why, for programs.
+        reason: state_sync_protocol::PresenceFailureReason,
+        /// Why, for people.
+        message: String,
+    },
     /// The server reported an error not tied to one update.
     #[error("server error: {0}")]
     Server(String),

@@ -81,5 +81,6 @@ pub use client::{Applied, Client, ClientBuilder, StateUpdate};
 pub use error::{Error, Result, UpdateFailure};
 pub use state_sync_protocol as protocol;
 pub use state_sync_protocol::{
-    ConnectionStatus, FailureReason, JsonObject, MAX_ATTEMPTS, Operation, ReconnectPolicy, Update,
+    ConnectionStatus, FailureReason, JsonObject, MAX_ATTEMPTS, Operation, PRESENCE_INTERVAL,
+    PresenceEntry, PresenceEvent, PresenceFailureReason, ReconnectPolicy, Update,
 };

@@ -20,8 +20,10 @@ use crate::update::append_in_place;
 
 use crate::{
     ClientMessage, ConnectToState, DEDUP_WINDOW, Event, FailureReason, JsonObject, Operation,
-    ServerMessage, ServerMessageError, StateConnectionEstablished, StateRemoved, StateUpdated,
-    Update, UpdateFailed, UpdateFailure, UpdateState, diff, shallow_merge,
+    PRESENCE_INTERVAL, PresenceChange, PresenceChanged, PresenceEntry, PresenceEvent,
+    PresenceFailed, PresenceSnapshot, ServerMessage, ServerMessageError, SetPresence,
+    StateConnectionEstablished, StateRemoved, StateUpdated, Update, UpdateFailed, UpdateFailure,
+    UpdateState, diff, shallow_merge,
 };
 
 /// Largest UPDATE_STATE frame a client sends by default: the server's default limit.
@@ -66,6 +68,25 @@ pub struct ClientCore {
     /// Whether somebody looks at [`Event::Updated`]: without, appended arrays are not
     /// copied into it.
     observed: bool,
+    presence: Presence,
+}
+
+/// The client's presence, and what it knows of the others'.
+#[derive(Debug, Default)]
+struct Presence {
+    /// What the client set (sent with every attach).
+    mine: JsonObject,
+    /// Set since it was last sent.
+    changed: bool,
+    /// Waiting for [`ClientCore::presence_due`]: nothing is sent until then.
+    throttled: bool,
+    /// This connection's entry id, from the last snapshot.
+    own: Option<String>,
+    /// A snapshot of the target state arrived since the last attach was sent: changes
+    /// apply.
+    synced: bool,
+    /// Everybody else, in the order they joined.
+    others: Vec<PresenceEntry>,
 }
 
 impl ClientCore {
@@ -86,6 +107,7 @@ impl ClientCore {
             pending: VecDeque::new(),
             max_frame: DEFAULT_MAX_FRAME,
             observed: true,
+            presence: Presence::default(),
         }
     }
 
@@ -135,6 +157,128 @@ impl ClientCore {
         self.pending.len()
     }
 
+    /// The others present in the attached state, in the order they joined (as of the
+    /// last thing the server said; kept while reconnecting).
+    pub fn others(&self) -> &[PresenceEntry] {
+        &self.presence.others
+    }
+
+    /// This client's presence, as last set.
+    pub fn my_presence(&self) -> &JsonObject {
+        &self.presence.mine
+    }
+
+    /// This connection's presence entry id in the attached state (what the others
+    /// see as its `id`), once the server said.
+    pub fn presence_id(&self) -> Option<&str> {
+        self.presence.own.as_deref()
+    }
+
+    /// Sets this client's presence in its state (the whole object; others see it
+    /// replace the previous one). It is sent at once when possible, at most once per
+    /// [`PRESENCE_INTERVAL`] (later changes wait for [`ClientCore::presence_due`], the
+    /// latest winning), and with every (re-)attach. The original server has no
+    /// presence: there it is kept and never sent.
+    pub fn set_presence(&mut self, presence: JsonObject) -> Vec<Event> {
+        let mut events = Vec::new();
+        if presence != self.presence.mine {
+            self.presence.mine = presence;
+            self.presence.changed = true;
+            self.flush_presence(&mut events);
+        }
+        events
+    }
+
+    /// The delay of an [`Event::PresenceDue`] has passed: the presence set since the
+    /// last one was sent is sent now.
+    pub fn presence_due(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        self.presence.throttled = false;
+        self.flush_presence(&mut events);
+        events
+    }
+
+    /// Sends the presence when it changed since it was last sent, the client is
+    /// attached, and the interval since the last one has passed.
+    fn flush_presence(&mut self, events: &mut Vec<Event>) {
+        let presence = &mut self.presence;
+        if !presence.changed || presence.throttled || self.phase != Phase::Attached || self.legacy {
+            return;
+        }
+        presence.changed = false;
+        presence.throttled = true;
+        let message = ClientMessage::SetPresence(SetPresence {
+            presence: presence.mine.clone(),
+        });
+        events.push(Event::Send(message.to_json()));
+        events.push(Event::PresenceDue(PRESENCE_INTERVAL));
+    }
+
+    /// Forgets the others (the client left their state).
+    fn forget_others(&mut self, events: &mut Vec<Event>) {
+        self.presence.synced = false;
+        self.presence.own = None;
+        if !self.presence.others.is_empty() {
+            self.presence.others.clear();
+            events.push(Event::Presence(PresenceEvent::Synced(Vec::new())));
+        }
+    }
+
+    fn on_presence(&mut self, snapshot: PresenceSnapshot, events: &mut Vec<Event>) {
+        if self.target.as_deref() != Some(snapshot.state_identifier.as_str()) {
+            return;
+        }
+        let PresenceSnapshot { own, others, .. } = snapshot;
+        let others: Vec<PresenceEntry> = others.into_iter().filter(|e| e.id != own).collect();
+        self.presence.own = Some(own);
+        self.presence.synced = true;
+        self.presence.others.clone_from(&others);
+        events.push(Event::Presence(PresenceEvent::Synced(others)));
+    }
+
+    fn on_presence_changed(&mut self, changed: PresenceChanged, events: &mut Vec<Event>) {
+        let presence = &mut self.presence;
+        if !presence.synced {
+            // Changes of a state being left, or covered by the snapshot to come.
+            return;
+        }
+        for change in changed.changes {
+            if presence.own.as_deref() == Some(change.id()) {
+                continue;
+            }
+            let index = presence.others.iter().position(|e| e.id == change.id());
+            match (change, index) {
+                (PresenceChange::Join(entry), None) => {
+                    presence.others.push(entry.clone());
+                    events.push(Event::Presence(PresenceEvent::Joined(entry)));
+                }
+                (PresenceChange::Join(entry), Some(index)) => {
+                    if presence.others[index] != entry {
+                        presence.others[index] = entry.clone();
+                        events.push(Event::Presence(PresenceEvent::Updated(entry)));
+                    }
+                }
+                (
+                    PresenceChange::Update {
+                        presence: value, ..
+                    },
+                    Some(index),
+                ) => {
+                    let entry = &mut presence.others[index];
+                    if entry.presence != value {
+                        entry.presence = value;
+                        events.push(Event::Presence(PresenceEvent::Updated(entry.clone())));
+                    }
+                }
+                (PresenceChange::Leave { .. }, Some(index)) => {
+                    let entry = presence.others.remove(index);
+                    events.push(Event::Presence(PresenceEvent::Left(entry)));
+                }
+                (PresenceChange::Update { .. } | PresenceChange::Leave { .. }, None) => {}
+            }
+        }
+    }
+
     /// Sends CONNECT_TO_STATE for the target, if there is one and a connection.
     fn attach(&mut self, events: &mut Vec<Event>) {
         let Some(state_identifier) = self.target.clone() else {
@@ -148,7 +292,10 @@ impl ClientCore {
             session: Some(self.session.clone()),
             last_sent: self.last_sent,
             accepts_ops: true,
+            presence: Some(self.presence.mine.clone()),
         });
+        self.presence.changed = false;
+        self.presence.synced = false;
         self.phase = Phase::Attaching;
         self.attaches_in_flight += 1;
         events.push(Event::Send(message.to_json()));
@@ -173,6 +320,7 @@ impl ClientCore {
     /// Leaves the target state: nothing is attached any more.
     fn detach(&mut self, failure: &UpdateFailure, events: &mut Vec<Event>) {
         self.fail_all(failure, events);
+        self.forget_others(events);
         self.target = None;
         self.attached_before = false;
         self.last_sent = None;
@@ -312,6 +460,7 @@ impl ClientCore {
     pub fn close(&mut self) -> Vec<Event> {
         let mut events = Vec::new();
         self.fail_all(&UpdateFailure::Closed, &mut events);
+        self.forget_others(&mut events);
         self.phase = Phase::Disconnected;
         events
     }
@@ -415,6 +564,13 @@ impl ClientCore {
             Ok(ServerMessage::UnsupportedMessageType { message }) => {
                 events.push(Event::ServerError { message });
             }
+            Ok(ServerMessage::Presence(snapshot)) => self.on_presence(snapshot, &mut events),
+            Ok(ServerMessage::PresenceChanged(changed)) => {
+                self.on_presence_changed(changed, &mut events);
+            }
+            Ok(ServerMessage::PresenceFailed(PresenceFailed { message, reason })) => {
+                events.push(Event::PresenceFailed { reason, message });
+            }
             Err(ServerMessageError::UnknownType(_)) => {}
             Err(error) => self.on_unreadable(&error, &mut events),
         }
@@ -475,6 +631,7 @@ impl ClientCore {
             changes,
         });
         self.flush(events);
+        self.flush_presence(events);
     }
 
     fn on_updated(&mut self, updated: StateUpdated, events: &mut Vec<Event>) {

@@ -9,6 +9,8 @@ pub mod client_code {
     pub const CONNECT_TO_STATE: u8 = 2;
     /// Merge a partial object into the attached state: `{"updates": object}`.
     pub const UPDATE_STATE: u8 = 3;
+    /// Extension: set this connection's presence: `{"presence": object}`.
+    pub const SET_PRESENCE: u8 = 4;
 }
 
 /// Types of messages a server sends.
@@ -34,4 +36,11 @@ pub mod server_code {
     pub const STATE_UPDATE_FAILED: u8 = 9;
     /// The frame's `type` is not one the server handles: `{"message": string}`.
     pub const UNSUPPORTED_MESSAGE_TYPE: u8 = 10;
+    /// Extension: everyone else present in the state just attached to
+    /// (`{"stateIdentifier", "self", "others"}`).
+    pub const PRESENCE: u8 = 11;
+    /// Extension: presence changes (`{"changes": [...]}`).
+    pub const PRESENCE_CHANGED: u8 = 12;
+    /// Extension: a SET_PRESENCE did nothing (`{"message", "reason"}`).
+    pub const PRESENCE_FAILED: u8 = 13;
 }

@@ -8,9 +8,10 @@ use serde_json::value::RawValue;
 
 use crate::codes::{client_code, server_code};
 use crate::message::{
-    ClientMessage, ConnectToState, FailureReason, ServerMessage, StateConnectionEstablished,
-    StateRemoved, StateUpdated, UpdateFailed, UpdateState,
+    ClientMessage, ConnectToState, FailureReason, ServerMessage, SetPresence,
+    StateConnectionEstablished, StateRemoved, StateUpdated, UpdateFailed, UpdateState,
 };
+use crate::presence::{PresenceChanged, PresenceFailed, PresenceFailureReason, PresenceSnapshot};
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -105,6 +106,8 @@ struct RawConnect {
     last_sent: Option<Value>,
     #[serde(default)]
     accepts_ops: Option<Value>,
+    #[serde(default)]
+    presence: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +169,7 @@ impl ClientMessage {
         match code {
             c if c == u64::from(client_code::CONNECT_TO_STATE) => parse_connect(envelope.data),
             c if c == u64::from(client_code::UPDATE_STATE) => parse_update(envelope.data),
+            c if c == u64::from(client_code::SET_PRESENCE) => parse_presence(envelope.data),
             other => Err(ClientMessageError::unsupported(&other.to_string())),
         }
     }
@@ -241,12 +245,59 @@ fn parse_connect(data: Option<&RawValue>) -> Result<ClientMessage, ClientMessage
             ));
         }
     };
+    let presence = match raw.presence {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(presence)) => Some(presence),
+        Some(other) => {
+            return Err(ClientMessageError::connect(format!(
+                "Invalid presence: data.presence must be a JSON object, got {}",
+                json_kind(&other)
+            )));
+        }
+    };
     Ok(ClientMessage::ConnectToState(ConnectToState {
         state_identifier,
         session,
         last_sent,
         accepts_ops,
+        presence,
     }))
+}
+
+fn parse_presence(data: Option<&RawValue>) -> Result<ClientMessage, ClientMessageError> {
+    let refuse = |what: String| ClientMessageError {
+        reply: ServerMessage::PresenceFailed(PresenceFailed {
+            message: format!("Could not set presence: {what}"),
+            reason: PresenceFailureReason::Invalid,
+        }),
+    };
+    let data = match data.map(|raw| serde_json::from_str::<Value>(raw.get())) {
+        Some(Ok(Value::Object(data))) => data,
+        Some(Ok(other)) => {
+            return Err(refuse(format!(
+                "data must be an object with presence, a JSON object; got {}",
+                json_kind(&other)
+            )));
+        }
+        None => {
+            return Err(refuse(
+                "SET_PRESENCE needs data.presence, a JSON object".into(),
+            ));
+        }
+        Some(Err(e)) => return Err(refuse(format!("invalid data ({e})"))),
+    };
+    match data.get("presence") {
+        Some(Value::Object(presence)) => Ok(ClientMessage::SetPresence(SetPresence {
+            presence: presence.clone(),
+        })),
+        None | Some(Value::Null) => Err(refuse(
+            "SET_PRESENCE needs data.presence, a JSON object".into(),
+        )),
+        Some(other) => Err(refuse(format!(
+            "data.presence must be a JSON object, got {}",
+            json_kind(other)
+        ))),
+    }
 }
 
 fn parse_update(data: Option<&RawValue>) -> Result<ClientMessage, ClientMessageError> {
@@ -483,6 +534,15 @@ impl ServerMessage {
             }
             Ok(server_code::UNSUPPORTED_MESSAGE_TYPE) => serde_json::from_str::<Message>(data)
                 .map(|m| ServerMessage::UnsupportedMessageType { message: m.message }),
+            Ok(server_code::PRESENCE) => {
+                serde_json::from_str::<PresenceSnapshot>(data).map(ServerMessage::Presence)
+            }
+            Ok(server_code::PRESENCE_CHANGED) => {
+                serde_json::from_str::<PresenceChanged>(data).map(ServerMessage::PresenceChanged)
+            }
+            Ok(server_code::PRESENCE_FAILED) => {
+                serde_json::from_str::<PresenceFailed>(data).map(ServerMessage::PresenceFailed)
+            }
             _ => return Err(ServerMessageError::UnknownType(envelope.code)),
         };
         parsed.map_err(|error| ServerMessageError::Invalid {
@@ -515,6 +575,7 @@ mod tests {
                 session: None,
                 last_sent: None,
                 accepts_ops: false,
+                presence: None,
             })
         );
         assert_eq!(
@@ -645,5 +706,53 @@ mod tests {
                 .to_string()
                 .starts_with("invalid message from the server: ")
         );
+    }
+
+    #[test]
+    fn reads_presence_and_answers_bad_presence() {
+        assert_eq!(
+            ClientMessage::from_json(r#"{"type":4,"data":{"presence":{"x":1}}}"#).unwrap(),
+            ClientMessage::SetPresence(SetPresence {
+                presence: json!({"x": 1}).as_object().cloned().unwrap(),
+            })
+        );
+        let not_object = reply(r#"{"type":4,"data":{"presence":"x"}}"#);
+        assert!(
+            not_object.starts_with(r#"{"type":13,"data":{"message":"Could not set presence: data.presence must be a JSON object, got a string","reason":"invalid"}"#),
+            "{not_object}"
+        );
+        assert!(reply(r#"{"type":4}"#).contains(r#""reason":"invalid""#));
+        let connect = reply(r#"{"type":2,"data":{"stateIdentifier":"a","presence":[]}}"#);
+        assert!(
+            connect.contains(r#""type":8"#) && connect.contains("Invalid presence"),
+            "{connect}"
+        );
+        let ClientMessage::ConnectToState(connect) =
+            ClientMessage::from_json(r#"{"type":2,"data":{"stateIdentifier":"a","presence":{}}}"#)
+                .unwrap()
+        else {
+            panic!("an attach");
+        };
+        assert_eq!(connect.presence, Some(crate::JsonObject::new()));
+    }
+
+    #[test]
+    fn reads_presence_messages_of_the_server() {
+        let snapshot = r#"{"type":11,"data":{"stateIdentifier":"r","self":"a","others":[{"id":"b","user":{"n":1},"presence":{}}]}}"#;
+        let message = ServerMessage::from_json(snapshot).unwrap();
+        assert_eq!(message.to_json(), snapshot);
+        let changed = r#"{"type":12,"data":{"changes":[{"event":"join","id":"b","user":"u","presence":{}},{"event":"update","id":"b","presence":{"x":1}},{"event":"leave","id":"b"}]}}"#;
+        assert_eq!(
+            ServerMessage::from_json(changed).unwrap().to_json(),
+            changed
+        );
+        let failed = r#"{"type":13,"data":{"message":"m","reason":"somethingNew"}}"#;
+        assert!(matches!(
+            ServerMessage::from_json(failed).unwrap(),
+            ServerMessage::PresenceFailed(PresenceFailed {
+                reason: PresenceFailureReason::Other,
+                ..
+            })
+        ));
     }
 }

@@ -57,6 +57,21 @@ impl std::fmt::Display for UpdateFailure {
 
 impl std::error::Error for UpdateFailure {}
 
+/// How the others present in a client's state changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PresenceEvent {
+    /// The whole list was replaced: on attach (and re-attach) with what the server
+    /// sent, or emptied when the client left the state. The entries, in the order they
+    /// joined.
+    Synced(Vec<crate::PresenceEntry>),
+    /// Somebody joined.
+    Joined(crate::PresenceEntry),
+    /// Somebody's presence changed: the entry as it is now.
+    Updated(crate::PresenceEntry),
+    /// Somebody left: the entry as it was.
+    Left(crate::PresenceEntry),
+}
+
 /// What the core asks its driver to do or tell.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -112,6 +127,20 @@ pub enum Event {
         /// The server's message.
         message: String,
     },
+    /// The others present in the attached state changed (see [`PresenceEvent`]).
+    Presence(PresenceEvent),
+    /// A presence the client set was refused by the server; the previous one stays.
+    PresenceFailed {
+        /// Why, for programs.
+        reason: crate::PresenceFailureReason,
+        /// Why, for people.
+        message: String,
+    },
+    /// Call [`ClientCore::presence_due`](crate::ClientCore::presence_due) after this
+    /// long: presence is sent at most once per
+    /// [`PRESENCE_INTERVAL`](crate::PRESENCE_INTERVAL), and a later change waits for
+    /// that call. At most one is outstanding at a time.
+    PresenceDue(std::time::Duration),
     /// The server reported an error not tied to one update, or sent an unreadable frame.
     ServerError {
         /// What went wrong.

@@ -69,6 +69,7 @@ mod event;
 mod listeners;
 mod merge;
 mod message;
+mod presence;
 mod reconnect;
 mod status;
 pub mod texts;
@@ -78,7 +79,7 @@ mod waiters;
 pub use backoff::ReconnectPolicy;
 pub use client_core::{ClientCore, DEFAULT_MAX_FRAME};
 pub use endpoint::{Endpoint, EndpointError};
-pub use event::{Event, UpdateFailure};
+pub use event::{Event, PresenceEvent, UpdateFailure};
 pub use listeners::Listeners;
 pub use reconnect::Reconnect;
 pub use status::ConnectionStatus;
@@ -92,8 +93,12 @@ pub use codes::{client_code, server_code};
 pub use decode::{ClientMessageError, ServerMessageError, json_kind};
 pub use merge::{Merge, StateDiff, apply_updates, diff, shallow_merge};
 pub use message::{
-    ClientMessage, ConnectToState, FailureReason, ServerMessage, StateConnectionEstablished,
-    StateRemoved, StateUpdated, UpdateFailed, UpdateState,
+    ClientMessage, ConnectToState, FailureReason, ServerMessage, SetPresence,
+    StateConnectionEstablished, StateRemoved, StateUpdated, UpdateFailed, UpdateState,
+};
+pub use presence::{
+    DEFAULT_MAX_PRESENCE_BYTES, PRESENCE_INTERVAL, PresenceChange, PresenceChanged, PresenceEntry,
+    PresenceFailed, PresenceFailureReason, PresenceSnapshot,
 };
 
 /// A JSON object: the value of a state, and of every partial update.

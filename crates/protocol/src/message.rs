@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::JsonObject;
 use crate::codes::{client_code, server_code};
+use crate::presence::{PresenceChanged, PresenceFailed, PresenceSnapshot};
 use crate::update::Operation;
 
 /// A message a client sends to the server.
@@ -17,6 +18,15 @@ pub enum ClientMessage {
     ConnectToState(ConnectToState),
     /// Type 3: merge a partial object into the attached state.
     UpdateState(UpdateState),
+    /// Type 4 (extension): set this connection's presence in the attached state.
+    SetPresence(SetPresence),
+}
+
+/// Data of SET_PRESENCE (type 4, extension).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetPresence {
+    /// The connection's whole new presence (it replaces the previous one).
+    pub presence: JsonObject,
 }
 
 /// Data of CONNECT_TO_STATE (type 2).
@@ -43,6 +53,12 @@ pub struct ConnectToState {
     /// not say so get whole arrays.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub accepts_ops: bool,
+    /// Extension: the connection's presence in the state, and a request to receive
+    /// everyone else's (PRESENCE, then PRESENCE_CHANGED). Without it the connection
+    /// is present with `{}` and receives no presence messages (clients of the
+    /// original never ask).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<JsonObject>,
 }
 
 /// Data of UPDATE_STATE (type 3).
@@ -93,6 +109,12 @@ pub enum ServerMessage {
         /// `Message type N is not supported`.
         message: String,
     },
+    /// Type 11 (extension): everyone else present, sent after an attach that asked.
+    Presence(PresenceSnapshot),
+    /// Type 12 (extension): presence changes since the last 11 or 12.
+    PresenceChanged(PresenceChanged),
+    /// Type 13 (extension): a SET_PRESENCE did nothing.
+    PresenceFailed(PresenceFailed),
 }
 
 /// Data of STATE_UPDATED (type 3).
@@ -220,6 +242,7 @@ impl ClientMessage {
         match self {
             ClientMessage::ConnectToState(_) => client_code::CONNECT_TO_STATE,
             ClientMessage::UpdateState(_) => client_code::UPDATE_STATE,
+            ClientMessage::SetPresence(_) => client_code::SET_PRESENCE,
         }
     }
 
@@ -228,6 +251,7 @@ impl ClientMessage {
         match self {
             ClientMessage::ConnectToState(data) => encode(self.code(), data),
             ClientMessage::UpdateState(data) => encode(self.code(), data),
+            ClientMessage::SetPresence(data) => encode(self.code(), data),
         }
     }
 }
@@ -244,6 +268,9 @@ impl ServerMessage {
             ServerMessage::StateConnectionError { .. } => server_code::STATE_CONNECTION_ERROR,
             ServerMessage::StateUpdateFailed(_) => server_code::STATE_UPDATE_FAILED,
             ServerMessage::UnsupportedMessageType { .. } => server_code::UNSUPPORTED_MESSAGE_TYPE,
+            ServerMessage::Presence(_) => server_code::PRESENCE,
+            ServerMessage::PresenceChanged(_) => server_code::PRESENCE_CHANGED,
+            ServerMessage::PresenceFailed(_) => server_code::PRESENCE_FAILED,
         }
     }
 
@@ -259,6 +286,9 @@ impl ServerMessage {
                 encode(code, &Message { message })
             }
             ServerMessage::StateUpdateFailed(data) => encode(code, data),
+            ServerMessage::Presence(data) => encode(code, data),
+            ServerMessage::PresenceChanged(data) => encode(code, data),
+            ServerMessage::PresenceFailed(data) => encode(code, data),
         }
     }
 
@@ -324,6 +354,7 @@ mod tests {
             session: None,
             last_sent: None,
             accepts_ops: false,
+            presence: None,
         });
         assert_eq!(
             connect.to_json(),
@@ -392,6 +423,7 @@ mod tests {
             session: Some("s1".into()),
             last_sent: None,
             accepts_ops: false,
+            presence: None,
         });
         assert_eq!(
             connect.to_json(),

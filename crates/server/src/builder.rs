@@ -182,6 +182,51 @@ impl<K: Send + Sync + 'static> Builder<K> {
         self
     }
 
+    /// How long the presence entry of a connection lost without a close (a dropped
+    /// network, a killed tab) stays, so that its client, reconnecting with the same
+    /// session, takes it back without leaving and joining again (others see no
+    /// flicker). A connection that closes or detaches leaves at once. Zero: lost
+    /// connections leave at once too. Default: 5 s.
+    pub fn presence_grace(mut self, grace: Duration) -> Self {
+        self.config.presence.grace = grace;
+        self
+    }
+
+    /// Presence changes of a state are sent to its watchers at most once per this
+    /// interval, gathered in one frame, each entry's latest presence winning (the first
+    /// change after a quiet interval goes at once). Default: 50 ms (the interval at
+    /// which the clients of this project send their own). Zero sends every change at
+    /// once.
+    pub fn presence_interval(mut self, interval: Duration) -> Self {
+        self.config.presence.interval = interval;
+        self
+    }
+
+    /// Largest presence a client may set, in bytes of JSON; a larger one is refused
+    /// with PRESENCE_FAILED `tooLarge`. Default: 2,048.
+    pub fn max_presence_bytes(mut self, bytes: usize) -> Self {
+        self.config.presence.max_bytes = bytes;
+        self
+    }
+
+    /// Most presence updates a connection may send per second (a burst of as many is
+    /// allowed); past that they are refused with PRESENCE_FAILED `rateLimited`. The
+    /// clients of this project send at most 20 per second. Default: 30.
+    pub fn presence_rate(mut self, per_second: u32) -> Self {
+        self.config.presence.rate = per_second.max(1);
+        self
+    }
+
+    /// Most presence entries a state shows. Connections attaching past that are
+    /// attached and see the others, but are not shown to them (their presence updates
+    /// are refused with PRESENCE_FAILED `full`). It bounds the snapshot every attach
+    /// receives (at most this many entries of [`max_presence_bytes`](Self::max_presence_bytes)).
+    /// Default: 512.
+    pub fn max_presence_entries(mut self, entries: usize) -> Self {
+        self.config.presence.max_entries = entries;
+        self
+    }
+
     /// Answers plain HTTP `GET`/`HEAD` requests (those that are not WebSocket upgrades)
     /// with the files under `folder`, so that a web app and its state syncer share one
     /// port: `/` is `index.html`, paths without an extension that name no file get

@@ -21,6 +21,7 @@ pub(crate) struct Config {
     pub(crate) session_log_bytes: usize,
     pub(crate) read_buffer_size: usize,
     pub(crate) static_files: Option<std::path::PathBuf>,
+    pub(crate) presence: crate::presence::PresenceConfig,
     pub(crate) storage: Option<crate::durable::Storage>,
     #[cfg(feature = "redis")]
     pub(crate) redis: Option<crate::cluster::Redis>,
@@ -42,6 +43,7 @@ impl Default for Config {
             session_log_bytes: 64 << 20,
             read_buffer_size: 1024,
             static_files: None,
+            presence: crate::presence::PresenceConfig::default(),
             storage: None,
             #[cfg(feature = "redis")]
             redis: None,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use state_sync_protocol::{
-    ClientMessage, ConnectToState, FailureReason, ServerMessage, Update, UpdateState,
+    ClientMessage, ConnectToState, FailureReason, ServerMessage, SetPresence, Update, UpdateState,
 };
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -17,6 +17,7 @@ use crate::fanout::frame;
 use crate::handshake::{self, Handshake, Upgraded};
 use crate::hooks::run_hook;
 use crate::outbox::{Closer, Outbox};
+use crate::presence::{Membership, PresenceRefusal};
 use crate::runtime::Runtime;
 use crate::session_log::{Outcome, SessionKey};
 use crate::state::{Origin, State};
@@ -29,6 +30,8 @@ struct Attachment<K> {
     session: Option<SessionKey>,
     /// The highest request id the session sent before it attached, when it said.
     last_sent: Option<u64>,
+    /// Its entry in the state's presence.
+    presence: Option<Membership>,
 }
 
 struct Connection<K> {
@@ -38,6 +41,8 @@ struct Connection<K> {
     sessions: Vec<String>,
     client: Arc<K>,
     identifier: String,
+    /// Its id among the server's connections.
+    id: u64,
     outbox: Outbox,
     closer: Arc<Closer>,
     attachment: Option<Attachment<K>>,
@@ -174,6 +179,7 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
         sessions: Vec::new(),
         client,
         identifier: identifier.clone(),
+        id: registration,
         outbox,
         closer: Arc::clone(&closer),
         attachment: None,
@@ -189,10 +195,11 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
         runtime.config.write_timeout,
     )));
     tokio::select! {
-        _ = &mut writer.0 => connection.detach(),
-        () = connection.read_loop(source) => {
+        // Writing failed: the connection is lost.
+        _ = &mut writer.0 => connection.detach(true),
+        closed = connection.read_loop(source) => {
             // The client closed, or its stream failed: let the writer send what is queued.
-            connection.detach();
+            connection.detach(!closed);
             closer.close(CloseCode::Normal, "");
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer.0).await;
         }
@@ -200,7 +207,7 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
             // Overflow, an oversized frame, or shutdown: leave the state at once, then
             // give the writer a moment to send what is queued and the close frame (it
             // may be stuck writing to a client that does not read).
-            connection.detach();
+            connection.detach(false);
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer.0).await;
         }
     }
@@ -266,7 +273,9 @@ async fn serve_file<K>(
 }
 
 impl<K: Send + Sync + 'static> Connection<K> {
-    async fn read_loop<S>(&mut self, mut source: S)
+    /// Handles the client's messages until it closes (`true`: it sent a close frame)
+    /// or its stream fails or ends without one (`false`).
+    async fn read_loop<S>(&mut self, mut source: S) -> bool
     where
         S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
     {
@@ -280,7 +289,7 @@ impl<K: Send + Sync + 'static> Connection<K> {
             }
             tokio::task::consume_budget().await;
             let Some(item) = source.next().await else {
-                break;
+                return false;
             };
             match item {
                 Ok(Message::Text(text)) => match ClientMessage::from_json(text.as_str()) {
@@ -291,12 +300,13 @@ impl<K: Send + Sync + 'static> Connection<K> {
                     Ok(ClientMessage::UpdateState(request)) => {
                         Box::pin(self.update_state(request)).await
                     }
+                    Ok(ClientMessage::SetPresence(request)) => self.set_presence(request),
                     Err(error) => {
                         tracing::debug!("invalid message from a client: {error}");
                         // A refused attach (8) leaves the connection attached to
                         // nothing, whatever refused it.
                         if matches!(error.reply(), ServerMessage::StateConnectionError { .. }) {
-                            self.detach();
+                            self.detach(false);
                         }
                         self.reply(error.reply());
                     }
@@ -306,7 +316,7 @@ impl<K: Send + Sync + 'static> Connection<K> {
                     FailureReason::Invalid,
                     None,
                 )),
-                Ok(Message::Close(_)) => break,
+                Ok(Message::Close(_)) => return true,
                 Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
                 Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
                     tracing::debug!("a client sent a frame of {size} bytes (maximum {max_size})");
@@ -316,7 +326,7 @@ impl<K: Send + Sync + 'static> Connection<K> {
                         None,
                     ));
                     self.closer.close(CloseCode::Size, "message too big");
-                    break;
+                    return true;
                 }
                 Err(e) => {
                     tracing::debug!("reading from a client failed: {e}");
@@ -331,7 +341,7 @@ impl<K: Send + Sync + 'static> Connection<K> {
                         }
                         _ => {}
                     }
-                    break;
+                    return false;
                 }
             }
         }
@@ -357,7 +367,7 @@ impl<K: Send + Sync + 'static> Connection<K> {
     /// A failed attach leaves the connection attached to nothing, as in the original
     /// (and as our clients assume): the previous state's updates stop coming.
     fn attach_failed(&mut self, failure: &Failure) {
-        self.detach();
+        self.detach(false);
         self.fail(failure, None);
     }
 
@@ -385,6 +395,24 @@ impl<K: Send + Sync + 'static> Connection<K> {
                 }
             }
         }
+        let user = match state.hooks.public_identity.clone() {
+            None => serde_json::Value::String(self.identifier.clone()),
+            Some(identity) => {
+                let (client, identifier) = (Arc::clone(&self.client), self.identifier.clone());
+                let limit = self.runtime.config.hook_timeout;
+                match run_hook("public_identity", limit, move || {
+                    identity(&identifier, &client)
+                })
+                .await
+                {
+                    Ok(user) => user,
+                    Err(cause) => {
+                        return self
+                            .attach_failed(&Failure::IdentityHookFailed { state: id, cause });
+                    }
+                }
+            }
+        };
         // Shared through Redis, the state is attached once it is loaded from there.
         if state.is_shared() && !state.opened(self.runtime.config.hook_timeout).await {
             return self.attach_failed(&Failure::Unreachable(format!(
@@ -421,6 +449,9 @@ impl<K: Send + Sync + 'static> Connection<K> {
         let previous = self.attachment.take();
         if let Some(previous) = &previous {
             previous.state.detach(previous.subscriber);
+            if let Some(membership) = &previous.presence {
+                previous.state.presence.leave(membership, false);
+            }
         }
         let session = request.session.map(|session| SessionKey {
             client: self.identifier.clone(),
@@ -440,12 +471,56 @@ impl<K: Send + Sync + 'static> Connection<K> {
             Ok(subscriber) => subscriber,
             Err(failure) => return self.attach_failed(&failure),
         };
+        let watches = request.presence.is_some();
+        let mut presence = request.presence.unwrap_or_default();
+        if let Err(refusal) = self.presence_fits(&presence) {
+            self.reply(&refusal.reply());
+            presence = state_sync_protocol::JsonObject::new();
+        }
+        let membership = state.presence.join(
+            self.id,
+            &self.identifier,
+            session.clone(),
+            user,
+            presence,
+            watches.then(|| self.outbox.clone()),
+        );
         self.attachment = Some(Attachment {
             state,
             subscriber,
             session,
             last_sent: request.last_sent,
+            presence: membership,
         });
+    }
+
+    /// A presence within the size limit.
+    fn presence_fits(
+        &self,
+        presence: &state_sync_protocol::JsonObject,
+    ) -> Result<(), PresenceRefusal> {
+        let max = self.runtime.config.presence.max_bytes;
+        // Counted without building the text: a writer that stops past the limit.
+        let size = json_size(presence, max);
+        if size > max {
+            return Err(PresenceRefusal::TooLarge { size, max });
+        }
+        Ok(())
+    }
+
+    fn set_presence(&mut self, request: SetPresence) {
+        let result = match &self.attachment {
+            None => Err(PresenceRefusal::NotAttached),
+            Some(attachment) => match &attachment.presence {
+                None => Err(PresenceRefusal::NotAttached),
+                Some(membership) => self
+                    .presence_fits(&request.presence)
+                    .and_then(|()| attachment.state.presence.set(membership, request.presence)),
+            },
+        };
+        if let Err(refusal) = result {
+            self.reply(&refusal.reply());
+        }
     }
 
     async fn update_state(&mut self, request: UpdateState) {
@@ -607,11 +682,39 @@ impl<K: Send + Sync + 'static> Connection<K> {
         self.fail(&failure, request_id);
     }
 
-    fn detach(&mut self) {
+    /// Leaves the attached state (`lost`: the connection failed, so its presence
+    /// lingers for the grace period).
+    fn detach(&mut self, lost: bool) {
         if let Some(attachment) = self.attachment.take() {
+            if let Some(membership) = &attachment.presence {
+                attachment.state.presence.leave(membership, lost);
+            }
             self.runtime.detach(attachment.state, attachment.subscriber);
         }
     }
+}
+
+/// The length of `value` as JSON text, counted up to a little past `max`.
+fn json_size(value: &state_sync_protocol::JsonObject, max: usize) -> usize {
+    struct Counter {
+        bytes: usize,
+        max: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.bytes += buf.len();
+            if self.bytes > self.max {
+                return Err(std::io::Error::other("over the limit"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter { bytes: 0, max };
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.bytes
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ pub(crate) enum Failure {
     TooManySessions,
     /// Attach: the state's `allow_connecting_client` panicked or hung.
     AllowHookFailed { state: String, cause: HookFailure },
+    /// Attach: the state's `public_identity` panicked or hung.
+    IdentityHookFailed { state: String, cause: HookFailure },
     /// Attach: the storage backend failed, so the state in memory may hold changes
     /// that were never saved; nobody is shown them.
     StoreUnusable(String),
@@ -124,6 +126,9 @@ impl Failure {
             )),
             Failure::AllowHookFailed { state, cause } => connection_error(format!(
                 "Could not connect to state {state}: its allowConnectingClient hook failed ({cause})"
+            )),
+            Failure::IdentityHookFailed { state, cause } => connection_error(format!(
+                "Could not connect to state {state}: its public_identity hook failed ({cause})"
             )),
             Failure::StoreUnusable(id) => connection_error(format!(
                 "Could not connect to state {id}: the server's store failed, so it cannot \

@@ -79,6 +79,7 @@ mod hooks;
 mod http_io;
 mod options;
 mod outbox;
+mod presence;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod registry;
@@ -101,6 +102,7 @@ pub use error::{CreateStateError, Error, Result, UpdateError};
 pub use handshake::{Rejection, UpgradeRequest};
 pub use options::StateOptions;
 pub use outbox::OVERFLOW_REASON;
+pub use presence::{MAX_LINGERING, Present};
 pub use server::Server;
 pub use state_sync_protocol as protocol;
 pub use state_sync_protocol::JsonObject;

@@ -10,6 +10,7 @@ use state_sync_protocol::{JsonObject, Update};
 pub(crate) type AllowHook<K> = Arc<dyn Fn(&K) -> bool + Send + Sync>;
 pub(crate) type InterceptHook<K> = Arc<dyn Fn(Update, Option<&K>) -> Option<Update> + Send + Sync>;
 pub(crate) type SelfDestructHook = Arc<dyn Fn(usize, SystemTime) -> bool + Send + Sync>;
+pub(crate) type IdentityHook<K> = Arc<dyn Fn(&str, &K) -> Value + Send + Sync>;
 
 /// How to create a state: the original's `StateOptions`, as a builder.
 ///
@@ -43,6 +44,9 @@ pub(crate) struct StateHooks<K> {
     pub(crate) allow_connecting_client: Option<AllowHook<K>>,
     pub(crate) intercept_state_update: Option<InterceptHook<K>>,
     pub(crate) self_destruct: Option<SelfDestructHook>,
+    pub(crate) public_identity: Option<IdentityHook<K>>,
+    pub(crate) on_join: Option<crate::presence::PresenceHook>,
+    pub(crate) on_leave: Option<crate::presence::PresenceHook>,
 }
 
 impl<K> Default for StateOptions<K> {
@@ -54,6 +58,9 @@ impl<K> Default for StateOptions<K> {
                 allow_connecting_client: None,
                 intercept_state_update: None,
                 self_destruct: None,
+                public_identity: None,
+                on_join: None,
+                on_leave: None,
             },
             ttl: None,
             reset_stored: false,
@@ -75,6 +82,9 @@ impl<K> fmt::Debug for StateOptions<K> {
                 &self.hooks.intercept_state_update.is_some(),
             )
             .field("self_destruct", &self.hooks.self_destruct.is_some())
+            .field("public_identity", &self.hooks.public_identity.is_some())
+            .field("on_join", &self.hooks.on_join.is_some())
+            .field("on_leave", &self.hooks.on_leave.is_some())
             .field("ttl", &self.ttl)
             .finish()
     }
@@ -161,6 +171,38 @@ impl<K> StateOptions<K> {
         hook: impl Fn(usize, SystemTime) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.hooks.self_destruct = Some(Arc::new(hook));
+        self
+    }
+
+    /// What other clients see of a client in this state's presence (its `user`),
+    /// from its `identifier` and client information; by default the identifier, as a
+    /// JSON string. Return less than the client information holds (a display name, an
+    /// avatar), never a secret. It runs on every attach, like
+    /// [`allow_connecting_client`](Self::allow_connecting_client); a hook that panics
+    /// or exceeds the hook time limit fails the attach.
+    pub fn public_identity(
+        mut self,
+        hook: impl Fn(&str, &K) -> Value + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.public_identity = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called when a connection joins this state's presence (it attached; a client
+    /// reconnecting within the grace period takes its entry back and does not join
+    /// again). Calls run one at a time, in order with [`on_leave`](Self::on_leave), in
+    /// a task of their own; one that panics or exceeds the hook time limit is
+    /// abandoned.
+    pub fn on_join(mut self, hook: impl Fn(&crate::Present) + Send + Sync + 'static) -> Self {
+        self.hooks.on_join = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called when an entry leaves this state's presence: its connection detached or
+    /// closed, its lost connection's grace period ended, or the state was removed.
+    /// Like [`on_join`](Self::on_join).
+    pub fn on_leave(mut self, hook: impl Fn(&crate::Present) + Send + Sync + 'static) -> Self {
+        self.hooks.on_leave = Some(Arc::new(hook));
         self
     }
 

@@ -26,6 +26,8 @@ pub(crate) struct States<K> {
     store: Option<Arc<dyn Backend>>,
     /// Shared through Redis: this server's node id, for the replicas.
     node: Option<Arc<str>>,
+    presence: crate::presence::PresenceConfig,
+    hook_timeout: Duration,
 }
 
 impl<K: Send + Sync + 'static> States<K> {
@@ -35,6 +37,7 @@ impl<K: Send + Sync + 'static> States<K> {
         log_budget: LogBudget,
         store: Option<Arc<dyn Backend>>,
         node: Option<Arc<str>>,
+        (presence, hook_timeout): (crate::presence::PresenceConfig, Duration),
     ) -> Self {
         States {
             states: RwLock::new(HashMap::new()),
@@ -43,6 +46,8 @@ impl<K: Send + Sync + 'static> States<K> {
             log_budget,
             store,
             node,
+            presence,
+            hook_timeout,
         }
     }
 
@@ -137,14 +142,21 @@ impl<K: Send + Sync + 'static> States<K> {
             expired.mark_removed(&texts::state_expired(&expired.id), usize::MAX);
         }
         let (record, created, expires_at) = self.record_for(&id, value, ttl, reset)?;
+        let presence = crate::presence::Hub::new(
+            id.clone(),
+            self.presence,
+            hooks.on_join.clone(),
+            hooks.on_leave.clone(),
+            self.hook_timeout,
+        );
         let state = State::new(
             id.clone(),
             record,
             hooks,
-            created,
-            expires_at,
+            (created, expires_at),
             self.store.clone(),
             self.node.clone().map(Replica::new),
+            presence,
         );
         states.insert(id, Arc::clone(&state));
         Ok(state)

@@ -74,6 +74,7 @@ impl<K: Send + Sync + 'static> Runtime<K> {
                 LogBudget::new(config.session_log_bytes_per_state, config.session_log_bytes),
                 store,
                 node,
+                (config.presence, config.hook_timeout),
             ),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),

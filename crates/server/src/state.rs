@@ -102,6 +102,8 @@ pub(crate) struct State<K> {
     store: Option<Arc<dyn Backend>>,
     /// Shared through Redis: what this server adds to it (see [`replica`]).
     replica: Option<Replica>,
+    /// Who is attached, and what they are doing.
+    pub(crate) presence: Arc<crate::presence::Hub>,
     me: Weak<State<K>>,
     inner: Mutex<Inner>,
 }
@@ -111,10 +113,10 @@ impl<K: Send + Sync + 'static> State<K> {
         id: String,
         record: StateRecord,
         hooks: StateHooks<K>,
-        created_at: SystemTime,
-        expires_at: Option<Instant>,
+        (created_at, expires_at): (SystemTime, Option<Instant>),
         store: Option<Arc<dyn Backend>>,
         replica: Option<Replica>,
+        presence: Arc<crate::presence::Hub>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| State {
             id,
@@ -123,6 +125,7 @@ impl<K: Send + Sync + 'static> State<K> {
             hooks,
             store,
             replica,
+            presence,
             me: me.clone(),
             inner: Mutex::new(Inner {
                 record,
@@ -413,6 +416,8 @@ impl<K: Send + Sync + 'static> State<K> {
         }
         inner.record.forget_sessions();
         inner.snapshot = None;
+        drop(inner);
+        self.presence.close();
         true
     }
 }

@@ -188,6 +188,14 @@ impl<K: Send + Sync + 'static> StateSyncer<K> {
         Some(self.runtime.states.get(id)?.clients())
     }
 
+    /// Who is present in a state, in the order they joined: every attached connection
+    /// shown to others (see [`Builder::max_presence_entries`](crate::Builder::max_presence_entries)),
+    /// and those whose lost connection is within its grace period. With Redis, the
+    /// clients of every server. `None` when there is no such state.
+    pub fn presence_of_state(&self, id: &str) -> Option<Vec<crate::Present>> {
+        Some(self.runtime.states.get(id)?.presence.present())
+    }
+
     /// The identifiers of every live state.
     pub fn state_identifiers(&self) -> Vec<String> {
         self.runtime.states.ids()

@@ -37,7 +37,7 @@ fn updates_wait_for_the_attach_then_go_with_request_ids() {
     assert_eq!(
         sent(&events),
         [
-            json!({"type": 2, "data": {"stateIdentifier": "room", "session": "s1", "acceptsOps": true}})
+            json!({"type": 2, "data": {"stateIdentifier": "room", "session": "s1", "acceptsOps": true, "presence": {}}})
         ]
     );
     let events = attach(&mut core, json!({"x": 0}), 5);
@@ -624,4 +624,151 @@ fn the_server_answered_once_it_sent_something_and_no_attach_waits() {
     core.transport_down();
     core.transport_up();
     assert!(!core.server_answered(), "a new connection");
+}
+
+fn presence_events(events: &[Event]) -> Vec<PresenceEvent> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Presence(change) => Some(change.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn entry(id: &str, user: &str, presence: Value) -> PresenceEntry {
+    PresenceEntry {
+        id: id.into(),
+        user: json!(user),
+        presence: object(presence),
+    }
+}
+
+#[test]
+fn presence_goes_with_the_attach_then_at_most_once_per_interval() {
+    let mut core = ClientCore::new("s1");
+    assert!(core.set_presence(object(json!({"name": "ann"}))).is_empty());
+    core.connect_to_state("room");
+    let events = core.transport_up();
+    assert_eq!(sent(&events)[0]["data"]["presence"], json!({"name": "ann"}));
+    // Set while attaching: sent once attached.
+    core.set_presence(object(json!({"name": "ann", "typing": true})));
+    let events = attach(&mut core, json!({}), 1);
+    assert_eq!(
+        sent(&events),
+        [json!({"type": 4, "data": {"presence": {"name": "ann", "typing": true}}})]
+    );
+    assert!(events.contains(&Event::PresenceDue(PRESENCE_INTERVAL)));
+    // Within the interval: kept, the latest winning.
+    assert!(
+        core.set_presence(object(json!({"typing": false})))
+            .is_empty()
+    );
+    assert!(core.set_presence(object(json!({"typing": 1}))).is_empty());
+    let events = core.presence_due();
+    assert_eq!(
+        sent(&events),
+        [json!({"type": 4, "data": {"presence": {"typing": 1}}})]
+    );
+    // Nothing new: the next due sends nothing and opens the window.
+    assert!(core.presence_due().is_empty());
+    assert_eq!(
+        sent(&core.set_presence(object(json!({"typing": 2})))).len(),
+        1
+    );
+    // The same presence again is not a change.
+    core.presence_due();
+    assert!(core.set_presence(object(json!({"typing": 2}))).is_empty());
+}
+
+#[test]
+fn the_others_come_from_the_snapshot_then_change_in_order() {
+    let mut core = ClientCore::new("s1");
+    core.transport_up();
+    core.connect_to_state("room");
+    // Changes before the snapshot belong to a state being left: ignored.
+    let early = core.on_text(
+        &json!({"type": 12, "data": {"changes": [{"event": "join", "id": "z", "user": "zed", "presence": {}}]}})
+            .to_string(),
+    );
+    assert!(presence_events(&early).is_empty());
+    // A snapshot of another state is not ours either.
+    let other = core.on_text(
+        &json!({"type": 11, "data": {"stateIdentifier": "hall", "self": "q", "others": []}})
+            .to_string(),
+    );
+    assert!(presence_events(&other).is_empty());
+    let events = core.on_text(
+        &json!({"type": 11, "data": {"stateIdentifier": "room", "self": "me", "others": [
+            {"id": "a", "user": "ann", "presence": {"typing": false}}
+        ]}})
+        .to_string(),
+    );
+    assert_eq!(
+        presence_events(&events),
+        [PresenceEvent::Synced(vec![entry(
+            "a",
+            "ann",
+            json!({"typing": false})
+        )])]
+    );
+    assert_eq!(core.presence_id(), Some("me"));
+    let events = core.on_text(
+        &json!({"type": 12, "data": {"changes": [
+            {"event": "join", "id": "b", "user": "bob", "presence": {}},
+            {"event": "update", "id": "a", "presence": {"typing": true}},
+            {"event": "update", "id": "me", "presence": {"typing": true}},
+            {"event": "update", "id": "a", "presence": {"typing": true}},
+            {"event": "leave", "id": "b"},
+            {"event": "leave", "id": "nobody"},
+        ]}})
+        .to_string(),
+    );
+    assert_eq!(
+        presence_events(&events),
+        [
+            PresenceEvent::Joined(entry("b", "bob", json!({}))),
+            PresenceEvent::Updated(entry("a", "ann", json!({"typing": true}))),
+            PresenceEvent::Left(entry("b", "bob", json!({}))),
+        ]
+    );
+    assert_eq!(core.others(), [entry("a", "ann", json!({"typing": true}))]);
+    // Reconnecting keeps the others until the new snapshot replaces them.
+    core.transport_down();
+    core.transport_up();
+    assert_eq!(core.others().len(), 1);
+    let events = core.on_text(
+        &json!({"type": 11, "data": {"stateIdentifier": "room", "self": "me", "others": []}})
+            .to_string(),
+    );
+    assert_eq!(presence_events(&events), [PresenceEvent::Synced(vec![])]);
+    // Leaving the state forgets them.
+    core.on_text(
+        &json!({"type": 12, "data": {"changes": [{"event": "join", "id": "c", "user": "cy", "presence": {}}]}})
+            .to_string(),
+    );
+    let events = core.connect_to_state("hall");
+    assert_eq!(presence_events(&events), [PresenceEvent::Synced(vec![])]);
+    assert!(core.others().is_empty());
+    // A refusal of a presence is told.
+    let events = core.on_text(
+        r#"{"type":13,"data":{"message":"Could not set presence: too large","reason":"tooLarge"}}"#,
+    );
+    assert_eq!(
+        events,
+        [Event::PresenceFailed {
+            reason: crate::PresenceFailureReason::TooLarge,
+            message: "Could not set presence: too large".into()
+        }]
+    );
+}
+
+#[test]
+fn the_original_server_is_never_sent_presence() {
+    let mut core = ClientCore::new("s1");
+    core.transport_up();
+    core.connect_to_state("room");
+    core.on_text(r#"{"type":7,"data":{"state":{}}}"#);
+    assert!(core.is_legacy_server());
+    assert!(core.set_presence(object(json!({"x": 1}))).is_empty());
 }
