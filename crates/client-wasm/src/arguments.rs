@@ -1,10 +1,11 @@
 //! The arguments of `updateState`, `append`, `increment` and `removeKey`, checked and
-//! turned into an [`Update`]. A wrong argument is a `TypeError` with reason
-//! `"invalid"`, which the method returns as a rejected promise (the way a refused
-//! update fails), never as a throw.
+//! turned into an [`Update`], and the argument of `setPresence`. A wrong argument is a
+//! `TypeError` with reason `"invalid"`, which the update methods return as a rejected
+//! promise (the way a refused update fails), never as a throw; `setPresence`, which
+//! returns nothing, throws it.
 
 use serde_json::{Number, Value};
-use state_sync_protocol::Update;
+use state_sync_protocol::{JsonObject, Update};
 use wasm_bindgen::JsValue;
 
 use crate::convert::{object_from_js, parse, type_error};
@@ -159,4 +160,27 @@ fn number(n: f64) -> Number {
 /// `removeKey(key)`.
 pub(crate) fn remove_key(key_value: &JsValue) -> Result<Update, JsValue> {
     Ok(Update::new().remove_key(key(key_value, "removeKey")?))
+}
+
+/// `setPresence(presence)`: a plain object, as JSON.
+pub(crate) fn presence(presence: JsValue) -> Result<JsonObject, JsValue> {
+    let wrong = |kind: &str| {
+        type_error(&format!(
+            "setPresence: the presence must be an object, got {kind}"
+        ))
+    };
+    if !presence.is_object() || js_sys::Array::is_array(&presence) {
+        return Err(wrong(&js_type(&presence)));
+    }
+    match parse(presence) {
+        Ok(Value::Object(presence)) => Ok(presence),
+        // An object whose toJSON gives something else (a Date gives a string).
+        Ok(other) => Err(wrong(&format!(
+            "{} as JSON",
+            state_sync_protocol::json_kind(&other)
+        ))),
+        Err(error) => Err(type_error(&format!(
+            "setPresence: the presence must be plain JSON data: {error}"
+        ))),
+    }
 }

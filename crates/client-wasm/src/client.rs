@@ -233,6 +233,73 @@ impl Client {
         });
     }
 
+    /// Sets this client's presence in its state: a plain object (`{typing: true}`, a
+    /// cursor) that the others see as the `presence` of this client's entry. It
+    /// replaces the previous one, whole. Sent at once when attached, at most every
+    /// 50 ms (a later one waits, the latest winning), and again on every re-attach;
+    /// set before attaching, it is sent with the attach. Throws a `TypeError` (reason
+    /// `"invalid"`) for anything else than an object of JSON data. A presence the
+    /// server refuses (over its size limit: reason `"tooLarge"`) is reported like
+    /// other errors (`onError`, error listeners); the previous one stays.
+    #[wasm_bindgen(js_name = setPresence)]
+    pub fn set_presence(&self, presence: JsValue) -> Result<(), JsValue> {
+        let presence = arguments::presence(presence)?;
+        self.with(|inner, effects| inner.set_presence(presence, effects));
+        Ok(())
+    }
+
+    /// This client's presence as last set (`{}` until then); the same frozen object
+    /// until it is set again.
+    #[wasm_bindgen(js_name = getMyPresence)]
+    pub fn get_my_presence(&self) -> JsValue {
+        let mut mine = JsValue::UNDEFINED;
+        self.with(|inner, _| mine = inner.presence.mine(inner.core.my_presence()));
+        mine
+    }
+
+    /// Everyone else attached to the state: `[{id, user, presence}]` in the order they
+    /// joined (another tab of the same user is an entry of its own). `user` is what
+    /// the server shows of each (by default their identifier). The same frozen array
+    /// until somebody joins, leaves or changes their presence, and an entry that did
+    /// not change keeps its object. Empty when not attached; kept while reconnecting.
+    #[wasm_bindgen(js_name = getOthers)]
+    pub fn get_others(&self) -> JsValue {
+        let mut others = JsValue::UNDEFINED;
+        self.with(|inner, _| others = inner.presence.others(&inner.core));
+        others
+    }
+
+    /// This client's entry id in the state (the `id` the others see), once the server
+    /// told it; `undefined` before.
+    #[wasm_bindgen(js_name = getPresenceId)]
+    pub fn get_presence_id(&self) -> Option<String> {
+        let mut id = None;
+        self.with(|inner, _| id = inner.core.presence_id().map(str::to_owned));
+        id
+    }
+
+    /// Calls `handler(others, change)` on every change of the others: `others` is what
+    /// `getOthers()` returns then, `change` is `{type, entry}` with `type` one of
+    /// `"synced"` (the whole list was replaced: on attach and re-attach, or emptied on
+    /// leaving the state; no `entry`), `"joined"`, `"updated"` (the entry as it is
+    /// now) or `"left"` (the entry as it was). Changes that arrive together are heard
+    /// in order, each with the list after all of them. A handler added twice is
+    /// called once.
+    #[wasm_bindgen(js_name = addPresenceListener)]
+    pub fn add_presence_listener(&self, handler: Function) {
+        self.with(|inner, _| {
+            inner.presence.add_listener(handler);
+        });
+    }
+
+    /// Removes a presence listener; `false` when it was not there.
+    #[wasm_bindgen(js_name = removePresenceListener)]
+    pub fn remove_presence_listener(&self, handler: &Function) -> bool {
+        let mut removed = false;
+        self.with(|inner, _| removed = inner.presence.remove_listener(handler));
+        removed
+    }
+
     /// `"connecting"`, `"connected"`, `"reconnecting"` or `"closed"`.
     #[wasm_bindgen(getter)]
     pub fn status(&self) -> String {

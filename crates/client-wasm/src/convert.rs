@@ -73,13 +73,19 @@ pub(crate) fn applied(updates: &JsonObject, version: Option<u64>) -> JsValue {
     applied.into()
 }
 
+/// A failure reason as the wire names it (`"vetoed"`, `"tooLarge"`, …), which is what
+/// JavaScript sees as an error's `reason`.
+pub(crate) fn reason_name<T: Serialize>(reason: &T) -> String {
+    serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// The JavaScript error for a failed update.
 pub(crate) fn update_error(failure: &UpdateFailure) -> JsValue {
     let reason = match failure {
-        UpdateFailure::Rejected { reason, .. } => serde_json::to_value(reason)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        UpdateFailure::Rejected { reason, .. } => reason_name(reason),
         UpdateFailure::Unconfirmed => "unconfirmed".to_owned(),
         UpdateFailure::Detached { .. } => "detached".to_owned(),
         UpdateFailure::Closed => "closed".to_owned(),

@@ -1,10 +1,11 @@
-//! What drives the exported `Client`: the WebSocket and its handlers, the reconnection
-//! timer, and the [`ClientCore`] whose events it performs.
+//! What drives the exported `Client`: the WebSocket and its handlers, the timers (the
+//! next reconnection, the next presence send), and the [`ClientCore`] whose events it
+//! performs.
 //!
 //! The bookkeeping around the core is the protocol crate's, shared with the native
 //! client: who waits for what ([`Waiters`]), when the backoff starts over
 //! ([`Reconnect`]), listeners by identifier ([`Listeners`]) and the status names. What
-//! is this crate's own is the browser's socket and timer, and how JavaScript is called:
+//! is this crate's own is the browser's socket and timers, and how JavaScript is called:
 //! callbacks are queued as [`Effects`] and run once the client's state is no longer
 //! borrowed, so that they may call back into the client.
 
@@ -20,7 +21,9 @@ use state_sync_protocol::{
 use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
-use crate::convert::{applied, error, to_js, update_error};
+use crate::convert::{applied, error, reason_name, to_js, update_error};
+use crate::presence::PresenceView;
+use crate::timer::Timer;
 
 /// JavaScript functions to call once the `RefCell` borrow is released, with their
 /// arguments.
@@ -46,12 +49,6 @@ impl Drop for Socket {
     }
 }
 
-/// A scheduled reconnection and the callback it holds.
-struct Timer {
-    handle: i32,
-    _callback: Closure<dyn FnMut()>,
-}
-
 /// The client's state, shared by the exported `Client` and the socket's handlers.
 pub(crate) struct Inner {
     this: Weak<RefCell<Inner>>,
@@ -67,7 +64,12 @@ pub(crate) struct Inner {
     opened_at: Option<f64>,
     /// What went wrong last, for the report when the client gives up.
     last_failure: String,
+    /// The next reconnection.
     timer: Option<Timer>,
+    /// The next presence send (see [`Event::PresenceDue`]).
+    presence_timer: Option<Timer>,
+    /// Presence as JavaScript sees it.
+    pub(crate) presence: PresenceView,
     pub(crate) status: ConnectionStatus,
     pub(crate) listeners: Listeners<Function>,
     pub(crate) status_listeners: Listeners<Function>,
@@ -166,6 +168,8 @@ impl Inner {
             opened_at: None,
             last_failure: String::new(),
             timer: None,
+            presence_timer: None,
+            presence: PresenceView::default(),
             status: ConnectionStatus::Connecting,
             listeners: Listeners::new(),
             status_listeners: Listeners::new(),
@@ -344,30 +348,14 @@ impl Inner {
     }
 
     fn schedule(&mut self, delay: Duration, effects: &mut Effects) {
-        let this = self.this.clone();
-        let callback = Closure::<dyn FnMut()>::new(move || {
-            with_inner(&this, |inner, effects| {
-                inner.timer = None;
-                if inner.status != ConnectionStatus::Closed {
-                    inner.open(effects);
-                }
-            });
-        });
-        let millis = i32::try_from(delay.as_millis()).unwrap_or(i32::MAX);
-        let scheduled = web_sys::window().map(|window| {
-            window.set_timeout_with_callback_and_timeout_and_arguments_0(
-                callback.as_ref().unchecked_ref(),
-                millis,
-            )
-        });
-        match scheduled {
-            Some(Ok(handle)) => {
-                self.timer = Some(Timer {
-                    handle,
-                    _callback: callback,
-                })
+        self.timer = Timer::start(&self.this, delay, |inner, effects| {
+            inner.timer = None;
+            if inner.status != ConnectionStatus::Closed {
+                inner.open(effects);
             }
-            _ => self.shut_down("cannot schedule a reconnection outside a window", effects),
+        });
+        if self.timer.is_none() {
+            self.shut_down("cannot schedule a reconnection outside a window", effects);
         }
     }
 
@@ -377,9 +365,8 @@ impl Inner {
             return;
         }
         self.socket = None;
-        if let (Some(timer), Some(window)) = (self.timer.take(), web_sys::window()) {
-            window.clear_timeout_with_handle(timer.handle);
-        }
+        self.timer = None;
+        self.presence_timer = None;
         let events = self.core.close();
         self.dispatch(events, effects);
         let (attaching, updating) = self.waiters.close();
@@ -440,11 +427,31 @@ impl Inner {
         }
     }
 
+    /// Sets this client's presence (the core sends it when it can).
+    pub(crate) fn set_presence(&mut self, presence: JsonObject, effects: &mut Effects) {
+        if presence != *self.core.my_presence() {
+            self.presence.mine_changed();
+            let events = self.core.set_presence(presence);
+            self.dispatch(events, effects);
+        }
+    }
+
+    /// Performs the core's events, and queues the JavaScript callbacks they call for.
     fn dispatch(&mut self, events: Vec<Event>, effects: &mut Effects) {
-        if events.iter().any(|event| !matches!(event, Event::Send(_))) {
+        let state_changed = events.iter().any(|event| {
+            !matches!(
+                event,
+                Event::Send(_)
+                    | Event::Presence(_)
+                    | Event::PresenceFailed { .. }
+                    | Event::PresenceDue(_)
+            )
+        });
+        if state_changed {
             // Attached, updated, settled or detached: functional updates look again.
             self.changed(effects);
         }
+        let mut presence = Vec::new();
         for event in events {
             match event {
                 Event::Send(text) => {
@@ -512,7 +519,19 @@ impl Inner {
                     self.report(&message, "stateRemoved", effects)
                 }
                 Event::ServerError { message } => self.report(&message, "server", effects),
+                Event::Presence(event) => presence.push(event),
+                Event::PresenceFailed { reason, message } => {
+                    self.report(&message, &reason_name(&reason), effects);
+                }
+                Event::PresenceDue(delay) => {
+                    self.presence_timer = Timer::start(&self.this, delay, |inner, effects| {
+                        inner.presence_timer = None;
+                        let events = inner.core.presence_due();
+                        inner.dispatch(events, effects);
+                    });
+                }
             }
         }
+        self.presence.changed(&self.core, presence, effects);
     }
 }

@@ -30,6 +30,21 @@
 //! protocol crate's ([`Reconnect`](state_sync_protocol::Reconnect)), shared with the
 //! native client, and so is the check of every endpoint.
 //!
+//! Presence: who else is attached to the same state, and what they are doing
+//! (`{typing: true}`, a cursor). `setPresence(object)` sets this client's (the whole
+//! object, sent at most every 50 ms, the latest winning, and again on every re-attach);
+//! `getOthers()` returns everyone else's `{id, user, presence}`, the same array until
+//! it changes (so React's `useSyncExternalStore` can take it as it is);
+//! `addPresenceListener((others, change) => …)` hears each join, update and leave. A
+//! presence the server refuses is reported like other errors (`onError`, error
+//! listeners), with its reason (`"tooLarge"`, …).
+//!
+//! ```js
+//! client.setPresence({ typing: true });
+//! client.addPresenceListener((others, change) => console.log(change.type, change.entry));
+//! client.getOthers(); // [{ id: 'p2', user: 'bob', presence: { typing: false } }]
+//! ```
+//!
 //! The protocol logic is the protocol crate's [`ClientCore`](state_sync_protocol::ClientCore),
 //! shared with the native client, and so is the bookkeeping around it: who waits for
 //! what ([`Waiters`](state_sync_protocol::Waiters)), when the backoff starts over
@@ -44,8 +59,11 @@
 //! - `client`: the exported `Client` class.
 //! - `arguments`: the arguments of the update methods, checked, as an `Update`.
 //! - `functional`: functional updates (compute, send conditionally, retry on conflict).
-//! - `driver`: the socket, its handlers and the reconnection timer; performs the
-//!   core's events and queues the JavaScript callbacks.
+//! - `driver`: the socket, its handlers and the timers; performs the core's events and
+//!   queues the JavaScript callbacks.
+//! - `presence`: `getOthers()`, `getMyPresence()` and the presence listeners: the
+//!   core's presence as JavaScript values, the same objects until they change.
+//! - `timer`: the browser's `setTimeout` (reconnections, presence sends).
 //! - `options`: the constructor's endpoints (one, or an array) and options.
 //! - `convert`: JSON values and errors across the JavaScript boundary.
 
@@ -61,6 +79,10 @@ mod driver;
 mod functional;
 #[cfg(target_arch = "wasm32")]
 mod options;
+#[cfg(target_arch = "wasm32")]
+mod presence;
+#[cfg(target_arch = "wasm32")]
+mod timer;
 
 #[cfg(target_arch = "wasm32")]
 pub use client::Client;
