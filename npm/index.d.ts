@@ -20,7 +20,20 @@ export type FailureReason =
   | 'stateRemoved'
   | 'server'
   | 'connect'
+  | 'tooLarge'
+  | 'rateLimited'
   | 'other';
+
+/**
+ * Why the server refused a presence: the `reason` of the error reported to `onError`
+ * and the error listeners (the previous presence stays).
+ * - `"tooLarge"`: over the server's limit (2048 bytes of JSON by default);
+ * - `"rateLimited"`: sent faster than the server allows (this client sends at most
+ *   one every 50 ms);
+ * - `"notAttached"`: the client was not attached to a state;
+ * - `"invalid"`: not a presence object.
+ */
+export type PresenceFailureReason = 'invalid' | 'notAttached' | 'tooLarge' | 'rateLimited' | 'other';
 
 /** Errors of the client are `Error`s with a `reason`. */
 export interface StateSyncError extends Error {
@@ -72,6 +85,29 @@ export type NumericKeys<T> = {
   [K in keyof T & string]-?: unknown extends T[K] ? K : NonNullable<T[K]> extends number ? K : never;
 }[keyof T & string];
 
+/**
+ * One client attached to the state, as the others see it. `P` is the shape of the
+ * presence objects, `U` what the server shows of each client (by default its
+ * identifier, a string; a server may show something else).
+ */
+export interface PresenceEntry<P extends object = Record<string, unknown>, U = string> {
+  /** Given by the server, unique in the state: two tabs of one user are two entries. */
+  readonly id: string;
+  /** Who it is, as the server shows it (by default the client's identifier). */
+  readonly user: U;
+  /** What its client set with `setPresence`; `{}` until it sets something. */
+  readonly presence: Readonly<Partial<P>>;
+}
+
+/**
+ * What changed in the others, as presence listeners hear it: the whole list replaced
+ * (`"synced"`: on attach and re-attach, or emptied on leaving the state), or one entry
+ * that joined, changed its presence (the entry as it is now) or left (as it was).
+ */
+export type PresenceChange<P extends object = Record<string, unknown>, U = string> =
+  | { readonly type: 'synced' }
+  | { readonly type: 'joined' | 'updated' | 'left'; readonly entry: PresenceEntry<P, U> };
+
 export interface ReconnectOptions {
   /** Delay before the first attempt. Default 100. */
   initialDelayMs?: number;
@@ -92,9 +128,14 @@ export interface ClientOptions {
 
 /**
  * A client of a server-state-sync server: the original package's API, typed by the
- * shape `T` of the state.
+ * shape `T` of the state, plus presence typed by the shape `P` of presence objects
+ * and `U` of what the server shows of each client (by default its identifier).
  */
-export declare class Client<T extends object = Record<string, unknown>> {
+export declare class Client<
+  T extends object = Record<string, unknown>,
+  P extends object = Record<string, unknown>,
+  U = string,
+> {
   /**
    * Connects to `endpoint` (`ws://…` or `wss://…`) as `identifier`.
    *
@@ -164,6 +205,39 @@ export declare class Client<T extends object = Record<string, unknown>> {
   removeErrorListener(listenerId: string): void;
   addStatusListener(listenerId: string, handler: (status: ConnectionStatus) => void): void;
   removeStatusListener(listenerId: string): void;
+  /**
+   * Sets this client's presence in its state: what the others see as the `presence` of
+   * its entry (`{ typing: true }`, a cursor). It replaces the previous one, whole (it
+   * is not merged). Sent at once when attached, at most every 50 ms (a later one waits,
+   * the latest winning), and again on every re-attach; set before attaching, it comes
+   * with the attach. Throws a `TypeError` (reason `"invalid"`) for anything else than
+   * an object of JSON data. A presence the server refuses is reported to `onError` and
+   * the error listeners, with a `PresenceFailureReason` (`"tooLarge"`, …).
+   */
+  setPresence(presence: P): void;
+  /** This client's presence as last set (`{}` before); the same object until set again. */
+  getMyPresence(): Readonly<Partial<P>>;
+  /**
+   * Everyone else attached to the state, in the order they joined (empty when not
+   * attached; kept while reconnecting). The same frozen array until somebody joins,
+   * leaves or changes their presence, so it can be given to React as it is; an entry
+   * that did not change keeps its object.
+   */
+  getOthers(): readonly PresenceEntry<P, U>[];
+  /** This client's entry id (the `id` the others see), once the server told it. */
+  getPresenceId(): string | undefined;
+  /**
+   * Calls `handler(others, change)` on every change of the others; `others` is what
+   * `getOthers()` returns then. Changes that arrive together are heard in order, each
+   * with the list after all of them. A handler added twice is called once.
+   */
+  addPresenceListener(
+    handler: (others: readonly PresenceEntry<P, U>[], change: PresenceChange<P, U>) => void,
+  ): void;
+  /** Removes a presence listener; `false` when it was not there. */
+  removePresenceListener(
+    handler: (others: readonly PresenceEntry<P, U>[], change: PresenceChange<P, U>) => void,
+  ): boolean;
   /** Closes for good; pending updates reject with reason "closed". */
   close(): void;
 }

@@ -20,12 +20,58 @@ export function initialize(moduleOrPath) {
 // (which would close it) until close() is called.
 const open = new Set();
 
+// What the presence getters return before the module is loaded: the same objects on
+// every call (React's useSyncExternalStore renders again whenever they change).
+const NOBODY = Object.freeze([]);
+const NOTHING = Object.freeze({});
+
+// `value` frozen, and everything in it (as the WebAssembly client hands out presence).
+function deepFreeze(value) {
+  if (value !== null && typeof value === 'object') {
+    for (const member of Object.values(value)) deepFreeze(member);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+// The presence as JSON, checked as the WebAssembly client checks it (with its texts),
+// for a setPresence that must wait for the module: it throws at once all the same.
+function presenceAsJson(presence) {
+  const kind = presence === null ? 'null' : Array.isArray(presence) ? 'an array' : typeof presence;
+  const wrong = (got) => {
+    const error = new TypeError(`setPresence: the presence must be an object, got ${got}`);
+    error.reason = 'invalid';
+    return error;
+  };
+  if (kind !== 'object') throw wrong(kind);
+  const notJson = (why) => {
+    const error = new TypeError(`setPresence: the presence must be plain JSON data: ${why}`);
+    error.reason = 'invalid';
+    return error;
+  };
+  let text;
+  try {
+    text = JSON.stringify(presence);
+  } catch {
+    throw notJson('it cannot be turned into JSON');
+  }
+  if (text === undefined) throw notJson('it is undefined');
+  const json = JSON.parse(text);
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
+    throw wrong(`${json === null ? 'null' : Array.isArray(json) ? 'an array' : `a ${typeof json}`} as JSON`);
+  }
+  return json;
+}
+
 export class Client {
   #inner = null;
   #queue;
   #queued = 0;
   #closed = false;
   #listenerIds = new Set();
+  // The presence set before the module was loaded (what getMyPresence returns then).
+  #presence = NOTHING;
+  #presenceListeners = new Set();
 
   constructor(endpoint, identifier, accessToken, options) {
     // `endpoint` is one endpoint, or an array of them: servers of one cluster. The
@@ -157,6 +203,52 @@ export class Client {
 
   removeStatusListener(listenerId) {
     this.#call((c) => c.removeStatusListener(listenerId));
+  }
+
+  /**
+   * Sets this client's presence in its state (a plain object, replacing the previous
+   * one whole); the others see it in their `getOthers()`. Sent at most every 50 ms,
+   * the latest winning, and again on every re-attach. Throws a TypeError for anything
+   * else than an object of JSON data; a presence the server refuses is reported to
+   * `onError` and the error listeners (reason "tooLarge", …).
+   */
+  setPresence(presence) {
+    if (!this.#inner || this.#queued > 0) {
+      // Checked now: a wrong value throws here, not later in the queue.
+      this.#presence = deepFreeze(presenceAsJson(presence));
+    }
+    this.#call((c) => c.setPresence(presence));
+  }
+
+  /** This client's presence as last set (`{}` before); the same object until set again. */
+  getMyPresence() {
+    return this.#inner && this.#queued === 0 ? this.#inner.getMyPresence() : this.#presence;
+  }
+
+  /**
+   * Everyone else attached to the state, `[{id, user, presence}]` in the order they
+   * joined; the same frozen array until it changes.
+   */
+  getOthers() {
+    return this.#inner ? this.#inner.getOthers() : NOBODY;
+  }
+
+  /** This client's entry id (the `id` others see), once the server told it. */
+  getPresenceId() {
+    return this.#inner ? this.#inner.getPresenceId() : undefined;
+  }
+
+  /** Calls `handler(others, change)` on every change of the others. */
+  addPresenceListener(handler) {
+    this.#presenceListeners.add(handler);
+    this.#call((c) => c.addPresenceListener(handler));
+  }
+
+  /** Removes a presence listener; `false` when it was not there. */
+  removePresenceListener(handler) {
+    const had = this.#presenceListeners.delete(handler);
+    this.#call((c) => c.removePresenceListener(handler));
+    return had;
   }
 
   /** Closes the connection for good; pending updates reject with reason "closed". */

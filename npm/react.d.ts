@@ -6,6 +6,7 @@ import type {
   ClientOptions,
   ConnectionStatus,
   NumericKeys,
+  PresenceEntry,
   StateSyncError,
   UpdateOptions,
 } from './index.js';
@@ -63,3 +64,36 @@ export declare function useConnectionStatus(
   stateIdentifier: string,
   options?: SyncedStateOptions,
 ): ConnectionStatus;
+
+/**
+ * Everyone else attached to the state, on the same connection as `useSyncedState`,
+ * in the order they joined (another tab of the same user is an entry of its own).
+ * Re-renders only when somebody joins, leaves or changes their presence; the array and
+ * every unchanged entry keep their identity until then. `P` is the shape of presence
+ * objects, `U` what the server shows of each client (by default its identifier).
+ */
+export declare function useOthers<P extends object = Record<string, unknown>, U = string>(
+  endpoint: string | readonly string[],
+  identifier: string,
+  stateIdentifier: string,
+  options?: SyncedStateOptions,
+): readonly PresenceEntry<P, U>[];
+
+/**
+ * Sets the presence: the whole new object, or a function of the current one. It
+ * REPLACES the presence, it does not merge (spread `prev` to keep other keys). Throws
+ * a `TypeError` for anything else than an object.
+ */
+export type SetPresence<P extends object> = (next: P | ((prev: Readonly<Partial<P>>) => P)) => void;
+
+/**
+ * This client's presence in the state, like `useState`: `[presence, setPresence]`
+ * (`{}` until set). The others see a new presence within 50 ms, and again after a
+ * reconnection.
+ */
+export declare function useMyPresence<P extends object = Record<string, unknown>>(
+  endpoint: string | readonly string[],
+  identifier: string,
+  stateIdentifier: string,
+  options?: SyncedStateOptions,
+): [Readonly<Partial<P>>, SetPresence<P>];

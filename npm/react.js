@@ -1,4 +1,5 @@
-// React hooks over the Client, built on useSyncExternalStore.
+// React hooks over the Client, built on useSyncExternalStore: the synced state
+// (useSyncedState, useConnectionStatus) and presence (useOthers, useMyPresence).
 //
 // One connection per (endpoint, identifier, state, token), shared by every component
 // that uses it and opened on the first subscription. The endpoint may be an array of
@@ -12,6 +13,9 @@ import { Client } from './index.js';
 const stores = new Map();
 
 const INITIAL = Object.freeze({ state: undefined, version: undefined, status: 'connecting', error: null });
+// The presence hooks' values while no client is there: the same objects every time.
+const NOBODY = Object.freeze([]);
+const NOTHING = Object.freeze({});
 
 class SyncedStore {
   constructor(key, endpoint, identifier, stateIdentifier, accessToken, options) {
@@ -28,6 +32,11 @@ class SyncedStore {
     this.append = this.append.bind(this);
     this.increment = this.increment.bind(this);
     this.removeKey = this.removeKey.bind(this);
+    // Presence: set before the client exists, it is given to the client when it starts.
+    this.pendingPresence = null;
+    this.getOthers = this.getOthers.bind(this);
+    this.getMyPresence = this.getMyPresence.bind(this);
+    this.setPresence = this.setPresence.bind(this);
   }
 
   subscribe(listener) {
@@ -53,6 +62,14 @@ class SyncedStore {
 
   emit(patch) {
     this.snapshot = Object.freeze({ ...this.snapshot, ...patch });
+    this.notify();
+  }
+
+  // Tells React to look again. A component re-renders only when what its hook reads
+  // changed: a presence change leaves `snapshot` as it is, so useSyncedState alone
+  // does not re-render for it, and the presence hooks' values do not change with the
+  // state.
+  notify() {
     for (const listener of this.listeners) listener();
   }
 
@@ -69,6 +86,9 @@ class SyncedStore {
     });
     client.addErrorListener('react', (error) => this.emit({ error }));
     client.addStateUpdateListener('react', refresh);
+    client.addPresenceListener(() => this.notify());
+    if (this.pendingPresence) client.setPresence(this.pendingPresence);
+    this.pendingPresence = null;
     client
       .connectToState(stateIdentifier)
       .then(() => {
@@ -84,6 +104,7 @@ class SyncedStore {
     if (this.client) this.client.close();
     this.client = null;
     this.snapshot = INITIAL;
+    this.pendingPresence = null;
     if (stores.get(this.key) === this) stores.delete(this.key);
   }
 
@@ -111,6 +132,32 @@ class SyncedStore {
 
   removeKey(key) {
     return this.withClient((client) => client.removeKey(key));
+  }
+
+  getOthers() {
+    return this.client ? this.client.getOthers() : NOBODY;
+  }
+
+  getMyPresence() {
+    return this.client ? this.client.getMyPresence() : (this.pendingPresence ?? NOTHING);
+  }
+
+  // Replaces the presence (an object, or a function of the current one); throws a
+  // TypeError for anything else, as Client.setPresence does.
+  setPresence(next) {
+    const presence = typeof next === 'function' ? next(this.getMyPresence()) : next;
+    if (this.client) {
+      this.client.setPresence(presence);
+    } else {
+      if (presence === null || typeof presence !== 'object' || Array.isArray(presence)) {
+        const kind = presence === null ? 'null' : Array.isArray(presence) ? 'an array' : typeof presence;
+        const error = new TypeError(`setPresence: the presence must be an object, got ${kind}`);
+        error.reason = 'invalid';
+        throw error;
+      }
+      this.pendingPresence = Object.freeze({ ...presence });
+    }
+    this.notify();
   }
 }
 
@@ -149,4 +196,29 @@ export function useConnectionStatus(endpoint, identifier, stateIdentifier, { acc
     () => store.getSnapshot().status,
     () => store.getSnapshot().status,
   );
+}
+
+/**
+ * Everyone else attached to the synced state, on the same connection as
+ * useSyncedState: `[{ id, user, presence }]` in the order they joined (another tab of
+ * the same user is an entry of its own). The component re-renders only when somebody
+ * joins, leaves or changes their presence; the array and every unchanged entry keep
+ * their identity until then.
+ */
+export function useOthers(endpoint, identifier, stateIdentifier, { accessToken, options } = {}) {
+  const store = storeFor(endpoint, identifier, stateIdentifier, accessToken, options);
+  return useSyncExternalStore(store.subscribe, store.getOthers, store.getOthers);
+}
+
+/**
+ * This client's presence in the synced state, like useState: `[presence, setPresence]`.
+ * `setPresence(next)` takes the whole new presence object, or a function
+ * `prev => next`; it REPLACES the presence (it is not merged: spread `prev` to keep
+ * keys). The others see it within 50 ms. `setPresence` keeps its identity as long as
+ * the connection does; it throws a TypeError for anything else than an object.
+ */
+export function useMyPresence(endpoint, identifier, stateIdentifier, { accessToken, options } = {}) {
+  const store = storeFor(endpoint, identifier, stateIdentifier, accessToken, options);
+  const presence = useSyncExternalStore(store.subscribe, store.getMyPresence, store.getMyPresence);
+  return [presence, store.setPresence];
 }

@@ -1,8 +1,16 @@
 // Type-checked (not run) by scripts/test.sh: the package's TypeScript types accept
 // what they should and reject what they should (each @ts-expect-error must be an error,
 // or tsc fails).
-import { Client, type Applied, type ConnectionStatus, type StateSyncError } from 'server-state-sync-wasm';
-import { useSyncedState } from 'server-state-sync-wasm/react';
+import {
+  Client,
+  type Applied,
+  type ConnectionStatus,
+  type PresenceChange,
+  type PresenceEntry,
+  type PresenceFailureReason,
+  type StateSyncError,
+} from 'server-state-sync-wasm';
+import { useMyPresence, useOthers, useSyncedState } from 'server-state-sync-wasm/react';
 
 interface Chat {
   chatMessages: { sender: string; content: string }[];
@@ -108,4 +116,74 @@ export function ChatWidget() {
   synced.increment('readers', '1');
   synced.removeKey('readers');
   return synced.status;
+}
+
+// Presence: typed by the shape of presence objects (and of users: the identifier by default).
+interface Cursor {
+  typing: boolean;
+  x?: number;
+}
+const present = new Client<Chat, Cursor>('ws://localhost:5000', 'alice');
+present.setPresence({ typing: true });
+present.setPresence({ typing: false, x: 3 });
+// @ts-expect-error: typing is a boolean
+present.setPresence({ typing: 'yes' });
+// @ts-expect-error: not a key of Cursor
+present.setPresence({ typing: true, colour: 'red' });
+// @ts-expect-error: a presence is an object
+untyped.setPresence('typing');
+// @ts-expect-error: not an array either
+untyped.setPresence([1, 2]);
+untyped.setPresence({ anything: ['goes', 1] });
+const others: readonly PresenceEntry<Cursor>[] = present.getOthers();
+for (const other of others) {
+  const id: string = other.id;
+  const user: string = other.user;
+  // Until a client sets its presence, it is {}: every key may be missing.
+  const typing: boolean | undefined = other.presence.typing;
+  void [id, user, typing];
+  // @ts-expect-error: entries are read-only
+  other.presence = { typing: true };
+}
+// @ts-expect-error: the array is read-only
+present.getOthers().push(others[0]);
+const myPresence: Readonly<Partial<Cursor>> = present.getMyPresence();
+void myPresence;
+const presenceId: string | undefined = present.getPresenceId();
+void presenceId;
+const onPresence = (list: readonly PresenceEntry<Cursor>[], change: PresenceChange<Cursor>) => {
+  if (change.type !== 'synced') {
+    const who: string = change.entry.user;
+    void who;
+  }
+  // @ts-expect-error: a synced change has no entry
+  if (change.type === 'synced') void change.entry;
+  void list;
+};
+present.addPresenceListener(onPresence);
+const removed: boolean = present.removePresenceListener(onPresence);
+void removed;
+// A server that shows users as objects: say so with U.
+const withProfiles = new Client<Chat, Cursor, { name: string; avatar: string }>('ws://localhost:5000', 'alice');
+withProfiles.getOthers().map((other) => other.user.name);
+present.onError().then((error) => {
+  const reason: PresenceFailureReason | undefined =
+    error.reason === 'tooLarge' || error.reason === 'rateLimited' ? error.reason : undefined;
+  void reason;
+});
+
+export function PresenceWidget() {
+  const others = useOthers<Cursor>('ws://localhost:5000', 'alice', 'room');
+  const typing: string[] = others.filter((other) => other.presence.typing).map((other) => other.user);
+  const [mine, setPresence] = useMyPresence<Cursor>('ws://localhost:5000', 'alice', 'room');
+  const typingNow: boolean | undefined = mine.typing;
+  setPresence({ typing: true });
+  setPresence((prev) => ({ ...prev, typing: !prev.typing }));
+  // @ts-expect-error: it replaces the presence, so typing (required) must be given
+  setPresence({ x: 1 });
+  // @ts-expect-error: typing is a boolean
+  setPresence({ typing: 1 });
+  // @ts-expect-error: useOthers takes the same arguments as useSyncedState
+  useOthers(present);
+  return [typing, typingNow];
 }
