@@ -391,6 +391,47 @@ test('where localStorage is blocked the page still works, without remembering th
   await message(page, 'no storage here').waitFor();
 });
 
+test('presence: pages see who is online, and who is typing until they send or stop', async () => {
+  const hana = await openChat('hana');
+  const ivan = await openChat('ivan', { viewport: PHONE });
+  const online = (page, text) => page.getByTestId('online-user').filter({ hasText: text });
+  await online(hana, 'ivan').waitFor();
+  await online(ivan, 'hana').waitFor();
+  assert.match(await hana.getByTestId('online-me').innerText(), /hana\s*\(you\)/);
+  assert.equal(await online(hana, 'hana').count(), 0, 'this page is "you", not another person');
+
+  // Hana types: Ivan sees it, and stops seeing it once she sent (Enter keeps the focus
+  // in the box, so it is the sending that ends it).
+  const typingOf = (page, text) => page.getByTestId('typing').filter({ hasText: text });
+  await hana.getByTestId('draft').pressSequentially('hello ivan', { delay: 20 });
+  await typingOf(ivan, 'hana is typing…').waitFor({ timeout: 5000 });
+  assert.equal(await typingOf(hana, 'hana').count(), 0, 'nobody is told they are typing themselves');
+  await ivan.screenshot({ path: join(shots, '8-ivan-sees-hana-typing-phone.png') });
+  await hana.getByTestId('draft').press('Enter');
+  await message(ivan, 'hello ivan').waitFor();
+  await typingOf(ivan, 'hana').waitFor({ state: 'detached', timeout: 5000 });
+
+  // She types again and stops without sending: it ends a few seconds after her last key.
+  await hana.getByTestId('draft').pressSequentially('never mind', { delay: 20 });
+  const lastKey = Date.now();
+  await typingOf(ivan, 'hana is typing…').waitFor({ timeout: 5000 });
+  await typingOf(ivan, 'hana').waitFor({ state: 'detached', timeout: 10000 });
+  const after = Date.now() - lastKey;
+  assert.ok(after >= 2500, `typing ended ${after} ms after the last key`);
+  assert.equal(await hana.getByTestId('draft').inputValue(), 'never mind');
+
+  // Hana in a second browser: her first page shows it apart from "you"; it goes when
+  // that one closes.
+  const second = await openChat('hana');
+  await online(hana, '(another tab)').waitFor();
+  await online(second, 'ivan').waitFor();
+  await online(ivan, 'hana').filter({ hasText: '×2' }).waitFor();
+  await hana.screenshot({ path: join(shots, '8-hana-online-desktop.png') });
+  await second.context().close();
+  await online(hana, '(another tab)').waitFor({ state: 'detached', timeout: 10000 });
+  await online(ivan, 'hana').filter({ hasNotText: '×2' }).waitFor();
+});
+
 test('no page had an error or a failed request', () => {
   assert.deepEqual(failures, []);
 });

@@ -1,5 +1,5 @@
-import { useLayoutEffect, useMemo, useRef, useState } from 'react';
-import { useSyncedState } from 'server-state-sync-wasm/react';
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'react';
+import { useMyPresence, useOthers, useSyncedState } from 'server-state-sync-wasm/react';
 
 // The server this page came from also serves the state syncer (see demo-server.rs);
 // ?server=ws://host:port points the page elsewhere.
@@ -57,6 +57,9 @@ const HISTORY = 100;
 // How close to the bottom (in pixels) still counts as "reading the newest messages".
 const NEAR_BOTTOM = 48;
 
+// "Typing" ends this long after the last keystroke, even if the text stays in the box.
+const TYPING_IDLE_MS = 3000;
+
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: 'numeric', minute: '2-digit' });
 const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
   month: 'short',
@@ -91,6 +94,77 @@ function Message({ message, mine, pending }) {
       </div>
       <div className="content">{message.content}</div>
     </li>
+  );
+}
+
+// What the server shows of a client is its identifier here (the demo server's
+// default), the name it chose; anything else is shown as text.
+function userName(user) {
+  return typeof user === 'string' ? user : JSON.stringify(user);
+}
+
+// The others, one per person: a person with two tabs open is one entry of each, shown
+// once (with how many tabs). `typing` when any of their tabs is typing. In the order
+// they came, but this page's name (its other tabs) first.
+function groupByPerson(others, name) {
+  const people = new Map([[name, null]]);
+  for (const other of others) {
+    const who = userName(other.user);
+    const person = people.get(who) ?? { who, tabs: 0, typing: false };
+    person.tabs += 1;
+    person.typing ||= other.presence.typing === true;
+    people.set(who, person);
+  }
+  return [...people.values()].filter(Boolean);
+}
+
+// "Alice is typing…", "Alice and Bob are typing…", "Alice, Bob and 3 others are typing…".
+function typingText(names) {
+  if (names.length === 0) return '';
+  if (names.length === 1) return `${names[0]} is typing…`;
+  if (names.length <= 3) return `${names.slice(0, -1).join(', ')} and ${names.at(-1)} are typing…`;
+  return `${names.slice(0, 2).join(', ')} and ${names.length - 2} others are typing…`;
+}
+
+function Avatar({ name }) {
+  return (
+    <span className="avatar" aria-hidden="true">
+      {[...name][0]?.toUpperCase() ?? '?'}
+    </span>
+  );
+}
+
+// Who is online: this page first ("you"), then everyone else; the same name in
+// another tab or browser is shown apart from "you".
+function Online({ name, people }) {
+  const count = 1 + people.filter((person) => person.who !== name).length;
+  return (
+    <section className="online" aria-label="Online" data-testid="online">
+      <span className="online-count">{count} online</span>
+      <ul>
+        <li className="person you" data-testid="online-me">
+          <Avatar name={name} />
+          <span className="person-name">{name}</span>
+          <span className="person-note">(you)</span>
+        </li>
+        {people.map((person) => (
+          <li
+            key={person.who}
+            className={`person${person.typing ? ' is-typing' : ''}`}
+            data-testid="online-user"
+            title={person.tabs > 1 ? `${person.tabs} tabs` : undefined}
+          >
+            <Avatar name={person.who} />
+            <span className="person-name">{person.who}</span>
+            {person.who === name ? (
+              <span className="person-note">(another tab{person.tabs > 1 ? `s: ${person.tabs}` : ''})</span>
+            ) : (
+              person.tabs > 1 && <span className="person-note">×{person.tabs}</span>
+            )}
+          </li>
+        ))}
+      </ul>
+    </section>
   );
 }
 
@@ -138,6 +212,11 @@ function NameForm({ name, onChange }) {
 export function Chat() {
   const [name, setName] = useState(initialName);
   const { state, status, error, append } = useSyncedState(ENDPOINT, name, STATE);
+  // Presence, on the same connection: who else is here, and whether this page is typing.
+  const others = useOthers(ENDPOINT, name, STATE);
+  const [, setPresence] = useMyPresence(ENDPOINT, name, STATE);
+  const people = useMemo(() => groupByPerson(others, name), [others, name]);
+  const typing = typingText(people.filter((p) => p.typing && p.who !== name).map((p) => p.who));
   const [draft, setDraft] = useState('');
   const [sendError, setSendError] = useState(null);
   // Own messages not applied yet, shown as "sending…" until the server applied them.
@@ -165,6 +244,22 @@ export function Chat() {
     if (stick.current) toBottom();
   }, [last, waiting.length, sendError]);
 
+  // Typing: while the box holds text that was edited in the last few seconds and has
+  // the focus; not after sending. Only a change is sent (the presence replaces the
+  // previous one: {typing} is all this page sets).
+  const idle = useRef(null);
+  function setTyping(now) {
+    clearTimeout(idle.current);
+    if (now) idle.current = setTimeout(() => setTyping(false), TYPING_IDLE_MS);
+    setPresence((prev) => (prev.typing === now ? prev : { typing: now }));
+  }
+  useEffect(() => () => clearTimeout(idle.current), []);
+
+  function edit(text) {
+    setDraft(text);
+    setTyping(text.trim() !== '');
+  }
+
   function rename(next) {
     saveName(next);
     setName(next);
@@ -177,6 +272,7 @@ export function Chat() {
     const message = { id: crypto.randomUUID(), sender: name, content, sentAt: Date.now() };
     setPending((now) => [...now, message]);
     setDraft('');
+    setTyping(false);
     setSendError(null);
     toBottom();
     // An atomic append: the server adds the message to the list it has, so messages
@@ -202,6 +298,7 @@ export function Chat() {
         </div>
         <NameForm name={name} onChange={rename} />
       </header>
+      {state && <Online name={name} people={people} />}
 
       <div className="body">
         <ul className="messages" data-testid="messages" ref={list} onScroll={onScroll}>
@@ -230,6 +327,9 @@ export function Chat() {
       </div>
 
       <footer className="composer">
+        <p className="typing" aria-live="polite" data-testid={typing ? 'typing' : undefined}>
+          {typing}
+        </p>
         {sendError && (
           <p className="error" role="alert" data-testid="send-error">
             {sendError}
@@ -249,7 +349,8 @@ export function Chat() {
             aria-label="Message"
             data-testid="draft"
             value={draft}
-            onChange={(e) => setDraft(e.target.value)}
+            onChange={(e) => edit(e.target.value)}
+            onBlur={() => setTyping(false)}
             placeholder="Write a message…"
             autoComplete="off"
             autoFocus
