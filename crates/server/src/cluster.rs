@@ -164,6 +164,10 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// How many checks ([`Redis::check_every`]) a server's presence entries outlive its
+/// last write of them in Redis.
+pub(crate) const PRESENCE_TTL_CHECKS: u32 = 3;
+
 fn cannot_reach(error: impl std::fmt::Display) -> Failure {
     Failure::Unreachable(format!(
         "the server cannot reach redis ({error}); try again later"
@@ -223,6 +227,7 @@ impl Cluster {
         let cluster = Arc::clone(self);
         let weak = Arc::downgrade(state);
         let hooks = Arc::new(hooks);
+        state.presence.link(self.presence_link(state));
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             let mut reset = reset;
@@ -354,7 +359,27 @@ impl Cluster {
                     }
                     return Next::Stop;
                 }
+                // Changes of every server, this one's included: a server sweeps the
+                // entries of others that died (what it publishes of this server's own
+                // entries changes nothing here).
+                FeedEvent::Presence { changes, .. } => {
+                    match crate::presence::RemoteChange::parse(&changes) {
+                        Ok(changes) => state.presence.apply_remote(changes),
+                        Err(error) => {
+                            tracing::warn!(state = %state.id, %error, "an unreadable presence publish");
+                        }
+                    }
+                }
+                FeedEvent::PresenceSnapshot(entries) => {
+                    let others = entries
+                        .into_iter()
+                        .filter(|(node, _)| *node != *self.node)
+                        .map(|(_, present)| present)
+                        .collect();
+                    state.presence.replace_remote(others);
+                }
                 FeedEvent::Tick => {
+                    state.presence.tick();
                     let clients = state.clients();
                     let stale =
                         said.is_none_or(|(count, at)| count != clients || at.elapsed() >= every);
@@ -367,6 +392,39 @@ impl Cluster {
             }
             Next::Continue
         })
+    }
+
+    /// Where the presence of a state writes this server's entries: a task writes them
+    /// to Redis in order, each swept [`PRESENCE_TTL_CHECKS`] checks after it was last
+    /// written (every check writes them all again), so that the clients of a server
+    /// that died leave everywhere within about that many checks and one more.
+    fn presence_link<K: Send + Sync + 'static>(
+        self: &Arc<Self>,
+        state: &Arc<State<K>>,
+    ) -> crate::presence::Link {
+        let (sender, mut outgoing) = tokio::sync::mpsc::channel::<crate::presence::Outgoing>(64);
+        let cluster = Arc::clone(self);
+        let (id, hub) = (state.id.clone(), Arc::downgrade(&state.presence));
+        let ttl = self.config.check_every * PRESENCE_TTL_CHECKS;
+        tokio::spawn(async move {
+            while let Some(batch) = outgoing.recv().await {
+                let written = match cluster.feed().await {
+                    Ok(feed) => Self::store(feed)
+                        .presence(&id, &cluster.node, ttl, &batch)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(failure) => Err(format!("{failure:?}")),
+                };
+                if let Err(error) = written {
+                    tracing::debug!(state = %id, %error, "writing presence to redis");
+                    match hub.upgrade() {
+                        Some(hub) => hub.unsynced(),
+                        None => return,
+                    }
+                }
+            }
+        });
+        crate::presence::Link { sender }
     }
 
     /// Loads the state again after an update the replica could not apply.
@@ -681,7 +739,7 @@ impl Cluster {
                     // Expected a version this copy has not reached: a conflict unless
                     // Redis is there (then this copy catches up first).
                     match store.position(&state.id).await.map_err(cannot_reach)? {
-                        Some((version, _)) if version < expected => {
+                        Some((version, _, _)) if version < expected => {
                             return Err(Failure::Conflict { version });
                         }
                         None => return Err(Failure::StateGone(state.id.clone())),

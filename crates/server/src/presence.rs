@@ -89,6 +89,74 @@ impl Default for PresenceConfig {
     }
 }
 
+/// With Redis: where a state's presence tells the other servers about this server's
+/// entries (a task writes them to Redis, in order).
+pub(crate) struct Link {
+    pub(crate) sender: mpsc::Sender<Outgoing>,
+}
+
+/// This server's entries of a state to write to Redis.
+#[derive(Debug, Default)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct Outgoing {
+    /// All of them (the others this server had there are removed).
+    pub(crate) sync: bool,
+    pub(crate) put: Vec<Present>,
+    pub(crate) removed: Vec<String>,
+}
+
+/// A change of another server's entry, as Redis published it.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) enum RemoteChange {
+    Join(Present),
+    Update { id: String, presence: JsonObject },
+    Leave { id: String },
+}
+
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+impl RemoteChange {
+    /// Reads the changes `presence.lua` published (a JSON array).
+    pub(crate) fn parse(text: &str) -> Result<Vec<RemoteChange>, serde_json::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(tag = "event", rename_all = "camelCase")]
+        enum Wire {
+            Join {
+                id: String,
+                identifier: String,
+                user: Value,
+                presence: JsonObject,
+            },
+            Update {
+                id: String,
+                presence: JsonObject,
+            },
+            Leave {
+                id: String,
+            },
+        }
+        let changes: Vec<Wire> = serde_json::from_str(text)?;
+        Ok(changes
+            .into_iter()
+            .map(|change| match change {
+                Wire::Join {
+                    id,
+                    identifier,
+                    user,
+                    presence,
+                } => RemoteChange::Join(Present {
+                    id,
+                    identifier,
+                    user,
+                    presence,
+                }),
+                Wire::Update { id, presence } => RemoteChange::Update { id, presence },
+                Wire::Leave { id } => RemoteChange::Leave { id },
+            })
+            .collect())
+    }
+}
+
 /// A join or leave hook.
 pub(crate) type PresenceHook = Arc<dyn Fn(&Present) + Send + Sync>;
 
@@ -157,7 +225,9 @@ struct Entry {
     presence: JsonObject,
     /// Shown to others (the state had room when it joined).
     shown: bool,
-    local: Local,
+    /// Its connection, when it is on this server (else it is another server's, known
+    /// through Redis).
+    local: Option<Local>,
 }
 
 impl Entry {
@@ -194,8 +264,12 @@ struct Inner {
     next_seq: u64,
     shown: usize,
     lingering: usize,
-    /// Changes not sent yet, oldest first.
-    pending: Vec<(Arc<str>, Kind)>,
+    /// Changes not sent yet, oldest first, and whether each is of an entry of this
+    /// server (what other servers are told).
+    pending: Vec<(Arc<str>, Kind, bool)>,
+    /// With Redis: what Redis holds of this server's entries may differ from them (a
+    /// write was dropped or failed): the next check writes them all.
+    unsynced: bool,
     /// A flush is scheduled.
     scheduled: bool,
     last_flush: Option<Instant>,
@@ -211,6 +285,8 @@ pub(crate) struct Hub {
     on_leave: Option<PresenceHook>,
     hook_timeout: Duration,
     hooks: Mutex<Option<mpsc::Sender<(PresenceHook, Present)>>>,
+    /// With Redis: where this server's entries go.
+    link: std::sync::OnceLock<Link>,
     me: Weak<Hub>,
     inner: Mutex<Inner>,
 }
@@ -220,6 +296,14 @@ pub(crate) struct Hub {
 pub(crate) struct Membership {
     pub(crate) entry: Arc<str>,
     pub(crate) connection: u64,
+}
+
+/// Whether the entry is this connection's.
+fn owns(entry: &Entry, membership: &Membership) -> bool {
+    entry
+        .local
+        .as_ref()
+        .is_some_and(|l| l.connection == membership.connection)
 }
 
 /// A new entry's id: random, so that ids of several servers do not collide and say
@@ -244,6 +328,7 @@ impl Hub {
             on_leave,
             hook_timeout,
             hooks: Mutex::new(None),
+            link: std::sync::OnceLock::new(),
             me: me.clone(),
             inner: Mutex::new(Inner::default()),
         })
@@ -275,21 +360,28 @@ impl Hub {
             inner
                 .entries
                 .values()
-                .find(|e| e.local.session.as_ref() == Some(session) && e.identifier == identifier)
+                .find(|e| {
+                    e.identifier == identifier
+                        && e.local
+                            .as_ref()
+                            .is_some_and(|l| l.session.as_ref() == Some(session))
+                })
                 .map(|e| Arc::clone(&e.id))
         });
         let (id, change, hook) = if let Some(id) = taken {
             let inner = &mut *inner;
             let entry = inner.entries.get_mut(&id)?;
-            if entry.local.lingering.take().is_some() {
-                inner.lingering -= 1;
-            }
-            entry.local.connection = connection;
-            entry.local.watcher = watcher.clone();
+            let local = entry.local.as_mut()?;
+            let lingered = local.lingering.take().is_some();
+            local.connection = connection;
+            local.watcher = watcher.clone();
             entry.user = user;
             let changed = entry.presence != presence;
             entry.presence = presence;
             let change = (changed && entry.shown).then_some(Kind::Update);
+            if lingered {
+                inner.lingering -= 1;
+            }
             (id, change, None)
         } else {
             let id = new_id();
@@ -303,14 +395,14 @@ impl Hub {
                 user,
                 presence,
                 shown,
-                local: Local {
+                local: Some(Local {
                     connection,
                     session,
                     watcher: watcher.clone(),
                     lingering: None,
                     tokens: f64::from(self.config.rate),
                     refilled: now,
-                },
+                }),
             };
             let present = entry.present();
             inner.order.insert(seq, Arc::clone(&id));
@@ -361,12 +453,12 @@ impl Hub {
         let Some(entry) = inner
             .entries
             .get_mut(&membership.entry)
-            .filter(|e| e.local.connection == membership.connection)
+            .filter(|e| owns(e, membership))
         else {
             // Taken over by a newer connection of the same session.
             return Err(PresenceRefusal::NotAttached);
         };
-        let local = &mut entry.local;
+        let local = entry.local.as_mut().ok_or(PresenceRefusal::NotAttached)?;
         let elapsed = now.saturating_duration_since(local.refilled).as_secs_f64();
         local.tokens = (local.tokens + elapsed * f64::from(rate)).min(f64::from(rate));
         local.refilled = now;
@@ -396,7 +488,7 @@ impl Hub {
         let owned = inner
             .entries
             .get(&membership.entry)
-            .is_some_and(|e| e.local.connection == membership.connection);
+            .is_some_and(|e| owns(e, membership));
         if !owned {
             return;
         }
@@ -404,9 +496,13 @@ impl Hub {
         if lost && !grace.is_zero() {
             let deadline = Instant::now() + grace;
             let too_many = inner.lingering >= MAX_LINGERING;
-            if let Some(entry) = inner.entries.get_mut(&membership.entry) {
-                entry.local.watcher = None;
-                entry.local.lingering = Some(deadline);
+            if let Some(local) = inner
+                .entries
+                .get_mut(&membership.entry)
+                .and_then(|e| e.local.as_mut())
+            {
+                local.watcher = None;
+                local.lingering = Some(deadline);
             }
             inner.lingering += 1;
             if too_many {
@@ -414,7 +510,7 @@ impl Hub {
                 let oldest = inner
                     .entries
                     .values()
-                    .filter_map(|e| Some((e.local.lingering?, Arc::clone(&e.id))))
+                    .filter_map(|e| Some((e.local.as_ref()?.lingering?, Arc::clone(&e.id))))
                     .min();
                 if let Some((_, id)) = oldest {
                     let removed = self.remove(&mut inner, &id);
@@ -436,12 +532,20 @@ impl Hub {
     fn remove(&self, inner: &mut Inner, id: &Arc<str>) -> Option<Present> {
         let entry = inner.entries.remove(id)?;
         inner.order.remove(&entry.seq);
-        if entry.local.lingering.is_some() {
+        if entry.local.as_ref().is_some_and(|l| l.lingering.is_some()) {
             inner.lingering -= 1;
         }
         if entry.shown {
-            inner.shown -= 1;
-            self.note(inner, id, Kind::Leave, Instant::now());
+            if entry.local.is_some() {
+                inner.shown -= 1;
+            }
+            self.note_from(
+                inner,
+                id,
+                Kind::Leave,
+                entry.local.is_some(),
+                Instant::now(),
+            );
         }
         Some(entry.present())
     }
@@ -463,7 +567,10 @@ impl Hub {
             let Some(hub) = hub.upgrade() else { return };
             let mut inner = hub.lock();
             let expired = inner.entries.get(&membership.entry).is_some_and(|e| {
-                e.local.connection == membership.connection && e.local.lingering == Some(deadline)
+                owns(e, &membership)
+                    && e.local
+                        .as_ref()
+                        .is_some_and(|l| l.lingering == Some(deadline))
             });
             if expired {
                 let removed = hub.remove(&mut inner, &membership.entry);
@@ -504,7 +611,13 @@ impl Hub {
 
     /// Notes a change to send, and sends now or schedules the flush.
     fn note(&self, inner: &mut Inner, id: &Arc<str>, kind: Kind, now: Instant) {
-        inner.pending.push((Arc::clone(id), kind));
+        let local = inner.entries.get(id).is_none_or(|e| e.local.is_some());
+        self.note_from(inner, id, kind, local, now);
+    }
+
+    /// Notes a change, of an entry of this server (`local`) or of another.
+    fn note_from(&self, inner: &mut Inner, id: &Arc<str>, kind: Kind, local: bool, now: Instant) {
+        inner.pending.push((Arc::clone(id), kind, local));
         if inner.scheduled {
             if inner.pending.len() >= MAX_PENDING_CHANGES {
                 self.flush(inner);
@@ -541,7 +654,8 @@ impl Hub {
         let pending = std::mem::take(&mut inner.pending);
         let mut sent: HashSet<&str> = HashSet::new();
         let mut changes = Vec::new();
-        for (id, kind) in &pending {
+        self.publish(inner, &pending);
+        for (id, kind, _) in &pending {
             match kind {
                 Kind::Leave => {
                     sent.remove(&**id);
@@ -579,7 +693,7 @@ impl Hub {
             .then_some(first);
         let message = frame(&ServerMessage::PresenceChanged(PresenceChanged { changes }));
         for entry in inner.entries.values() {
-            if let Some(watcher) = &entry.local.watcher
+            if let Some(watcher) = entry.local.as_ref().and_then(|l| l.watcher.as_ref())
                 && only.as_deref() != Some(&*entry.id)
             {
                 watcher.push(message.clone());
@@ -587,6 +701,159 @@ impl Hub {
         }
     }
 
+}
+
+/// With Redis: the other servers' entries, and this server's in Redis.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+impl Hub {
+    /// Links the presence of a shared state to the other servers' (through Redis).
+    pub(crate) fn link(&self, link: Link) {
+        let _ = self.link.set(link);
+    }
+
+    /// With Redis: tells the other servers about this server's entries that changed.
+    fn publish(&self, inner: &mut Inner, pending: &[(Arc<str>, Kind, bool)]) {
+        let Some(link) = self.link.get() else {
+            return;
+        };
+        let mut outgoing = Outgoing::default();
+        let mut seen = HashSet::new();
+        for (id, kind, local) in pending.iter().rev() {
+            if !local || !seen.insert(&**id) {
+                continue;
+            }
+            match inner.entries.get(id).filter(|e| e.shown) {
+                Some(entry) => outgoing.put.push(entry.present()),
+                None if *kind == Kind::Leave => outgoing.removed.push(id.to_string()),
+                None => {}
+            }
+        }
+        if outgoing.put.is_empty() && outgoing.removed.is_empty() {
+            return;
+        }
+        if link.sender.try_send(outgoing).is_err() {
+            // Redis is slow: the next check writes them all.
+            inner.unsynced = true;
+        }
+    }
+
+    /// With Redis, at every check: writes all of this server's entries (refreshing
+    /// their expiry, repairing what a dropped write left), which also sweeps the
+    /// entries of servers that died. Nothing when there is nothing to say.
+    pub(crate) fn tick(&self) {
+        let Some(link) = self.link.get() else {
+            return;
+        };
+        let mut inner = self.lock();
+        if inner.entries.is_empty() && !inner.unsynced {
+            return;
+        }
+        let put = inner
+            .entries
+            .values()
+            .filter(|e| e.shown && e.local.is_some())
+            .map(Entry::present)
+            .collect();
+        let outgoing = Outgoing {
+            sync: true,
+            put,
+            removed: Vec::new(),
+        };
+        inner.unsynced = link.sender.try_send(outgoing).is_err();
+    }
+
+    /// With Redis: a write of this server's entries failed; the next check repeats it.
+    pub(crate) fn unsynced(&self) {
+        self.lock().unsynced = true;
+    }
+
+    /// Changes of another server's entries, as Redis published them.
+    pub(crate) fn apply_remote(&self, changes: Vec<RemoteChange>) {
+        let mut inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        let now = Instant::now();
+        for change in changes {
+            match change {
+                RemoteChange::Join(present) => self.put_remote(&mut inner, present, now),
+                RemoteChange::Update { id, presence } => {
+                    let id: Arc<str> = Arc::from(id.as_str());
+                    if let Some(entry) = inner.entries.get_mut(&id).filter(|e| e.local.is_none())
+                        && entry.presence != presence
+                    {
+                        entry.presence = presence;
+                        self.note_from(&mut inner, &id, Kind::Update, false, now);
+                    }
+                }
+                RemoteChange::Leave { id } => {
+                    let id: Arc<str> = Arc::from(id.as_str());
+                    if inner.entries.get(&id).is_some_and(|e| e.local.is_none()) {
+                        self.remove(&mut inner, &id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every other server's entries, as Redis holds them now.
+    pub(crate) fn replace_remote(&self, entries: Vec<Present>) {
+        let mut inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        let now = Instant::now();
+        let keep: HashSet<&str> = entries.iter().map(|p| p.id.as_str()).collect();
+        let gone: Vec<Arc<str>> = inner
+            .entries
+            .values()
+            .filter(|e| e.local.is_none() && !keep.contains(&*e.id))
+            .map(|e| Arc::clone(&e.id))
+            .collect();
+        for id in gone {
+            self.remove(&mut inner, &id);
+        }
+        for present in entries {
+            self.put_remote(&mut inner, present, now);
+        }
+    }
+
+    /// Adds or changes another server's entry.
+    fn put_remote(&self, inner: &mut Inner, present: Present, now: Instant) {
+        let id: Arc<str> = Arc::from(present.id.as_str());
+        match inner.entries.get_mut(&id) {
+            Some(entry) if entry.local.is_some() => {}
+            Some(entry) => {
+                if entry.user != present.user || entry.presence != present.presence {
+                    entry.user = present.user;
+                    entry.presence = present.presence;
+                    self.note_from(inner, &id, Kind::Update, false, now);
+                }
+            }
+            None => {
+                let seq = inner.next_seq;
+                inner.next_seq += 1;
+                inner.order.insert(seq, Arc::clone(&id));
+                inner.entries.insert(
+                    Arc::clone(&id),
+                    Entry {
+                        id: Arc::clone(&id),
+                        seq,
+                        identifier: present.identifier,
+                        user: present.user,
+                        presence: present.presence,
+                        shown: true,
+                        local: None,
+                    },
+                );
+                self.note_from(inner, &id, Kind::Join, false, now);
+            }
+        }
+    }
+
+}
+
+impl Hub {
     /// Runs a join or leave hook, in order with the others of this state, in a task of
     /// its own; a hook that panics or hangs costs its call only.
     fn call(&self, hook: PresenceHook, present: Present) {

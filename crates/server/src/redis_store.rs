@@ -284,6 +284,7 @@ pub(crate) struct RedisStore {
     remove: Script,
     outcome: Script,
     session: Script,
+    presence: Script,
     /// How long a session's outcomes live after its last update, in seconds.
     outcome_ttl: u64,
     /// How long a command may take before it counts as failed.
@@ -416,6 +417,7 @@ impl RedisStore {
             remove: Script::new(include_str!("redis_store/remove.lua")),
             outcome: Script::new(include_str!("redis_store/outcome.lua")),
             session: Script::new(include_str!("redis_store/session.lua")),
+            presence: Script::new(include_str!("redis_store/presence.lua")),
             outcome_ttl,
             timeout,
             max_bytes,
@@ -825,6 +827,8 @@ impl RedisStore {
             .key(key(id, "clients"))
             .key(channel(id))
             .key(key(id, "removed"))
+            .key(key(id, "presence"))
+            .key(key(id, "presence:exp"))
             .arg(epoch.unwrap_or(""))
             .arg(why);
         let mut connection = self.connection.clone();
@@ -893,28 +897,112 @@ impl RedisStore {
         Ok(exists == 1)
     }
 
-    /// The state's version and epoch, `None` when it does not exist.
+    /// The state's version, epoch and presence version, `None` when it does not exist.
     ///
     /// # Errors
     /// When Redis fails.
     pub(crate) async fn position(
         &self,
         id: &str,
-    ) -> Result<Option<(u64, String)>, RedisStoreError> {
+    ) -> Result<Option<(u64, String, u64)>, RedisStoreError> {
         let mut connection = self.connection.clone();
-        let (version, epoch): (Option<String>, Option<String>) = self
+        let (version, epoch, presence): (Option<String>, Option<String>, Option<String>) = self
             .run(
                 redis::cmd("HMGET")
                     .arg(key(id, "meta"))
                     .arg("version")
                     .arg("epoch")
+                    .arg("pv")
                     .query_async(&mut connection),
             )
             .await?;
         match (version, epoch) {
-            (Some(version), Some(epoch)) => Ok(Some((parse_u64(id, &version)?, epoch))),
+            (Some(version), Some(epoch)) => {
+                let presence = presence.as_deref().map_or(Ok(0), |pv| parse_u64(id, pv))?;
+                Ok(Some((parse_u64(id, &version)?, epoch, presence)))
+            }
             _ => Ok(None),
         }
+    }
+
+    /// Writes server `node`'s presence entries of a state (see `presence.lua`): the
+    /// entries put and removed, or with `sync` all of them (its others are removed, and
+    /// every server's expired entries swept). Each entry is swept `ttl` after this
+    /// unless written again.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub(crate) async fn presence(
+        &self,
+        id: &str,
+        node: &str,
+        ttl: Duration,
+        outgoing: &crate::presence::Outgoing,
+    ) -> Result<(), RedisStoreError> {
+        let mut invocation = self.presence.key(key(id, "meta"));
+        invocation
+            .key(key(id, "presence"))
+            .key(key(id, "presence:exp"))
+            .key(channel(id))
+            .arg(node)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .arg(if outgoing.sync { "s" } else { "c" });
+        for present in &outgoing.put {
+            let texts = PresenceTexts::of(node, present);
+            invocation
+                .arg(&present.id)
+                .arg(texts.stored)
+                .arg(texts.join)
+                .arg(texts.update);
+        }
+        for removed in &outgoing.removed {
+            invocation.arg(removed).arg("").arg("").arg("");
+        }
+        let mut connection = self.connection.clone();
+        let _: i64 = self.run(invocation.invoke_async(&mut connection)).await?;
+        Ok(())
+    }
+
+    /// Every presence entry of a state, with the server each is on, and the presence
+    /// version they are at.
+    ///
+    /// # Errors
+    /// When Redis fails, or an entry cannot be read.
+    pub(crate) async fn presence_snapshot(
+        &self,
+        id: &str,
+    ) -> Result<(u64, Vec<(String, crate::presence::Present)>), RedisStoreError> {
+        let mut connection = self.connection.clone();
+        let (entries, presence): (Vec<(String, String)>, Option<String>) = self
+            .run(
+                redis::pipe()
+                    .atomic()
+                    .hgetall(key(id, "presence"))
+                    .hget(key(id, "meta"), "pv")
+                    .query_async(&mut connection),
+            )
+            .await?;
+        let presence = presence.as_deref().map_or(Ok(0), |pv| parse_u64(id, pv))?;
+        let mut read = Vec::with_capacity(entries.len());
+        for (entry, stored) in entries {
+            let corrupt =
+                |what: String| RedisStoreError::Corrupt(id.to_owned(), format!("presence: {what}"));
+            let (node, json) = stored
+                .split_once(' ')
+                .ok_or_else(|| corrupt(format!("entry {entry} has no server")))?;
+            let stored: StoredPresence =
+                serde_json::from_str(json).map_err(|e| corrupt(format!("entry {entry}: {e}")))?;
+            read.push((
+                node.to_owned(),
+                crate::presence::Present {
+                    id: entry,
+                    identifier: stored.identifier,
+                    user: stored.user,
+                    presence: stored.presence,
+                },
+            ));
+        }
+        Ok((presence, read))
     }
 
     /// The updates of versions `from..=to` from the state's stream, to fill a gap:
@@ -947,6 +1035,71 @@ impl RedisStore {
                 Ok((version, payload))
             })
             .collect()
+    }
+}
+
+/// A presence entry as Redis keeps it (after its server's node id).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredPresence {
+    identifier: String,
+    user: serde_json::Value,
+    presence: JsonObject,
+}
+
+/// The texts `presence.lua` takes for an entry: what it stores, and the changes it
+/// publishes when the entry is new or different.
+struct PresenceTexts {
+    stored: String,
+    join: String,
+    update: String,
+}
+
+impl PresenceTexts {
+    fn of(node: &str, present: &crate::presence::Present) -> Self {
+        #[derive(serde::Serialize)]
+        struct Stored<'a> {
+            identifier: &'a str,
+            user: &'a serde_json::Value,
+            presence: &'a JsonObject,
+        }
+        #[derive(serde::Serialize)]
+        #[serde(tag = "event", rename_all = "camelCase")]
+        enum Change<'a> {
+            Join {
+                id: &'a str,
+                identifier: &'a str,
+                user: &'a serde_json::Value,
+                presence: &'a JsonObject,
+            },
+            Update {
+                id: &'a str,
+                presence: &'a JsonObject,
+            },
+        }
+        let stored = Stored {
+            identifier: &present.identifier,
+            user: &present.user,
+            presence: &present.presence,
+        };
+        let join = Change::Join {
+            id: &present.id,
+            identifier: &present.identifier,
+            user: &present.user,
+            presence: &present.presence,
+        };
+        let update = Change::Update {
+            id: &present.id,
+            presence: &present.presence,
+        };
+        // Serializing these cannot fail: every map key is a string.
+        PresenceTexts {
+            stored: format!(
+                "{node} {}",
+                serde_json::to_string(&stored).unwrap_or_default()
+            ),
+            join: serde_json::to_string(&join).unwrap_or_default(),
+            update: serde_json::to_string(&update).unwrap_or_default(),
+        }
     }
 }
 

@@ -40,6 +40,10 @@ pub(crate) enum FeedEvent {
     /// The state is not in Redis, and was not removed: Redis lost it (a restart
     /// without persistence, a failover to an empty replica).
     Vanished,
+    /// Presence changes a server (`node`) published, in order: the JSON array.
+    Presence { node: String, changes: String },
+    /// Every presence entry, with its server (after a missed presence publish).
+    PresenceSnapshot(Vec<(String, crate::presence::Present)>),
 }
 
 /// What the subscription hands a follower.
@@ -70,6 +74,8 @@ pub(crate) struct Feed {
 struct Position {
     version: u64,
     epoch: String,
+    /// The presence version delivered last (`None`: none yet).
+    presence: Option<u64>,
 }
 
 /// What a follower does next.
@@ -180,7 +186,11 @@ impl Feed {
             }
             // Kept to tell this follower's route from a later one's of the same state.
             let own = raw_sender;
-            let mut position = Position { version, epoch };
+            let mut position = Position {
+                version,
+                epoch,
+                presence: None,
+            };
             feed.run(&id, &mut position, raw, &mut sink).await;
             let subscription = {
                 let mut routes = lock(&feed.routes);
@@ -264,6 +274,7 @@ impl Feed {
                 }
                 return self.resync(id, position, sink).await;
             }
+            "p" => return self.presence_received(id, position, sink, rest).await,
             _ => {}
         }
         let version = parse_u64(id, head)?;
@@ -297,9 +308,19 @@ impl Feed {
         position: &mut Position,
         sink: &mut Handler,
     ) -> Result<Next, RedisStoreError> {
-        let Some((version, epoch)) = self.store.position(id).await? else {
+        let Some((version, epoch, presence)) = self.store.position(id).await? else {
             return self.missing(id, sink).await;
         };
+        match position.presence {
+            // Nothing was ever present: nothing to load.
+            None if presence == 0 => position.presence = Some(0),
+            Some(known) if known == presence => {}
+            _ => {
+                if let Next::Stop = self.presence_reload(id, position, sink).await? {
+                    return Ok(Next::Stop);
+                }
+            }
+        }
         if epoch != position.epoch || version < position.version {
             return self.resync(id, position, sink).await;
         }
@@ -361,7 +382,57 @@ impl Feed {
         tracing::info!(state = %id, from = position.version, to = state.version, "resync from redis");
         position.version = state.version;
         position.epoch = state.epoch.clone();
+        // Presence is loaded again at the next check.
+        position.presence = None;
         Ok(deliver(sink, FeedEvent::Resync(state)))
+    }
+}
+
+impl Feed {
+    /// A presence publish (`<pv> <node> <changes>`): delivered when it is the next one,
+    /// ignored when already delivered; after a gap, every entry is loaded instead.
+    async fn presence_received(
+        &self,
+        id: &str,
+        position: &mut Position,
+        sink: &mut Handler,
+        text: &str,
+    ) -> Result<Next, RedisStoreError> {
+        let mut parts = text.splitn(3, ' ');
+        let (Some(pv), Some(node), Some(changes)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(RedisStoreError::Corrupt(
+                id.to_owned(),
+                format!("a presence publish without its parts: {text:?}"),
+            ));
+        };
+        let pv = parse_u64(id, pv)?;
+        match position.presence {
+            Some(known) if pv <= known => Ok(Next::Continue),
+            Some(known) if pv == known + 1 => {
+                position.presence = Some(pv);
+                Ok(deliver(
+                    sink,
+                    FeedEvent::Presence {
+                        node: node.to_owned(),
+                        changes: changes.to_owned(),
+                    },
+                ))
+            }
+            _ => self.presence_reload(id, position, sink).await,
+        }
+    }
+
+    /// Loads every presence entry, after a missed publish (or the first time).
+    async fn presence_reload(
+        &self,
+        id: &str,
+        position: &mut Position,
+        sink: &mut Handler,
+    ) -> Result<Next, RedisStoreError> {
+        let (pv, entries) = self.store.presence_snapshot(id).await?;
+        position.presence = Some(pv);
+        Ok(deliver(sink, FeedEvent::PresenceSnapshot(entries)))
     }
 }
 
