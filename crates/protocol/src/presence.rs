@@ -50,7 +50,7 @@ pub struct PresenceSnapshot {
 }
 
 /// One change in a [`PresenceChanged`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "camelCase")]
 pub enum PresenceChange {
     /// Somebody attached (or a client learns of an entry it did not know).
@@ -68,6 +68,44 @@ pub enum PresenceChange {
         /// The entry.
         id: String,
     },
+}
+
+// Read through a plain struct: serde's internally tagged enums cost the browser
+// client about 6 KB of WebAssembly.
+impl<'de> Deserialize<'de> for PresenceChange {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            event: String,
+            id: String,
+            #[serde(default)]
+            user: Option<Value>,
+            #[serde(default)]
+            presence: Option<JsonObject>,
+        }
+        let Raw {
+            event,
+            id,
+            user,
+            presence,
+        } = Raw::deserialize(deserializer)?;
+        let missing = |field| serde::de::Error::custom(format_args!("a {event} without {field}"));
+        match event.as_str() {
+            "join" => Ok(PresenceChange::Join(PresenceEntry {
+                id,
+                user: user.ok_or_else(|| missing("user"))?,
+                presence: presence.ok_or_else(|| missing("presence"))?,
+            })),
+            "update" => Ok(PresenceChange::Update {
+                id,
+                presence: presence.ok_or_else(|| missing("presence"))?,
+            }),
+            "leave" => Ok(PresenceChange::Leave { id }),
+            other => Err(serde::de::Error::custom(format_args!(
+                "unknown presence event {other:?}"
+            ))),
+        }
+    }
 }
 
 impl PresenceChange {
@@ -93,7 +131,6 @@ pub struct PresenceChanged {
 /// Why a SET_PRESENCE was refused (PRESENCE_FAILED, 13).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[non_exhaustive]
 pub enum PresenceFailureReason {
     /// The frame did not hold a presence object.
     Invalid,

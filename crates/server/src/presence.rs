@@ -700,7 +700,6 @@ impl Hub {
             }
         }
     }
-
 }
 
 /// With Redis: the other servers' entries, and this server's in Redis.
@@ -850,7 +849,6 @@ impl Hub {
             }
         }
     }
-
 }
 
 impl Hub {
