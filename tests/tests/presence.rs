@@ -490,3 +490,90 @@ async fn hooks_and_the_public_identity() {
     .await;
     assert!(syncer.presence_of_state("room").is_none());
 }
+
+#[tokio::test]
+async fn attach_loops_cost_the_others_nothing_and_a_reattach_keeps_the_entry() {
+    let syncer = StateSyncer::new();
+    for id in ["room", "hall"] {
+        syncer
+            .create_state(StateOptions::new().identifier(id))
+            .unwrap();
+    }
+    let (_server, url) = serve(&syncer).await;
+    let mut watcher = RawClient::connect(&url, "w", None).await;
+    attach_watching(&mut watcher, "room", json!({})).await;
+    // A client attaches to the room and leaves it again, a thousand times, asking for
+    // presence and not: entries that nobody saw come and go without a word.
+    let mut looper = RawClient::connect(&url, "loop", None).await;
+    for n in 0..1000 {
+        looper
+            .send(json!({"type": 2, "data": {"stateIdentifier": "room", "presence": {"n": n}}}))
+            .await;
+        looper
+            .send(json!({"type": 2, "data": {"stateIdentifier": "hall"}}))
+            .await;
+    }
+    // Its last attach is answered: everything before it was handled.
+    looper
+        .send(json!({"type": 2, "data": {"stateIdentifier": "hall", "session": "z"}}))
+        .await;
+    loop {
+        let message = looper.recv().await;
+        if message["type"] == 7 && message["data"]["version"] == 0 {
+            // Count the answers: 2001 attaches.
+            break;
+        }
+    }
+    let mut frames = 0;
+    let mut changes = 0;
+    while let Ok(message) =
+        tokio::time::timeout(Duration::from_millis(300), watcher.expect(12)).await
+    {
+        frames += 1;
+        changes += message["changes"].as_array().unwrap().len();
+    }
+    assert!(
+        changes <= 40,
+        "{changes} changes in {frames} frames for 1,000 unseen attaches"
+    );
+    // Re-attaching to the same state with its session keeps the entry: same id, no
+    // leave nor join, only the new presence.
+    let mut tab = RawClient::connect(&url, "ann", None).await;
+    let first = attach_watching(
+        &mut tab,
+        "room",
+        json!({"session": "s", "presence": {"v": 1}}),
+    )
+    .await;
+    let id = first["self"].clone();
+    let joined = watcher.expect(12).await;
+    assert_eq!(joined["changes"][0]["event"], "join");
+    let again = attach_watching(
+        &mut tab,
+        "room",
+        json!({"session": "s", "presence": {"v": 2}}),
+    )
+    .await;
+    assert_eq!(again["self"], id);
+    let changed = watcher.expect(12).await;
+    assert_eq!(
+        changed,
+        json!({"changes": [{"event": "update", "id": id, "presence": {"v": 2}}]})
+    );
+    // Without a session there is nothing to take back: a new entry joins, then the
+    // old one leaves.
+    let mut plain = RawClient::connect(&url, "bo", None).await;
+    let first = attach_watching(&mut plain, "room", json!({})).await;
+    watcher.expect(12).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let again = attach_watching(&mut plain, "room", json!({})).await;
+    assert_ne!(again["self"], first["self"]);
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let changed = watcher.expect(12).await;
+        for change in changed["changes"].as_array().unwrap() {
+            events.push(change["event"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(events, ["join", "leave"]);
+}

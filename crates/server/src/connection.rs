@@ -447,10 +447,17 @@ impl<K: Send + Sync + 'static> Connection<K> {
         // state can be queued after the new state's snapshot. Its self-destruct hook is
         // asked afterwards, and not at all when re-attaching to the same state.
         let previous = self.attachment.take();
+        // Re-attaching to the same state, the connection keeps its presence entry (its
+        // session takes it back below): the others see no leave and join.
+        let mut kept = None;
         if let Some(previous) = &previous {
             previous.state.detach(previous.subscriber);
             if let Some(membership) = &previous.presence {
-                previous.state.presence.leave(membership, false);
+                if Arc::ptr_eq(&previous.state, &state) {
+                    kept = Some(membership.clone());
+                } else {
+                    previous.state.presence.leave(membership, false);
+                }
             }
         }
         let session = request.session.map(|session| SessionKey {
@@ -469,7 +476,12 @@ impl<K: Send + Sync + 'static> Connection<K> {
         }
         let subscriber = match attached {
             Ok(subscriber) => subscriber,
-            Err(failure) => return self.attach_failed(&failure),
+            Err(failure) => {
+                if let Some(kept) = &kept {
+                    state.presence.leave(kept, false);
+                }
+                return self.attach_failed(&failure);
+            }
         };
         let watches = request.presence.is_some();
         let mut presence = request.presence.unwrap_or_default();
@@ -485,6 +497,12 @@ impl<K: Send + Sync + 'static> Connection<K> {
             presence,
             watches.then(|| self.outbox.clone()),
         );
+        if let Some(kept) = kept
+            && membership.as_ref().is_none_or(|m| m.entry != kept.entry)
+        {
+            // Not taken back (another session, or none): it leaves.
+            state.presence.leave(&kept, false);
+        }
         self.attachment = Some(Attachment {
             state,
             subscriber,

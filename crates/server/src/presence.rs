@@ -270,6 +270,13 @@ struct Inner {
     /// With Redis: what Redis holds of this server's entries may differ from them (a
     /// write was dropped or failed): the next check writes them all.
     unsynced: bool,
+    /// Snapshots sent so far.
+    snapshots: u64,
+    /// Entries of this server that joined since the last flush, with how many
+    /// snapshots had been sent then: one that leaves before any other snapshot and
+    /// before the flush was seen by nobody, and its join and leave are not sent (an
+    /// attach and detach loop costs the others nothing).
+    unannounced: HashMap<Arc<str>, u64>,
     /// A flush is scheduled.
     scheduled: bool,
     last_flush: Option<Instant>,
@@ -426,8 +433,13 @@ impl Hub {
                 own: id.to_string(),
                 others,
             })));
+            inner.snapshots += 1;
         }
         // After the snapshot: the others hear of this entry once it is in it.
+        if change == Some(Kind::Join) {
+            let snapshots = inner.snapshots;
+            inner.unannounced.insert(Arc::clone(&id), snapshots);
+        }
         if let Some(kind) = change {
             self.note(&mut inner, &id, kind, now);
         }
@@ -534,6 +546,13 @@ impl Hub {
         inner.order.remove(&entry.seq);
         if entry.local.as_ref().is_some_and(|l| l.lingering.is_some()) {
             inner.lingering -= 1;
+        }
+        let snapshots = inner.snapshots;
+        if inner.unannounced.remove(id) == Some(snapshots) {
+            // Nobody heard of it: nobody hears of it leaving either.
+            inner.shown -= 1;
+            inner.pending.retain(|(pending, _, _)| pending != id);
+            return Some(entry.present());
         }
         if entry.shown {
             if entry.local.is_some() {
@@ -652,6 +671,7 @@ impl Hub {
         inner.scheduled = false;
         inner.last_flush = Some(Instant::now());
         let pending = std::mem::take(&mut inner.pending);
+        inner.unannounced.clear();
         let mut sent: HashSet<&str> = HashSet::new();
         let mut changes = Vec::new();
         self.publish(inner, &pending);
