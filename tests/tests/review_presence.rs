@@ -1,10 +1,9 @@
 //! Adversarial review of presence (one server and a cluster), over real sockets and a
 //! real `redis-server` per cluster test.
 //!
-//! Each test says in its doc comment whether it reproduces a **DEFECT** (it fails on
-//! the code it was written against, and is `#[ignore]`d with the reason until the
-//! code is fixed: run them with `--ignored`) or an attack that **HELD UP** (it passes,
-//! and guards the property from now on).
+//! Each test says in its doc comment whether it reproduced a defect, since **FIXED**
+//! (it failed on the code it was written against, and guards the fix now), or an
+//! attack that **HELD UP** (it passed, and guards the property from now on).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -146,7 +145,7 @@ async fn cluster(redis: &TestRedis, check: Duration) -> ClusterNode {
 // Cluster
 // ---------------------------------------------------------------------------------
 
-/// DEFECT. In a cluster, a client that attaches and closes at once (faster than a
+/// FIXED (was DEFECT). In a cluster, a client that attaches and closes at once (faster than a
 /// round trip to Redis: a tab opened and closed, a component that attaches and
 /// switches state) comes back as a ghost on every server, until its server's next
 /// check (`check_every`, 2 s by default; 5 s here).
@@ -165,7 +164,6 @@ async fn cluster(redis: &TestRedis, check: Duration) -> ClusterNode {
 /// (e.g. remember ids of local entries removed recently)), and `publish` must not turn
 /// a local leave into a put of an entry that is not local.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: a server's own join publish re-inserts an entry that already left, as a ghost on every server until the next check"]
 async fn cluster_an_attach_closed_at_once_does_not_come_back_as_a_ghost() {
     let redis = TestRedis::start().await;
     let check = Duration::from_secs(5);
@@ -259,7 +257,7 @@ impl Drop for Mortal {
     }
 }
 
-/// DEFECT. When Redis loses its data (a restart without persistence, a failover to an
+/// FIXED (was DEFECT). When Redis loses its data (a restart without persistence, a failover to an
 /// empty replica: the state "vanished" and is created again) while a server dies, that
 /// server's clients stay present on the other servers for ever (docs/protocol.md: the
 /// entries of a server that died "are swept within four `check_every` periods").
@@ -281,7 +279,6 @@ impl Drop for Mortal {
 /// presence snapshot, or replace the remote entries with none when `pv == 0`, so that
 /// entries of a previous incarnation do not survive it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: after redis loses its data, entries of a server that died meanwhile stay on the other servers for ever"]
 async fn cluster_entries_of_a_server_that_died_while_redis_lost_its_data_are_swept() {
     let mut redis = TestRedis::start().await;
     let check = Duration::from_millis(200);
@@ -344,7 +341,7 @@ async fn cluster_entries_of_a_server_that_died_are_swept() {
     assert_eq!(users_of(&a.syncer, "room"), [json!("ann")]);
 }
 
-/// DEFECT. After Redis stalls (or is unreachable) for longer than three checks,
+/// FIXED (was DEFECT). After Redis stalls (or is unreachable) for longer than three checks,
 /// every client of the other servers is seen leaving and joining again, although no
 /// server died: 6 s with the default `check_every` of 2 s, which a Redis failover
 /// easily takes. Here a script holds Redis for 2 s (with `check_every` 200 ms)
@@ -366,7 +363,6 @@ async fn cluster_entries_of_a_server_that_died_are_swept() {
 /// already has one) and sweep a server's entries only when its heartbeat is older
 /// than the ttl *and* at least one newer heartbeat of another server exists).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: a Redis stall longer than three checks makes every other server's client leave and join again"]
 async fn cluster_a_redis_stall_does_not_make_live_clients_leave_and_join() {
     let redis = TestRedis::start().await;
     let check = Duration::from_millis(200);
@@ -538,7 +534,7 @@ where
 // Limits and resources
 // ---------------------------------------------------------------------------------
 
-/// DEFECT. An entry that attached while the state was full stays hidden for ever,
+/// FIXED (was DEFECT). An entry that attached while the state was full stays hidden for ever,
 /// even once the state has room: here the only shown entry leaves, a newcomer is
 /// shown, and the client that has been attached all along is invisible to everyone
 /// (not in any snapshot, not in `presence_of_state`).
@@ -549,7 +545,6 @@ where
 /// Fix: when a shown local entry leaves, show the oldest hidden one (a `join` to the
 /// watchers) before newcomers take the room.
 #[tokio::test]
-#[ignore = "defect: a hidden entry is never shown once the state has room again"]
 async fn a_hidden_entry_is_shown_once_there_is_room() {
     let syncer = syncer_with(vec![room()], |b| b.max_presence_entries(1)).await;
     let (_server, url) = serve(&syncer).await;
@@ -575,7 +570,7 @@ async fn a_hidden_entry_is_shown_once_there_is_room() {
     );
 }
 
-/// DEFECT. A client that attaches with a presence past the entry limit is not told
+/// FIXED (was DEFECT). A client that attaches with a presence past the entry limit is not told
 /// that it is not shown, although docs/protocol.md says a CONNECT_TO_STATE's presence
 /// that did nothing is answered 13 (`full`), and "Each is answered 13". Our clients
 /// always send their presence with the attach, and learn it only at their next
@@ -584,7 +579,6 @@ async fn a_hidden_entry_is_shown_once_there_is_room() {
 /// Fix: in `connect_to_state`, answer 13 `full` when `join` made a hidden entry and the
 /// request carried a presence.
 #[tokio::test]
-#[ignore = "defect: an attach past max_presence_entries with a presence is not answered 13 full"]
 async fn an_attach_past_the_entry_limit_is_told_it_is_not_shown() {
     let syncer = syncer_with(vec![room()], |b| b.max_presence_entries(1)).await;
     let (_server, url) = serve(&syncer).await;
@@ -599,7 +593,7 @@ async fn an_attach_past_the_entry_limit_is_told_it_is_not_shown() {
     assert_eq!(answer["data"]["reason"], "full", "{answer}");
 }
 
-/// DEFECT. The snapshot bound that `Builder::max_presence_entries` promises ("at most
+/// FIXED (was DEFECT). The snapshot bound that `Builder::max_presence_entries` promises ("at most
 /// this many entries of `max_presence_bytes`") does not hold: the public identity is
 /// not counted, and by default it is the `identifier` from the URL (up to the 16 KiB
 /// request head), which any client chooses. Here 4 entries (max_presence_bytes 64)
@@ -611,7 +605,6 @@ async fn an_attach_past_the_entry_limit_is_told_it_is_not_shown() {
 /// own on what `public_identity` returns and on the default identity), or correct
 /// the documented bound.
 #[tokio::test]
-#[ignore = "defect: the public identity (default: the identifier, up to 16 KiB) is not bounded by the presence limits"]
 async fn the_snapshot_bound_holds_whatever_the_identifier() {
     let syncer = syncer_with(vec![room()], |b| {
         b.max_presence_bytes(64).max_presence_entries(4)
@@ -641,7 +634,7 @@ async fn the_snapshot_bound_holds_whatever_the_identifier() {
     );
 }
 
-/// DEFECT (minor). The per-connection rate limit (`presence_rate`, "30 SET_PRESENCE per
+/// FIXED (was DEFECT) (minor). The per-connection rate limit (`presence_rate`, "30 SET_PRESENCE per
 /// second per connection") is reset by re-attaching without a session: each attach
 /// makes a new entry with a full token bucket. Here a connection limited to 5 per
 /// second sets 15 presences in well under a second. (With a session the entry and
@@ -650,7 +643,6 @@ async fn the_snapshot_bound_holds_whatever_the_identifier() {
 ///
 /// Fix: keep the token bucket on the connection rather than on the entry.
 #[tokio::test]
-#[ignore = "defect: re-attaching without a session resets the presence rate limit"]
 async fn reattaching_does_not_reset_the_rate_limit() {
     let syncer = syncer_with(vec![room()], |b| b.presence_rate(5)).await;
     let (_server, url) = serve(&syncer).await;
@@ -758,7 +750,7 @@ async fn attach_loops_with_presence_cost_a_watcher_one_frame_per_interval() {
     assert_eq!(entry["presence"], json!({"n": 499}), "{entry}");
 }
 
-/// DEFECT. One client attaching and leaving in a loop (a client of the original sends
+/// FIXED (was DEFECT). One client attaching and leaving in a loop (a client of the original sends
 /// no session; our clients switching states do the same) floods the state's join and
 /// leave hook queue, and the hook calls of *other* clients are dropped: here an
 /// honest client's join never reaches `on_join`. README: "`on_join` and `on_leave`
@@ -771,7 +763,6 @@ async fn attach_loops_with_presence_cost_a_watcher_one_frame_per_interval() {
 /// join ran (an entry nobody's hook saw), and/or bound attaches per connection (e.g.
 /// the presence token bucket on the connection also charges attaches).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: one client's attach/detach loop fills the hook queue and other clients' on_join calls are dropped"]
 async fn an_attach_loop_does_not_drop_other_clients_hook_calls() {
     let joined: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = Arc::clone(&joined);
@@ -843,65 +834,77 @@ async fn an_attach_loop_does_not_drop_other_clients_hook_calls() {
 // Sessions, takeover, lingering
 // ---------------------------------------------------------------------------------
 
-/// DEFECT (low). A second live connection of the same identifier and session takes
-/// the entry of the first one, which stays attached (it gets the state's updates)
-/// but silently stops receiving presence changes (its view goes stale: here it
-/// never hears a third client join), and its SET_PRESENCE is refused `notAttached`
-/// while it is attached. The takeover is meant for a connection that is dead but not
-/// yet known to be (half-open TCP); when the old one is alive (two tabs whose session
-/// was copied, a client that reuses its session on a second socket), it is neither
-/// closed nor told. The two connections can take the entry from each other in turns.
-///
-/// Fix: when taking over a live connection's entry, close that connection (it is
-/// presumably dead; if not, it reconnects and resyncs), or give it a fresh entry of
-/// its own; at least send it a PRESENCE (11) that says it lost its entry.
+/// FIXED (was DEFECT: the first connection stayed attached, deaf to presence, its
+/// SET_PRESENCE answered `notAttached`). A connection whose entry another connection
+/// of the same identifier and session takes while it still looks alive (a half-open
+/// connection the server has not found lost yet, or one session used twice) is closed
+/// with 1008 and a reason; the entry, with its id, goes on with the new connection.
 #[tokio::test]
-#[ignore = "defect: a live connection whose entry was taken over by the same session goes deaf to presence"]
-async fn a_live_connection_whose_entry_is_taken_over_is_not_left_deaf() {
-    let syncer = syncer_with(vec![room()], |b| b).await;
-    let (_server, url) = serve(&syncer).await;
-    let mut first = RawClient::connect(&url, "ann", None).await;
-    attach_watching(&mut first, "room", json!({"session": "s"})).await;
-    let mut second = RawClient::connect(&url, "ann", None).await;
-    attach_watching(&mut second, "room", json!({"session": "s"})).await;
-    // The first connection is still attached: it gets the state's updates.
-    second.update(json!({"a": 1})).await;
-    assert_eq!(first.expect(3).await["updates"], json!({"a": 1}));
-    let mut dee = RawClient::connect(&url, "dee", None).await;
-    attach_watching(&mut dee, "room", json!({})).await;
-    let mut view = View::default();
-    let changes = follow(&mut first, &mut view, Duration::from_millis(500)).await;
-    let mut heard = changes
-        .iter()
-        .flat_map(|c| c["changes"].as_array().unwrap().clone());
-    assert!(
-        heard.any(|change| change["event"] == "join" && change["user"] == "dee"),
-        "the first connection, still attached, never heard dee join: {changes:?}"
-    );
-}
-
-/// HELD UP. Two live connections of one identifier and session taking the entry from
-/// each other (ping-pong) look to a third client like one entry whose presence
-/// changes: no join or leave churn, no second entry, and the entry leaves once
-/// both are closed.
-#[tokio::test]
-async fn a_session_ping_pong_shows_one_stable_entry_to_others() {
+async fn a_live_connection_whose_entry_is_taken_over_is_closed() {
     let syncer = syncer_with(vec![room()], |b| b).await;
     let (_server, url) = serve(&syncer).await;
     let mut watcher = RawClient::connect(&url, "w", None).await;
     let mut view = View::of(&attach_watching(&mut watcher, "room", json!({})).await);
-    let mut one = RawClient::connect(&url, "ann", None).await;
-    let mut two = RawClient::connect(&url, "ann", None).await;
+    let mut first = RawClient::connect(&url, "ann", None).await;
+    let id = attach_watching(&mut first, "room", json!({"session": "s"})).await["self"].clone();
+    let mut second = RawClient::connect(&url, "ann", None).await;
+    let again = attach_watching(
+        &mut second,
+        "room",
+        json!({"session": "s", "presence": {"n": 2}}),
+    )
+    .await;
+    assert_eq!(again["self"], id, "the same entry");
+    let close = first.expect_close().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1008);
+    assert!(close.reason.contains("took its place"), "{close:?}");
+    // The others see one entry throughout, with the new presence.
+    follow(&mut watcher, &mut view, Duration::from_millis(300)).await;
+    assert_eq!(view.others.len(), 1, "{view:?}");
+    assert_eq!(
+        view.others.values().next().unwrap()["presence"],
+        json!({"n": 2})
+    );
+    // The new connection hears later joins and sets its presence.
+    let mut dee = RawClient::connect(&url, "dee", None).await;
+    attach_watching(&mut dee, "room", json!({})).await;
+    let mut own = View::of(&again);
+    follow(&mut second, &mut own, Duration::from_millis(300)).await;
+    assert!(own.users().contains(&json!("dee")), "{own:?}");
+    second
+        .send(json!({"type": 4, "data": {"presence": {"n": 3}}}))
+        .await;
+    second.expect_silence(Duration::from_millis(200)).await;
+}
+
+/// HELD UP (changed with the fix above: the connection whose entry is taken is now
+/// closed, so two live connections cannot ping-pong). Connections of one identifier
+/// and session taking the entry in turn, each closing the one before, look to a third
+/// client like one entry whose presence changes: one join, no leave, until the last
+/// one closes.
+#[tokio::test]
+async fn a_session_taken_over_again_and_again_shows_one_stable_entry_to_others() {
+    let syncer = syncer_with(vec![room()], |b| b).await;
+    let (_server, url) = serve(&syncer).await;
+    let mut watcher = RawClient::connect(&url, "w", None).await;
+    let mut view = View::of(&attach_watching(&mut watcher, "room", json!({})).await);
     let mut ids = std::collections::HashSet::new();
+    let mut last = None;
     for n in 0..20 {
-        let client = if n % 2 == 0 { &mut one } else { &mut two };
+        let mut client = RawClient::connect(&url, "ann", None).await;
         let snapshot = attach_watching(
-            client,
+            &mut client,
             "room",
             json!({"session": "s", "presence": {"n": n}}),
         )
         .await;
         ids.insert(snapshot["self"].as_str().unwrap().to_owned());
+        if let Some(mut previous) = last.replace(client) {
+            let close = RawClient::expect_close(&mut previous)
+                .await
+                .expect("closed");
+            assert_eq!(u16::from(close.code), 1008);
+        }
     }
     assert_eq!(ids.len(), 1, "one entry throughout: {ids:?}");
     let changes = follow(&mut watcher, &mut view, Duration::from_millis(300)).await;
@@ -921,8 +924,7 @@ async fn a_session_ping_pong_shows_one_stable_entry_to_others() {
         view.others.values().next().unwrap()["presence"],
         json!({"n": 19})
     );
-    one.send_message(Message::Close(None)).await;
-    two.send_message(Message::Close(None)).await;
+    last.unwrap().send_message(Message::Close(None)).await;
     follow(&mut watcher, &mut view, Duration::from_millis(300)).await;
     assert!(view.others.is_empty(), "{view:?}");
     assert_eq!(users_of(&syncer, "room"), [json!("w")]);
@@ -964,7 +966,7 @@ async fn another_identifier_cannot_take_a_lingering_entry() {
     assert_eq!(view.users(), [json!("eve")]);
 }
 
-/// DEFECT (low). A client that takes its entry back (same session, within the grace
+/// FIXED (was DEFECT) (low). A client that takes its entry back (same session, within the grace
 /// period) with a different public identity (here its name changed with its token)
 /// is shown to the others with its old one: `join` updates `entry.user` but notes a
 /// change only when the presence differs, and an `update` carries no user. The
@@ -973,7 +975,6 @@ async fn another_identifier_cannot_take_a_lingering_entry() {
 /// Fix: when the user differs on a takeover, send a `join` of the entry (a join of a
 /// known entry replaces it, per the protocol) instead of an `update`, and publish it.
 #[tokio::test]
-#[ignore = "defect: a takeover with a new public identity does not tell the others"]
 async fn a_takeover_with_a_new_public_identity_is_seen_by_others() {
     let syncer = StateSyncer::builder()
         .authorize(|request| {
@@ -1269,7 +1270,7 @@ impl Driven {
     }
 }
 
-/// DEFECT. The client core accepts a PRESENCE (11) that answers a superseded attach
+/// FIXED (was DEFECT). The client core accepts a PRESENCE (11) that answers a superseded attach
 /// of the same state, and then applies another state's PRESENCE_CHANGED to it: a
 /// client that attaches to A, then B, then A again (three attaches in flight, a quick
 /// navigation) reports a member of B as having joined A (`Joined`, and `others()`
@@ -1286,7 +1287,6 @@ impl Driven {
 /// take only the last one (the 11 may come before or after its 7, so count them apart
 /// from the 7s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: the client core takes a superseded attach's PRESENCE and then applies another state's changes"]
 async fn the_client_core_never_shows_another_states_members() {
     let slow = StateOptions::new()
         .identifier("A")

@@ -85,6 +85,9 @@ struct Presence {
     /// A snapshot of the target state arrived since the last attach was sent: changes
     /// apply.
     synced: bool,
+    /// PRESENCE frames still to come on this connection (one per attach, unless it is
+    /// refused): only the last one's counts, as for the answers to attaches.
+    awaited: u32,
     /// Everybody else, in the order they joined.
     others: Vec<PresenceEntry>,
 }
@@ -225,7 +228,12 @@ impl ClientCore {
     }
 
     fn on_presence(&mut self, snapshot: PresenceSnapshot, events: &mut Vec<Event>) {
-        if self.target.as_deref() != Some(snapshot.state_identifier.as_str()) {
+        self.presence.awaited = self.presence.awaited.saturating_sub(1);
+        // The snapshot of an attach superseded by a later one (of this state or
+        // another): its changes would be applied to the wrong list.
+        if self.presence.awaited > 0
+            || self.target.as_deref() != Some(snapshot.state_identifier.as_str())
+        {
             return;
         }
         let PresenceSnapshot { own, others, .. } = snapshot;
@@ -296,6 +304,7 @@ impl ClientCore {
         });
         self.presence.changed = false;
         self.presence.synced = false;
+        self.presence.awaited += 1;
         self.phase = Phase::Attaching;
         self.attaches_in_flight += 1;
         events.push(Event::Send(message.to_json()));
@@ -409,6 +418,7 @@ impl ClientCore {
     pub fn transport_up(&mut self) -> Vec<Event> {
         self.phase = Phase::Connected;
         self.attaches_in_flight = 0;
+        self.presence.awaited = 0;
         self.heard = false;
         let mut events = Vec::new();
         self.attach(&mut events);
@@ -540,6 +550,8 @@ impl ClientCore {
             Ok(ServerMessage::StateUpdated(updated)) => self.on_updated(updated, &mut events),
             Ok(ServerMessage::StateUpdateFailed(failed)) => self.on_failed(failed, &mut events),
             Ok(ServerMessage::StateConnectionError { message }) => {
+                // A refused attach sends no PRESENCE.
+                self.presence.awaited = self.presence.awaited.saturating_sub(1);
                 if let Some(state_identifier) = self.answers_last_attach() {
                     self.refused(state_identifier, message, &mut events);
                 }

@@ -203,7 +203,9 @@ impl<K: Send + Sync + 'static> Builder<K> {
     }
 
     /// Largest presence a client may set, in bytes of JSON; a larger one is refused
-    /// with PRESENCE_FAILED `tooLarge`. Default: 2,048.
+    /// with PRESENCE_FAILED `tooLarge`. Also the largest public identity shown (see
+    /// [`StateOptions::public_identity`](crate::StateOptions::public_identity)): a
+    /// connection with a larger one is attached but never shown. Default: 2,048.
     pub fn max_presence_bytes(mut self, bytes: usize) -> Self {
         self.config.presence.max_bytes = bytes;
         self
@@ -217,11 +219,12 @@ impl<K: Send + Sync + 'static> Builder<K> {
         self
     }
 
-    /// Most presence entries a state shows. Connections attaching past that are
-    /// attached and see the others, but are not shown to them (their presence updates
-    /// are refused with PRESENCE_FAILED `full`). It bounds the snapshot every attach
-    /// receives (at most this many entries of [`max_presence_bytes`](Self::max_presence_bytes)).
-    /// Default: 512.
+    /// Most presence entries a state shows (on this server). Connections attaching
+    /// past that are attached and see the others, but are not shown to them (they are
+    /// told with PRESENCE_FAILED `full`, and shown, oldest first, as entries leave).
+    /// It bounds the snapshot every attach receives: at most this many entries of
+    /// [`max_presence_bytes`](Self::max_presence_bytes) of presence and as much of
+    /// public identity each. Default: 512.
     pub fn max_presence_entries(mut self, entries: usize) -> Self {
         self.config.presence.max_entries = entries;
         self

@@ -362,9 +362,18 @@ impl Cluster {
                 // Changes of every server, this one's included: a server sweeps the
                 // entries of others that died (what it publishes of this server's own
                 // entries changes nothing here).
-                FeedEvent::Presence { changes, .. } => {
+                FeedEvent::Presence { node, changes } => {
                     match crate::presence::RemoteChange::parse(&changes) {
-                        Ok(changes) => state.presence.apply_remote(changes),
+                        Ok(mut changes) => {
+                            if node == *self.node {
+                                // What this server published of its own entries it
+                                // has (an entry that left since must not come back).
+                                changes.retain(|change| {
+                                    matches!(change, crate::presence::RemoteChange::Leave { .. })
+                                });
+                            }
+                            state.presence.apply_remote(changes);
+                        }
                         Err(error) => {
                             tracing::warn!(state = %state.id, %error, "an unreadable presence publish");
                         }
@@ -405,14 +414,32 @@ impl Cluster {
         let (sender, mut outgoing) = tokio::sync::mpsc::channel::<crate::presence::Outgoing>(64);
         let cluster = Arc::clone(self);
         let (id, hub) = (state.id.clone(), Arc::downgrade(&state.presence));
+        let weak = Arc::downgrade(state);
         let ttl = self.config.check_every * PRESENCE_TTL_CHECKS;
+        // A server that wrote nothing for longer than this was cut off (or Redis
+        // stalled): its next write does not sweep the others' entries.
+        let silence = self.config.check_every * 2;
         tokio::spawn(async move {
             while let Some(batch) = outgoing.recv().await {
+                // Written to the incarnation the state is at (not to one created after
+                // it was removed).
+                let Some(epoch) = weak
+                    .upgrade()
+                    .filter(|state| !state.is_removed())
+                    .map(|state| state.position().0)
+                else {
+                    return;
+                };
                 let written = match cluster.feed().await {
                     Ok(feed) => Self::store(feed)
-                        .presence(&id, &cluster.node, ttl, &batch)
+                        .presence((&id, &epoch), &cluster.node, (ttl, silence), &batch)
                         .await
-                        .map_err(|e| e.to_string()),
+                        .map_err(|e| e.to_string())
+                        .and_then(|written| {
+                            written.then_some(()).ok_or_else(|| {
+                                "redis holds another incarnation of the state".to_owned()
+                            })
+                        }),
                     Err(failure) => Err(format!("{failure:?}")),
                 };
                 if let Err(error) = written {

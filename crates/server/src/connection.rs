@@ -17,7 +17,7 @@ use crate::fanout::frame;
 use crate::handshake::{self, Handshake, Upgraded};
 use crate::hooks::run_hook;
 use crate::outbox::{Closer, Outbox};
-use crate::presence::{Membership, PresenceRefusal};
+use crate::presence::{Joining, Membership, PresenceRefusal};
 use crate::runtime::Runtime;
 use crate::session_log::{Outcome, SessionKey};
 use crate::state::{Origin, State};
@@ -43,6 +43,8 @@ struct Connection<K> {
     identifier: String,
     /// Its id among the server's connections.
     id: u64,
+    /// Its presence updates: the rate limit's tokens, and when they were counted.
+    presence_tokens: (f32, std::time::Instant),
     outbox: Outbox,
     closer: Arc<Closer>,
     attachment: Option<Attachment<K>>,
@@ -180,6 +182,10 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
         client,
         identifier: identifier.clone(),
         id: registration,
+        presence_tokens: (
+            runtime.config.presence.rate as f32,
+            std::time::Instant::now(),
+        ),
         outbox,
         closer: Arc::clone(&closer),
         attachment: None,
@@ -489,14 +495,40 @@ impl<K: Send + Sync + 'static> Connection<K> {
             self.reply(&refusal.reply());
             presence = state_sync_protocol::JsonObject::new();
         }
-        let membership = state.presence.join(
-            self.id,
-            &self.identifier,
-            session.clone(),
+        // A public identity over the limit is never shown (it would make every
+        // snapshot as large as it likes).
+        let max = self.runtime.config.presence.max_bytes;
+        let hidden = json_size(&user, max) > max;
+        let membership = state.presence.join(Joining {
+            connection: self.id,
+            identifier: self.identifier.clone(),
+            session: session.clone(),
             user,
             presence,
-            watches.then(|| self.outbox.clone()),
-        );
+            outbox: self.outbox.clone(),
+            watches,
+            hidden,
+        });
+        // Every attach that asked for presence gets its PRESENCE (clients count them),
+        // even when the state was removed meanwhile (then it is empty; its removal is
+        // on its way).
+        if watches && membership.is_none() {
+            self.reply(&ServerMessage::Presence(
+                state_sync_protocol::PresenceSnapshot {
+                    state_identifier: state.id.clone(),
+                    own: String::new(),
+                    others: Vec::new(),
+                },
+            ));
+        }
+        // Told at once when it is not shown (the state is full, or its identity too
+        // large), when it said what it is doing.
+        if watches
+            && let Some(membership) = membership.as_ref().filter(|m| !m.shown)
+            && let Some(refusal) = state.presence.refusal(membership)
+        {
+            self.reply(&refusal.reply());
+        }
         if let Some(kept) = kept
             && membership.as_ref().is_none_or(|m| m.entry != kept.entry)
         {
@@ -527,6 +559,17 @@ impl<K: Send + Sync + 'static> Connection<K> {
     }
 
     fn set_presence(&mut self, request: SetPresence) {
+        // The rate limit is the connection's: attaching again does not reset it.
+        let rate = self.runtime.config.presence.rate;
+        let (tokens, counted) = &mut self.presence_tokens;
+        let now = std::time::Instant::now();
+        let elapsed = now.saturating_duration_since(*counted).as_secs_f32();
+        *tokens = (*tokens + elapsed * rate as f32).min(rate as f32);
+        *counted = now;
+        if *tokens < 1.0 {
+            return self.reply(&PresenceRefusal::RateLimited { rate }.reply());
+        }
+        *tokens -= 1.0;
         let result = match &self.attachment {
             None => Err(PresenceRefusal::NotAttached),
             Some(attachment) => match &attachment.presence {
@@ -713,7 +756,7 @@ impl<K: Send + Sync + 'static> Connection<K> {
 }
 
 /// The length of `value` as JSON text, counted up to a little past `max`.
-fn json_size(value: &state_sync_protocol::JsonObject, max: usize) -> usize {
+fn json_size(value: &impl serde::Serialize, max: usize) -> usize {
     struct Counter {
         bytes: usize,
         max: usize,

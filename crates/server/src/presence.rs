@@ -33,6 +33,7 @@ use state_sync_protocol::{
     PresenceEntry, PresenceFailed, PresenceFailureReason, PresenceSnapshot, ServerMessage,
 };
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::fanout::frame;
 use crate::hooks::run_hook;
@@ -157,6 +158,20 @@ impl RemoteChange {
     }
 }
 
+/// Join and leave hook calls waiting to run, in order.
+#[derive(Default)]
+struct HookQueue {
+    calls: std::collections::VecDeque<HookCall>,
+    /// A task runs them.
+    running: bool,
+}
+
+struct HookCall {
+    hook: PresenceHook,
+    present: Present,
+    join: bool,
+}
+
 /// A join or leave hook.
 pub(crate) type PresenceHook = Arc<dyn Fn(&Present) + Send + Sync>;
 
@@ -166,6 +181,7 @@ pub(crate) enum PresenceRefusal {
     TooLarge { size: usize, max: usize },
     RateLimited { rate: u32 },
     NotShown { max: usize },
+    IdentityTooLarge { max: usize },
     NotAttached,
 }
 
@@ -190,6 +206,13 @@ impl PresenceRefusal {
                      but is not shown"
                 ),
             ),
+            PresenceRefusal::IdentityTooLarge { max } => (
+                PresenceFailureReason::TooLarge,
+                format!(
+                    "this client's public identity is over the limit of {max} bytes of JSON; \
+                     this connection sees the others but is not shown"
+                ),
+            ),
             PresenceRefusal::NotAttached => (
                 PresenceFailureReason::NotAttached,
                 "the connection is not attached to a state; attach first".to_owned(),
@@ -211,10 +234,13 @@ struct Local {
     /// Where its presence messages go; `None` when it did not ask for them, and while
     /// it lingers.
     watcher: Option<Outbox>,
+    /// Its connection's queue, to close it when another connection of its session
+    /// takes the entry while it still looks alive.
+    outbox: Outbox,
     /// When it lingers: when it leaves.
     lingering: Option<Instant>,
-    tokens: f64,
-    refilled: Instant,
+    /// It may be shown once there is room (not when its public identity is too large).
+    showable: bool,
 }
 
 struct Entry {
@@ -223,7 +249,7 @@ struct Entry {
     identifier: String,
     user: Value,
     presence: JsonObject,
-    /// Shown to others (the state had room when it joined).
+    /// Shown to others (the state had room when it joined, or since).
     shown: bool,
     /// Its connection, when it is on this server (else it is another server's, known
     /// through Redis).
@@ -262,7 +288,9 @@ struct Inner {
     /// Entry ids in the order they joined.
     order: BTreeMap<u64, Arc<str>>,
     next_seq: u64,
+    /// Entries of this server shown, and not shown.
     shown: usize,
+    hidden: usize,
     lingering: usize,
     /// Changes not sent yet, oldest first, and whether each is of an entry of this
     /// server (what other servers are told).
@@ -291,7 +319,9 @@ pub(crate) struct Hub {
     on_join: Option<PresenceHook>,
     on_leave: Option<PresenceHook>,
     hook_timeout: Duration,
-    hooks: Mutex<Option<mpsc::Sender<(PresenceHook, Present)>>>,
+    /// Shared with the task that runs them, which outlives the hub when the state is
+    /// removed (its leave calls still run).
+    hooks: Arc<Mutex<HookQueue>>,
     /// With Redis: where this server's entries go.
     link: std::sync::OnceLock<Link>,
     me: Weak<Hub>,
@@ -303,6 +333,23 @@ pub(crate) struct Hub {
 pub(crate) struct Membership {
     pub(crate) entry: Arc<str>,
     pub(crate) connection: u64,
+    /// Shown to others when it joined.
+    pub(crate) shown: bool,
+}
+
+/// How a connection joins a state's presence.
+pub(crate) struct Joining {
+    /// The connection's id among the server's.
+    pub(crate) connection: u64,
+    pub(crate) identifier: String,
+    pub(crate) session: Option<SessionKey>,
+    pub(crate) user: Value,
+    pub(crate) presence: JsonObject,
+    pub(crate) outbox: Outbox,
+    /// It asked for presence messages.
+    pub(crate) watches: bool,
+    /// Never to be shown (its public identity is over the size limit).
+    pub(crate) hidden: bool,
 }
 
 /// Whether the entry is this connection's.
@@ -334,7 +381,7 @@ impl Hub {
             on_join,
             on_leave,
             hook_timeout,
-            hooks: Mutex::new(None),
+            hooks: Arc::default(),
             link: std::sync::OnceLock::new(),
             me: me.clone(),
             inner: Mutex::new(Inner::default()),
@@ -349,15 +396,18 @@ impl Hub {
     /// Adds a connection's entry (or gives it the entry its session left lingering,
     /// or still holds on a connection not known to be lost yet) and, when it watches,
     /// queues the snapshot of everybody else for it. `None` once the state was removed.
-    pub(crate) fn join(
-        &self,
-        connection: u64,
-        identifier: &str,
-        session: Option<SessionKey>,
-        user: Value,
-        presence: JsonObject,
-        watcher: Option<Outbox>,
-    ) -> Option<Membership> {
+    pub(crate) fn join(&self, joining: Joining) -> Option<Membership> {
+        let Joining {
+            connection,
+            identifier,
+            session,
+            user,
+            presence,
+            outbox,
+            watches,
+            hidden,
+        } = joining;
+        let watcher = watches.then(|| outbox.clone());
         let mut inner = self.lock();
         if inner.closed {
             return None;
@@ -375,30 +425,50 @@ impl Hub {
                 })
                 .map(|e| Arc::clone(&e.id))
         });
-        let (id, change, hook) = if let Some(id) = taken {
+        let (id, change, hook, shown) = if let Some(id) = taken {
             let inner = &mut *inner;
             let entry = inner.entries.get_mut(&id)?;
             let local = entry.local.as_mut()?;
             let lingered = local.lingering.take().is_some();
+            if !lingered && local.connection != connection {
+                // Its connection still looks alive (a half-open one the server has not
+                // found lost yet, or a client using one session twice): it would stay
+                // attached without presence, so it is closed.
+                local.outbox.close(
+                    CloseCode::Policy,
+                    "another connection of this session took its place in the state's presence",
+                );
+            }
             local.connection = connection;
             local.watcher = watcher.clone();
-            entry.user = user;
+            local.outbox = outbox;
+            local.showable = !hidden;
+            // A new public identity is a new entry to the others (a join replaces it).
+            let rejoined = entry.user != user;
             let changed = entry.presence != presence;
+            entry.user = user;
             entry.presence = presence;
-            let change = (changed && entry.shown).then_some(Kind::Update);
+            let change = if !entry.shown {
+                None
+            } else if rejoined {
+                Some(Kind::Join)
+            } else {
+                changed.then_some(Kind::Update)
+            };
+            let shown = entry.shown;
             if lingered {
                 inner.lingering -= 1;
             }
-            (id, change, None)
+            (id, change, None, shown)
         } else {
             let id = new_id();
             let seq = inner.next_seq;
             inner.next_seq += 1;
-            let shown = inner.shown < self.config.max_entries;
+            let shown = !hidden && inner.shown < self.config.max_entries;
             let entry = Entry {
                 id: Arc::clone(&id),
                 seq,
-                identifier: identifier.to_owned(),
+                identifier,
                 user,
                 presence,
                 shown,
@@ -406,9 +476,9 @@ impl Hub {
                     connection,
                     session,
                     watcher: watcher.clone(),
+                    outbox,
                     lingering: None,
-                    tokens: f64::from(self.config.rate),
-                    refilled: now,
+                    showable: !hidden,
                 }),
             };
             let present = entry.present();
@@ -416,9 +486,16 @@ impl Hub {
             inner.entries.insert(Arc::clone(&id), entry);
             if shown {
                 inner.shown += 1;
+            } else {
+                inner.hidden += 1;
             }
             let change = shown.then_some(Kind::Join);
-            (id, change, self.on_join.clone().map(|hook| (hook, present)))
+            (
+                id,
+                change,
+                self.on_join.clone().map(|hook| (hook, present)),
+                shown,
+            )
         };
         if let Some(watcher) = watcher {
             let others = inner
@@ -445,15 +522,17 @@ impl Hub {
         }
         drop(inner);
         if let Some((hook, present)) = hook {
-            self.call(hook, present);
+            self.call(hook, present, true);
         }
         Some(Membership {
             entry: id,
             connection,
+            shown,
         })
     }
 
-    /// Sets an entry's presence (its size is checked by the caller).
+    /// Sets an entry's presence (its size and rate are checked by the caller). An entry
+    /// not shown keeps it for when it is, and is told it is not shown.
     pub(crate) fn set(
         &self,
         membership: &Membership,
@@ -461,7 +540,6 @@ impl Hub {
     ) -> Result<(), PresenceRefusal> {
         let mut inner = self.lock();
         let now = Instant::now();
-        let rate = self.config.rate;
         let Some(entry) = inner
             .entries
             .get_mut(&membership.entry)
@@ -470,25 +548,36 @@ impl Hub {
             // Taken over by a newer connection of the same session.
             return Err(PresenceRefusal::NotAttached);
         };
-        let local = entry.local.as_mut().ok_or(PresenceRefusal::NotAttached)?;
-        let elapsed = now.saturating_duration_since(local.refilled).as_secs_f64();
-        local.tokens = (local.tokens + elapsed * f64::from(rate)).min(f64::from(rate));
-        local.refilled = now;
-        if local.tokens < 1.0 {
-            return Err(PresenceRefusal::RateLimited { rate });
-        }
-        local.tokens -= 1.0;
+        let changed = entry.presence != presence;
+        entry.presence = presence;
         if !entry.shown {
-            return Err(PresenceRefusal::NotShown {
-                max: self.config.max_entries,
-            });
+            return Err(self.not_shown(entry));
         }
-        if entry.presence != presence {
-            entry.presence = presence;
+        if changed {
             let id = Arc::clone(&entry.id);
             self.note(&mut inner, &id, Kind::Update, now);
         }
         Ok(())
+    }
+
+    /// Why an entry is not shown.
+    fn not_shown(&self, entry: &Entry) -> PresenceRefusal {
+        if entry.local.as_ref().is_some_and(|l| !l.showable) {
+            PresenceRefusal::IdentityTooLarge {
+                max: self.config.max_bytes,
+            }
+        } else {
+            PresenceRefusal::NotShown {
+                max: self.config.max_entries,
+            }
+        }
+    }
+
+    /// Why the connection's entry is not shown, when it is not.
+    pub(crate) fn refusal(&self, membership: &Membership) -> Option<PresenceRefusal> {
+        let inner = self.lock();
+        let entry = inner.entries.get(&membership.entry)?;
+        (!entry.shown).then(|| self.not_shown(entry))
     }
 
     /// The connection left its entry: at once (`lost` false: it detached or closed),
@@ -544,6 +633,9 @@ impl Hub {
     fn remove(&self, inner: &mut Inner, id: &Arc<str>) -> Option<Present> {
         let entry = inner.entries.remove(id)?;
         inner.order.remove(&entry.seq);
+        if !entry.shown && entry.local.is_some() {
+            inner.hidden -= 1;
+        }
         if entry.local.as_ref().is_some_and(|l| l.lingering.is_some()) {
             inner.lingering -= 1;
         }
@@ -552,6 +644,7 @@ impl Hub {
             // Nobody heard of it: nobody hears of it leaving either.
             inner.shown -= 1;
             inner.pending.retain(|(pending, _, _)| pending != id);
+            self.show_next(inner);
             return Some(entry.present());
         }
         if entry.shown {
@@ -565,13 +658,42 @@ impl Hub {
                 entry.local.is_some(),
                 Instant::now(),
             );
+            self.show_next(inner);
         }
         Some(entry.present())
     }
 
+    /// There may be room: the oldest entry of this server not shown (for want of room)
+    /// is shown now.
+    fn show_next(&self, inner: &mut Inner) {
+        if inner.shown >= self.config.max_entries || inner.hidden == 0 {
+            return;
+        }
+        let next = inner
+            .order
+            .values()
+            .filter_map(|id| inner.entries.get(id))
+            .find(|e| !e.shown && e.local.as_ref().is_some_and(|l| l.showable))
+            .map(|e| Arc::clone(&e.id));
+        if let Some(id) = next {
+            if let Some(entry) = inner.entries.get_mut(&id) {
+                entry.shown = true;
+            }
+            inner.shown += 1;
+            inner.hidden -= 1;
+            self.note_from(inner, &id, Kind::Join, true, Instant::now());
+        }
+    }
+
     fn left(&self, removed: Option<Present>) {
-        if let (Some(present), Some(hook)) = (removed, self.on_leave.clone()) {
-            self.call(hook, present);
+        let Some(present) = removed else { return };
+        // Its join hook has not run yet: neither runs (an attach and detach loop does
+        // not fill the queue with calls nobody needs).
+        if self.on_join.is_some() && self.cancel_join(&present.id) {
+            return;
+        }
+        if let Some(hook) = self.on_leave.clone() {
+            self.call(hook, present, false);
         }
     }
 
@@ -607,6 +729,7 @@ impl Hub {
         inner.pending.clear();
         inner.order.clear();
         inner.shown = 0;
+        inner.hidden = 0;
         inner.lingering = 0;
         let removed: Vec<Present> = inner.entries.drain().map(|(_, e)| e.present()).collect();
         drop(inner);
@@ -741,7 +864,13 @@ impl Hub {
             if !local || !seen.insert(&**id) {
                 continue;
             }
-            match inner.entries.get(id).filter(|e| e.shown) {
+            // Only this server's entries (another server's under the same id is not
+            // this server's to write).
+            match inner
+                .entries
+                .get(id)
+                .filter(|e| e.shown && e.local.is_some())
+            {
                 Some(entry) => outgoing.put.push(entry.present()),
                 None if *kind == Kind::Leave => outgoing.removed.push(id.to_string()),
                 None => {}
@@ -843,11 +972,18 @@ impl Hub {
         match inner.entries.get_mut(&id) {
             Some(entry) if entry.local.is_some() => {}
             Some(entry) => {
-                if entry.user != present.user || entry.presence != present.presence {
-                    entry.user = present.user;
-                    entry.presence = present.presence;
-                    self.note_from(inner, &id, Kind::Update, false, now);
-                }
+                // A new public identity is a new entry to the clients (a join replaces
+                // it); a new presence, an update.
+                let kind = if entry.user != present.user {
+                    Kind::Join
+                } else if entry.presence != present.presence {
+                    Kind::Update
+                } else {
+                    return;
+                };
+                entry.user = present.user;
+                entry.presence = present.presence;
+                self.note_from(inner, &id, kind, false, now);
             }
             None => {
                 let seq = inner.next_seq;
@@ -873,26 +1009,54 @@ impl Hub {
 
 impl Hub {
     /// Runs a join or leave hook, in order with the others of this state, in a task of
-    /// its own; a hook that panics or hangs costs its call only.
-    fn call(&self, hook: PresenceHook, present: Present) {
-        let mut hooks = self.hooks.lock().unwrap_or_else(PoisonError::into_inner);
-        if hooks.is_none() {
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                return;
-            };
-            let (tx, mut rx) = mpsc::channel::<(PresenceHook, Present)>(MAX_HOOK_CALLS);
-            let limit = self.hook_timeout;
-            runtime.spawn(async move {
-                while let Some((hook, present)) = rx.recv().await {
-                    let _ = run_hook("presence", limit, move || hook(&present)).await;
-                }
-            });
-            *hooks = Some(tx);
-        }
-        if let Some(tx) = hooks.as_ref()
-            && tx.try_send((hook, present)).is_err()
-        {
+    /// its own; a hook that panics or hangs costs its call only. At most
+    /// [`MAX_HOOK_CALLS`] wait; past that a call is dropped (and logged).
+    fn call(&self, hook: PresenceHook, present: Present, join: bool) {
+        let mut queue = self.hooks.lock().unwrap_or_else(PoisonError::into_inner);
+        if queue.calls.len() >= MAX_HOOK_CALLS {
             tracing::warn!(state = %self.state, "a presence hook call was dropped: {MAX_HOOK_CALLS} wait for earlier ones");
+            return;
         }
+        queue.calls.push_back(HookCall {
+            hook,
+            present,
+            join,
+        });
+        if queue.running {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            queue.calls.clear();
+            return;
+        };
+        queue.running = true;
+        let hooks = Arc::clone(&self.hooks);
+        let limit = self.hook_timeout;
+        runtime.spawn(async move {
+            loop {
+                let call = {
+                    let mut queue = hooks.lock().unwrap_or_else(PoisonError::into_inner);
+                    match queue.calls.pop_front() {
+                        Some(call) => call,
+                        None => {
+                            queue.running = false;
+                            return;
+                        }
+                    }
+                };
+                let HookCall { hook, present, .. } = call;
+                let _ = run_hook("presence", limit, move || hook(&present)).await;
+            }
+        });
+    }
+
+    /// Takes back the join hook call of this entry when it has not run yet.
+    fn cancel_join(&self, id: &str) -> bool {
+        let mut queue = self.hooks.lock().unwrap_or_else(PoisonError::into_inner);
+        let position = queue
+            .calls
+            .iter()
+            .position(|call| call.join && call.present.id == id);
+        position.and_then(|at| queue.calls.remove(at)).is_some()
     }
 }

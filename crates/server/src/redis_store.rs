@@ -829,6 +829,7 @@ impl RedisStore {
             .key(key(id, "removed"))
             .key(key(id, "presence"))
             .key(key(id, "presence:exp"))
+            .key(key(id, "presence:writers"))
             .arg(epoch.unwrap_or(""))
             .arg(why);
         let mut connection = self.connection.clone();
@@ -925,42 +926,48 @@ impl RedisStore {
         }
     }
 
-    /// Writes server `node`'s presence entries of a state (see `presence.lua`): the
-    /// entries put and removed, or with `sync` all of them (its others are removed, and
-    /// every server's expired entries swept). Each entry is swept `ttl` after this
-    /// unless written again.
+    /// Writes server `node`'s presence entries of incarnation `epoch` of a state (see
+    /// `presence.lua`): the entries put and removed, or with `sync` all of them (its
+    /// others are removed, and every server's expired entries swept, unless this
+    /// server itself wrote nothing for longer than `silence`: then Redis or this server
+    /// stalled, and the others' entries only look expired). Each entry is swept `ttl`
+    /// after this unless written again. `false` when Redis holds another incarnation
+    /// of the state, or none: nothing was written.
     ///
     /// # Errors
     /// When Redis fails.
     pub(crate) async fn presence(
         &self,
-        id: &str,
+        (id, epoch): (&str, &str),
         node: &str,
-        ttl: Duration,
+        (ttl, silence): (Duration, Duration),
         outgoing: &crate::presence::Outgoing,
-    ) -> Result<(), RedisStoreError> {
+    ) -> Result<bool, RedisStoreError> {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let mut invocation = self.presence.key(key(id, "meta"));
         invocation
             .key(key(id, "presence"))
             .key(key(id, "presence:exp"))
             .key(channel(id))
+            .key(key(id, "presence:writers"))
             .arg(node)
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-            .arg(if outgoing.sync { "s" } else { "c" });
+            .arg(millis(ttl))
+            .arg(if outgoing.sync { "s" } else { "c" })
+            .arg(epoch)
+            .arg(millis(silence));
         for present in &outgoing.put {
             let texts = PresenceTexts::of(node, present);
             invocation
                 .arg(&present.id)
                 .arg(texts.stored)
-                .arg(texts.join)
-                .arg(texts.update);
+                .arg(texts.join);
         }
         for removed in &outgoing.removed {
-            invocation.arg(removed).arg("").arg("").arg("");
+            invocation.arg(removed).arg("").arg("");
         }
         let mut connection = self.connection.clone();
-        let _: i64 = self.run(invocation.invoke_async(&mut connection)).await?;
-        Ok(())
+        let presence_version: i64 = self.run(invocation.invoke_async(&mut connection)).await?;
+        Ok(presence_version >= 0)
     }
 
     /// Every presence entry of a state, with the server each is on, and the presence
@@ -985,13 +992,13 @@ impl RedisStore {
         let presence = presence.as_deref().map_or(Ok(0), |pv| parse_u64(id, pv))?;
         let mut read = Vec::with_capacity(entries.len());
         for (entry, stored) in entries {
-            let corrupt =
-                |what: String| RedisStoreError::Corrupt(id.to_owned(), format!("presence: {what}"));
-            let (node, json) = stored
-                .split_once(' ')
-                .ok_or_else(|| corrupt(format!("entry {entry} has no server")))?;
-            let stored: StoredPresence =
-                serde_json::from_str(json).map_err(|e| corrupt(format!("entry {entry}: {e}")))?;
+            // One unreadable entry costs only itself.
+            let Some((node, stored)) = stored.split_once(' ').and_then(|(node, json)| {
+                Some((node, serde_json::from_str::<StoredPresence>(json).ok()?))
+            }) else {
+                tracing::warn!(state = %id, %entry, "an unreadable presence entry in redis, skipped");
+                continue;
+            };
             read.push((
                 node.to_owned(),
                 crate::presence::Present {
@@ -1046,12 +1053,11 @@ struct StoredPresence {
     presence: JsonObject,
 }
 
-/// The texts `presence.lua` takes for an entry: what it stores, and the changes it
-/// publishes when the entry is new or different.
+/// The texts `presence.lua` takes for an entry: what it stores, and the change it
+/// publishes when the entry is new or different (a join, which replaces a known entry).
 struct PresenceTexts {
     stored: String,
     join: String,
-    update: String,
 }
 
 impl PresenceTexts {
@@ -1063,32 +1069,23 @@ impl PresenceTexts {
             presence: &'a JsonObject,
         }
         #[derive(serde::Serialize)]
-        #[serde(tag = "event", rename_all = "camelCase")]
-        enum Change<'a> {
-            Join {
-                id: &'a str,
-                identifier: &'a str,
-                user: &'a serde_json::Value,
-                presence: &'a JsonObject,
-            },
-            Update {
-                id: &'a str,
-                presence: &'a JsonObject,
-            },
+        struct Join<'a> {
+            event: &'static str,
+            id: &'a str,
+            identifier: &'a str,
+            user: &'a serde_json::Value,
+            presence: &'a JsonObject,
         }
         let stored = Stored {
             identifier: &present.identifier,
             user: &present.user,
             presence: &present.presence,
         };
-        let join = Change::Join {
+        let join = Join {
+            event: "join",
             id: &present.id,
             identifier: &present.identifier,
             user: &present.user,
-            presence: &present.presence,
-        };
-        let update = Change::Update {
-            id: &present.id,
             presence: &present.presence,
         };
         // Serializing these cannot fail: every map key is a string.
@@ -1098,7 +1095,6 @@ impl PresenceTexts {
                 serde_json::to_string(&stored).unwrap_or_default()
             ),
             join: serde_json::to_string(&join).unwrap_or_default(),
-            update: serde_json::to_string(&update).unwrap_or_default(),
         }
     }
 }

@@ -311,9 +311,9 @@ impl Feed {
         let Some((version, epoch, presence)) = self.store.position(id).await? else {
             return self.missing(id, sink).await;
         };
+        // Loaded when the follower starts or resyncs (what the server holds of other
+        // servers' entries may be of a Redis that lost its data), and when it differs.
         match position.presence {
-            // Nothing was ever present: nothing to load.
-            None if presence == 0 => position.presence = Some(0),
             Some(known) if known == presence => {}
             _ => {
                 if let Next::Stop = self.presence_reload(id, position, sink).await? {
