@@ -33,7 +33,7 @@ export type FailureReason =
  * - `"notAttached"`: the client was not attached to a state;
  * - `"invalid"`: not a presence object.
  */
-export type PresenceFailureReason = 'invalid' | 'notAttached' | 'tooLarge' | 'rateLimited' | 'other';
+export type PresenceFailureReason = 'invalid' | 'notAttached' | 'tooLarge' | 'rateLimited' | 'full' | 'other';
 
 /** Errors of the client are `Error`s with a `reason`. */
 export interface StateSyncError extends Error {
