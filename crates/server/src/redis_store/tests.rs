@@ -399,11 +399,21 @@ fn follow(
     events
 }
 
+/// The next event about the state's value (presence loads, which every follower
+/// makes when it starts, are skipped: they are tested with presence).
 async fn next_event(events: &mut tokio::sync::mpsc::UnboundedReceiver<FeedEvent>) -> FeedEvent {
-    tokio::time::timeout(Duration::from_secs(10), events.recv())
-        .await
-        .expect("an event within 10 s")
-        .expect("the follower runs")
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("an event within 10 s")
+            .expect("the follower runs");
+        if !matches!(
+            event,
+            FeedEvent::Presence { .. } | FeedEvent::PresenceSnapshot(_)
+        ) {
+            return event;
+        }
+    }
 }
 
 /// Applies `count` updates, `{"n": k}` with payload `k`, from another connection.
