@@ -63,6 +63,24 @@ pub async fn http_request(addr: std::net::SocketAddr, request: &str) -> String {
     String::from_utf8_lossy(&response).into_owned()
 }
 
+/// A plain `GET` of `path` on the server at `url` (`ws://HOST:PORT`): the status and
+/// the body.
+pub async fn http_get(url: &str, path: &str) -> (u16, String) {
+    let address = url
+        .trim_start_matches("ws://")
+        .parse()
+        .expect("a ws://HOST:PORT url");
+    let answer = http_request(address, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+    let status = answer
+        .get(9..12)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_owned());
+    (status, body)
+}
+
 /// A WebSocket of a client `name` attached to `state`, to split into its sink and
 /// stream (for tests that send and read at once), with the data of its
 /// STATE_CONNECTION_ESTABLISHED.

@@ -117,6 +117,10 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// Whether the backend failed: nothing submitted now would ever be saved.
     fn failed(&self) -> bool;
 
+    /// Why the store cannot take changes now (its directory is gone, or it failed);
+    /// `Ok` when it can.
+    fn check(&self) -> Result<(), String>;
+
     /// The stored state with this identifier, with every change submitted before the
     /// call in it (it may wait for them: it runs when a state is created, not per
     /// message).

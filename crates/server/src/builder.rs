@@ -230,6 +230,37 @@ impl<K: Send + Sync + 'static> Builder<K> {
         self
     }
 
+    /// States whose attached clients get a metrics label of their own
+    /// (`state_sync_clients{state="…"}`); the clients of every other state are counted
+    /// together under `state="other"`, so that the metrics' cardinality stays bounded
+    /// whatever identifiers clients create. See the README's *Health and metrics*.
+    pub fn metrics_states<I>(mut self, states: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.config.metrics_states =
+            std::sync::Arc::new(states.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Answers a plain `GET` of `path` on the server's port with `200` and what
+    /// `handler` returns, as `content_type` (the standalone server serves its
+    /// Prometheus metrics this way at `/metrics`). `/healthz` and `/readyz` are always
+    /// answered (see the README's *Health and metrics*).
+    pub fn route(
+        mut self,
+        path: impl Into<String>,
+        content_type: &'static str,
+        handler: impl Fn() -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.config
+            .routes
+            .0
+            .push((path.into(), content_type, std::sync::Arc::new(handler)));
+        self
+    }
+
     /// Answers plain HTTP `GET`/`HEAD` requests (those that are not WebSocket upgrades)
     /// with the files under `folder`, so that a web app and its state syncer share one
     /// port: `/` is `index.html`, paths without an extension that name no file get

@@ -454,6 +454,18 @@ impl Cluster {
         crate::presence::Link { sender }
     }
 
+    /// Whether Redis answers a PING within a second; `Err` says why not.
+    pub(crate) async fn ping(&self) -> Result<(), String> {
+        let feed = self.feed().await.map_err(|failure| match failure {
+            Failure::Unreachable(why) => why,
+            other => format!("{other:?}"),
+        })?;
+        Self::store(feed)
+            .ping(Duration::from_secs(1))
+            .await
+            .map_err(|e| format!("redis does not answer: {e}"))
+    }
+
     /// Loads the state again after an update the replica could not apply.
     async fn reload<K: Send + Sync + 'static>(&self, state: &State<K>) {
         let Ok(feed) = self.feed().await else {

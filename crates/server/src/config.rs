@@ -22,6 +22,10 @@ pub(crate) struct Config {
     pub(crate) read_buffer_size: usize,
     pub(crate) static_files: Option<std::path::PathBuf>,
     pub(crate) presence: crate::presence::PresenceConfig,
+    /// States whose attached clients have a metrics label of their own.
+    pub(crate) metrics_states: std::sync::Arc<std::collections::HashSet<String>>,
+    /// Plain `GET` routes answered on the server's port (`/metrics`, …).
+    pub(crate) routes: Routes,
     pub(crate) storage: Option<crate::durable::Storage>,
     #[cfg(feature = "redis")]
     pub(crate) redis: Option<crate::cluster::Redis>,
@@ -44,10 +48,27 @@ impl Default for Config {
             read_buffer_size: 1024,
             static_files: None,
             presence: crate::presence::PresenceConfig::default(),
+            metrics_states: std::sync::Arc::default(),
+            routes: Routes::default(),
             storage: None,
             #[cfg(feature = "redis")]
             redis: None,
         }
+    }
+}
+
+/// What answers a plain `GET` of a path: its content type and body.
+pub(crate) type RouteHandler = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Plain `GET` routes, by path.
+#[derive(Clone, Default)]
+pub(crate) struct Routes(pub(crate) Vec<(String, &'static str, RouteHandler)>);
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(path, _, _)| path))
+            .finish()
     }
 }
 

@@ -146,6 +146,9 @@ fn fail(outbox: &Outbox, closer: &Closer, failure: &Failure, request_id: Option<
         return;
     }
     let _ = closer;
+    if let Some(reason) = failure.update_reason() {
+        crate::metrics::update_refused(reason);
+    }
     if let Some(reply) = failure.reply(request_id) {
         outbox.push(reply);
     }
@@ -700,8 +703,9 @@ impl<K: Send + Sync + 'static> Connection<K> {
                     Box::new(move |result| {
                         let unreachable = matches!(result, Err(Failure::Unreachable(_)));
                         InFlight::answered(&in_flight, request_id, unreachable);
-                        if let Err(failure) = result {
-                            fail(&outbox, &closer, &failure, request_id);
+                        match result {
+                            Ok(_) => crate::metrics::update_applied(),
+                            Err(failure) => fail(&outbox, &closer, &failure, request_id),
                         }
                     })
                 };
@@ -716,7 +720,10 @@ impl<K: Send + Sync + 'static> Connection<K> {
                             return self.fail(&earlier_failed(), request_id);
                         }
                         match cluster.apply(state, &update, sender, echo, false).await {
-                            Ok(_) => return,
+                            Ok(_) => {
+                                crate::metrics::update_applied();
+                                return;
+                            }
                             Err(failure) => failure,
                         }
                     }

@@ -343,6 +343,21 @@ impl Backend for RedbStore {
         self.committed.borrow().failed
     }
 
+    fn check(&self) -> Result<(), String> {
+        if self.failed() {
+            return Err(format!(
+                "the store in {} failed to save; restart the server once its disk is fixed",
+                self.path.display()
+            ));
+        }
+        // The file, in its directory: gone when the directory was removed or unmounted.
+        match std::fs::metadata(&self.path) {
+            Ok(meta) if meta.is_file() => Ok(()),
+            Ok(_) => Err(format!("the store {} is not a file", self.path.display())),
+            Err(e) => Err(format!("the store {}: {e}", self.path.display())),
+        }
+    }
+
     /// Commits what is queued and stops the committer (graceful shutdown).
     fn close(&self) {
         drop(

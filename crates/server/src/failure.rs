@@ -112,6 +112,30 @@ impl Failure {
         self.message(request_id).map(|message| frame(&message))
     }
 
+    /// For an update refused (not a retry answered again): its reason, for the metrics.
+    pub(crate) fn update_reason(&self) -> Option<&'static str> {
+        if matches!(self, Failure::Repeated(_)) {
+            return None;
+        }
+        // With a request id: a veto without one is silent, but still a veto.
+        let Some(ServerMessage::StateUpdateFailed(failed)) = self.message(Some(0)) else {
+            return None;
+        };
+        Some(match failed.reason? {
+            FailureReason::Invalid => "invalid",
+            FailureReason::NotAttached => "notAttached",
+            FailureReason::Vetoed => "vetoed",
+            FailureReason::InterceptorFailed => "interceptorFailed",
+            FailureReason::StateDoesNotExist => "stateDoesNotExist",
+            FailureReason::OutcomeUnknown => "outcomeUnknown",
+            FailureReason::StateTooLarge => "stateTooLarge",
+            FailureReason::StorageFailed => "storageFailed",
+            FailureReason::Conflict => "conflict",
+            FailureReason::InvalidOperation => "invalidOperation",
+            _ => "other",
+        })
+    }
+
     fn message(&self, request_id: Option<u64>) -> Option<ServerMessage> {
         let connection_error = |message| Some(ServerMessage::StateConnectionError { message });
         let update_failed = |message: String, reason| {

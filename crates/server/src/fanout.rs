@@ -269,10 +269,12 @@ impl Subscribers {
         let message = |request_id, compact: bool| change.frame(version, request_id, compact);
         let mut frames: [Option<Utf8Bytes>; 2] = [None, None];
         let mut reply = None;
+        let mut delivered = 0;
         for (key, subscriber) in &mut self.slab {
             if subscriber.since >= version {
                 continue;
             }
+            delivered += 1;
             let compact = change.compact.is_some() && subscriber.compact;
             match echo {
                 Some(echo) if key == echo.key && subscriber.serial == echo.serial => {
@@ -287,6 +289,7 @@ impl Subscribers {
                 }
             }
         }
+        crate::metrics::delivered(delivered);
         reply
     }
 

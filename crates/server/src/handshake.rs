@@ -129,6 +129,12 @@ pub(crate) async fn perform<K: Send + Sync + 'static>(
         Incoming::Upgrade(head) => *head,
         Incoming::Closed => return Handshake::Done,
         Incoming::Plain { method, target } => {
+            if let Some(answer) = route(runtime, &method, &target).await {
+                if let Err(e) = http_io::respond(&mut stream, &answer).await {
+                    tracing::debug!(%remote_addr, "answering {target} failed: {e}");
+                }
+                return Handshake::Done;
+            }
             if runtime.config.static_files.is_some() {
                 return Handshake::File {
                     stream: Box::new(stream),
@@ -179,7 +185,52 @@ pub(crate) async fn perform<K: Send + Sync + 'static>(
     Handshake::Done
 }
 
+/// The answer to a plain `GET` of `/healthz`, `/readyz` or a configured route.
+async fn route<K: Send + Sync + 'static>(
+    runtime: &Runtime<K>,
+    method: &str,
+    target: &str,
+) -> Option<http_io::Answer> {
+    if method != "GET" {
+        return None;
+    }
+    let path = target.split(['?', '#']).next().unwrap_or(target);
+    let text = |status, body: String| http_io::Answer {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body,
+    };
+    match path {
+        "/healthz" => Some(text(StatusCode::OK, "ok\n".to_owned())),
+        "/readyz" => Some(match runtime.ready().await {
+            Ok(()) => text(StatusCode::OK, "ready\n".to_owned()),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        }),
+        _ => {
+            let (_, content_type, handler) =
+                runtime.config.routes.0.iter().find(|(p, _, _)| p == path)?;
+            Some(http_io::Answer {
+                status: StatusCode::OK,
+                content_type,
+                body: handler(),
+            })
+        }
+    }
+}
+
 async fn refuse(stream: &mut Stream, remote_addr: SocketAddr, error: &ErrorResponse) {
     tracing::debug!(%remote_addr, status = %error.status, "upgrade refused: {}", error.body);
+    crate::metrics::handshake_refused(match error.status.as_u16() {
+        401 => "unauthorized",
+        500 => "middleware_panicked",
+        503 => "middleware_timed_out",
+        426 => "not_an_upgrade",
+        405 => "method_not_allowed",
+        431 => "request_too_large",
+        _ => "bad_request",
+    });
     let _ = http_io::respond_error(stream, error).await;
 }

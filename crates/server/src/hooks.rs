@@ -70,7 +70,10 @@ async fn settle<R>(
     limit: Duration,
     task: tokio::task::JoinHandle<R>,
 ) -> Result<R, HookFailure> {
-    let failure = match tokio::time::timeout(limit, task).await {
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(limit, task).await;
+    crate::metrics::hook_ran(name, started.elapsed());
+    let failure = match outcome {
         Ok(Ok(value)) => return Ok(value),
         Ok(Err(join_error)) => match join_error.try_into_panic() {
             Ok(payload) => HookFailure::Panicked(panic_message(payload.as_ref())),

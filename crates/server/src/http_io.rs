@@ -236,6 +236,30 @@ pub(crate) async fn accept<S: AsyncWrite + Unpin>(
 }
 
 /// Answers with an HTTP error and a plain-text body; the connection is then closed.
+/// A plain answer to a `GET`.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: String,
+}
+
+/// Writes `answer` and closes the connection.
+pub(crate) async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    answer: &Answer,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        answer.status.as_u16(),
+        answer.status.canonical_reason().unwrap_or(""),
+        answer.content_type,
+        answer.body.len(),
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(answer.body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
 pub(crate) async fn respond_error<S: AsyncWrite + Unpin>(
     stream: &mut S,
     error: &ErrorResponse,

@@ -77,6 +77,7 @@ mod fanout;
 mod handshake;
 mod hooks;
 mod http_io;
+mod metrics;
 mod options;
 mod outbox;
 mod presence;

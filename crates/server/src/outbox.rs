@@ -211,6 +211,7 @@ impl Outbox {
     /// Closes the connection for overflowing its queue.
     pub(crate) fn overflow(&self) {
         tracing::warn!("closing a connection whose outgoing queue is full");
+        crate::metrics::overflowed();
         self.closer.close(CloseCode::Policy, OVERFLOW_REASON);
     }
 }

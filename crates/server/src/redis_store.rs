@@ -709,7 +709,12 @@ impl RedisStore {
         &self,
         jobs: &[&Job],
     ) -> Result<Vec<redis::RedisResult<Vec<String>>>, RedisStoreError> {
+        let started = std::time::Instant::now();
         let mut results = self.send_pipeline(jobs).await?;
+        let (took, size) = crate::metrics::commit_histograms("redis");
+        took.record(started.elapsed().as_secs_f64());
+        #[allow(clippy::cast_precision_loss)]
+        size.record(jobs.len() as f64);
         if results.iter().any(|r| r.as_ref().is_err_and(is_noscript)) {
             let again: Vec<usize> = (0..results.len())
                 .filter(|at| results[*at].as_ref().is_err_and(is_noscript))
@@ -886,6 +891,26 @@ impl RedisStore {
             let _: i64 = self.run(connection.hdel(key(id, "clients"), dead)).await?;
         }
         Ok(all.iter().filter_map(|(_, entry)| live(entry)).sum())
+    }
+
+    /// Whether Redis answers a PING within `limit`.
+    ///
+    /// # Errors
+    /// When it does not.
+    pub(crate) async fn ping(&self, limit: Duration) -> Result<(), RedisStoreError> {
+        let mut connection = self.connection.clone();
+        let pong: String =
+            tokio::time::timeout(limit, redis::cmd("PING").query_async(&mut connection))
+                .await
+                .map_err(|_| RedisStoreError::Timeout(limit))??;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(RedisStoreError::Corrupt(
+                String::new(),
+                format!("PING answered {pong:?}"),
+            ))
+        }
     }
 
     /// Whether the state was removed (within the last hour), as opposed to lost.

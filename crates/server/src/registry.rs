@@ -28,6 +28,8 @@ pub(crate) struct States<K> {
     node: Option<Arc<str>>,
     presence: crate::presence::PresenceConfig,
     hook_timeout: Duration,
+    /// States whose attached clients have a metrics label of their own.
+    metrics_states: Arc<std::collections::HashSet<String>>,
 }
 
 impl<K: Send + Sync + 'static> States<K> {
@@ -38,6 +40,7 @@ impl<K: Send + Sync + 'static> States<K> {
         store: Option<Arc<dyn Backend>>,
         node: Option<Arc<str>>,
         (presence, hook_timeout): (crate::presence::PresenceConfig, Duration),
+        metrics_states: Arc<std::collections::HashSet<String>>,
     ) -> Self {
         States {
             states: RwLock::new(HashMap::new()),
@@ -48,6 +51,7 @@ impl<K: Send + Sync + 'static> States<K> {
             node,
             presence,
             hook_timeout,
+            metrics_states,
         }
     }
 
@@ -156,8 +160,14 @@ impl<K: Send + Sync + 'static> States<K> {
             (created, expires_at),
             self.store.clone(),
             self.node.clone().map(Replica::new),
-            presence,
+            (
+                presence,
+                self.metrics_states
+                    .contains(&id)
+                    .then(|| Arc::from(id.as_str())),
+            ),
         );
+        crate::metrics::states(1.0);
         states.insert(id, Arc::clone(&state));
         Ok(state)
     }

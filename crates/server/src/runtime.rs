@@ -75,6 +75,7 @@ impl<K: Send + Sync + 'static> Runtime<K> {
                 store,
                 node,
                 (config.presence, config.hook_timeout),
+                Arc::clone(&config.metrics_states),
             ),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
@@ -130,6 +131,19 @@ impl<K: Send + Sync + 'static> Runtime<K> {
             let expires = ttl.map(|ttl| std::time::SystemTime::now() + ttl);
             cluster.open(state, initial, expires, reset, notices);
         }
+    }
+
+    /// Whether the backend can take changes: the durable store's file is there and it
+    /// has not failed, or Redis answers a PING within a second. `Err` says why not.
+    pub(crate) async fn ready(&self) -> Result<(), String> {
+        if let Some(store) = self.states.store() {
+            store.check()?;
+        }
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = &self.cluster {
+            cluster.ping().await?;
+        }
+        Ok(())
     }
 
     /// A state was removed here (by server code, its ttl or self-destruct): with
@@ -224,11 +238,14 @@ impl<K: Send + Sync + 'static> Runtime<K> {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         self.connections()
             .insert(id, (identifier.to_owned(), Arc::clone(closer)));
+        crate::metrics::connections(1.0);
         id
     }
 
     pub(crate) fn unregister(&self, id: u64) {
-        self.connections().remove(&id);
+        if self.connections().remove(&id).is_some() {
+            crate::metrics::connections(-1.0);
+        }
     }
 
     fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (String, Arc<Closer>)>> {

@@ -158,6 +158,7 @@ async fn accept_loop<K: Send + Sync + 'static>(
             }
             Err(_) => {
                 tracing::warn!(%remote_addr, "connection limit ({max}) reached; refusing a connection");
+                crate::metrics::handshake_refused("full");
                 let Ok(refusal) = Arc::clone(&refusals).try_acquire_owned() else {
                     drop(tcp);
                     continue;

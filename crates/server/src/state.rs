@@ -104,6 +104,9 @@ pub(crate) struct State<K> {
     replica: Option<Replica>,
     /// Who is attached, and what they are doing.
     pub(crate) presence: Arc<crate::presence::Hub>,
+    /// The label of its attached clients in the metrics (`None`: counted with the
+    /// states not named).
+    metrics_label: Option<Arc<str>>,
     me: Weak<State<K>>,
     inner: Mutex<Inner>,
 }
@@ -116,7 +119,7 @@ impl<K: Send + Sync + 'static> State<K> {
         (created_at, expires_at): (SystemTime, Option<Instant>),
         store: Option<Arc<dyn Backend>>,
         replica: Option<Replica>,
-        presence: Arc<crate::presence::Hub>,
+        (presence, metrics_label): (Arc<crate::presence::Hub>, Option<Arc<str>>),
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| State {
             id,
@@ -126,6 +129,7 @@ impl<K: Send + Sync + 'static> State<K> {
             store,
             replica,
             presence,
+            metrics_label,
             me: me.clone(),
             inner: Mutex::new(Inner {
                 record,
@@ -222,6 +226,7 @@ impl<K: Send + Sync + 'static> State<K> {
                 record.session_attached(session, last_sent);
             }
             let version = record.version();
+            crate::metrics::clients(self.metrics_label.as_ref(), 1.0);
             if let Some((encoded, frame)) = snapshot
                 && *encoded == version
                 && deliveries.is_empty()
@@ -265,6 +270,7 @@ impl<K: Send + Sync + 'static> State<K> {
     pub(crate) fn detach(&self, subscriber: usize) -> Option<usize> {
         let mut inner = self.lock();
         let session = inner.subscribers.remove(subscriber)?;
+        crate::metrics::clients(self.metrics_label.as_ref(), -1.0);
         if let Some(session) = session.filter(|_| self.replica.is_none()) {
             inner.record.session_detached(&session);
         }
@@ -336,6 +342,7 @@ impl<K: Send + Sync + 'static> State<K> {
         }
         let tracked = origin.and_then(|o| Some((o.session?, o.request_id?)));
         let (version, resolved) = inner.record.apply(update, tracked)?;
+        crate::metrics::update_applied();
         inner.snapshot = None;
         let change = Broadcast::new(resolved);
         let updates = Arc::clone(&change.updates);
@@ -402,6 +409,12 @@ impl<K: Send + Sync + 'static> State<K> {
             return false;
         }
         inner.removed = true;
+        crate::metrics::states(-1.0);
+        #[allow(clippy::cast_precision_loss)]
+        crate::metrics::clients(
+            self.metrics_label.as_ref(),
+            -(inner.subscribers.len() as f64),
+        );
         let unattached = frame(&ServerMessage::StateConnectionError {
             message: state_sync_protocol::texts::state_does_not_exist(&self.id),
         });

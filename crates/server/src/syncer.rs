@@ -196,6 +196,17 @@ impl<K: Send + Sync + 'static> StateSyncer<K> {
         Some(self.runtime.states.get(id)?.presence.present())
     }
 
+    /// Whether the server can take changes: its durable store is usable (its file is
+    /// there and it has not failed), or Redis answers a PING within a second; `Err`
+    /// says why not. What `/readyz` answers; for an app that serves its own health
+    /// routes.
+    ///
+    /// # Errors
+    /// The reason the server is not ready.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.runtime.ready().await
+    }
+
     /// The identifiers of every live state.
     pub fn state_identifiers(&self) -> Vec<String> {
         self.runtime.states.ids()

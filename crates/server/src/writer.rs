@@ -59,6 +59,7 @@ pub(crate) async fn write_loop<S>(
             Err(WriteFailure::TimedOut) => {
                 tracing::warn!("closing a connection that accepted nothing for {write_timeout:?}");
                 closer.close(CloseCode::Policy, "write timeout");
+                crate::metrics::slow_client_closed();
                 break true;
             }
         }

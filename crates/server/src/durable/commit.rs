@@ -84,7 +84,13 @@ pub(super) fn commit_loop(
         }
         let last = batch.last().map_or(0, |(ticket, _, _)| *ticket);
         let sync = matches!(durability, Durability::Synchronous);
-        match write(db, &batch, sync) {
+        let started = std::time::Instant::now();
+        let written = write(db, &batch, sync);
+        let (took, size) = crate::metrics::commit_histograms("disk");
+        took.record(started.elapsed().as_secs_f64());
+        #[allow(clippy::cast_precision_loss)]
+        size.record(batch.len() as f64);
+        match written {
             Ok(()) => {
                 if !sync && unsynced_since.is_none() {
                     unsynced_since = Some(std::time::Instant::now());
