@@ -1,98 +1,42 @@
 //! The server as a program:
-//! `state-sync-server [--addr HOST:PORT] [--data DIR | --redis URL] [--state ID]...`
+//! `state-sync-server [--config FILE] [--addr HOST:PORT] [--data DIR | --redis URL] [--state ID]...`
 //!
 //! `cargo build --release --bin state-sync-server`, then
-//! `target/release/state-sync-server --data ./data --state chat`. Prints
-//! `listening on HOST:PORT` once it accepts connections. With `--data`, every state is
-//! saved in DIR (an update is acknowledged once it is on disk) and comes back after a
-//! restart, a deploy or a crash; without it, states live in memory. With `--redis`,
-//! the process is one server of a cluster: several of them on the same Redis serve the
-//! same states, one order of updates per state. SIGTERM or Ctrl-C:
-//! it stops accepting, closes every connection with 1001, saves what is in flight and
-//! exits 0. `--help` lists the options.
+//! `target/release/state-sync-server --data ./data --state chat`, or
+//! `target/release/state-sync-server --config state-sync.toml` (see
+//! `examples/state-sync.toml`). Prints `listening on HOST:PORT` once it accepts
+//! connections. With `--data`, every state is saved in DIR (an update is acknowledged
+//! once it is on disk) and comes back after a restart, a deploy or a crash; without it,
+//! states live in memory. With `--redis`, the process is one server of a cluster:
+//! several of them on the same Redis serve the same states, one order of updates per
+//! state. SIGTERM or Ctrl-C: it stops accepting, closes every connection with 1001,
+//! saves what is in flight and exits 0. `--help` lists the options.
+//!
+//! # Layout
+//! - `args`: the command line; `config`: the configuration file and what it
+//!   configures (`limits`: its `[limits]`; `units`: durations and sizes as written;
+//!   `locate`: errors naming the file, line and key).
+//! - `auth`: static tokens and JWT, the middleware and the per-state check.
+//! - `webhook`: a state's interceptor as an HTTP webhook, and its failure policy.
+
+mod args;
+mod auth;
+mod config;
+mod limits;
+mod locate;
+mod units;
+mod webhook;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use state_sync_server::{Redis, StateOptions, StateSyncer, Storage};
+use state_sync_server::{Redis, StateSyncer, Storage};
 
-const USAGE: &str =
-    "usage: state-sync-server [--addr HOST:PORT] [--data DIR | --redis URL | --redis-cluster URL,URL...] [--state ID]...
-
-options:
-  --addr HOST:PORT   where to listen (default 0.0.0.0:5000; port 0 picks a free one)
-  --data DIR         save every state in DIR (created if missing); without it, states
-                     live in memory only
-  --redis URL        be one server of a cluster: keep the states in the Redis at URL
-                     (redis://HOST:PORT/), shared with every server started with it
-  --redis-cluster URL,URL...
-                     the same on a Redis Cluster, reached through any of these nodes
-  --state ID         create the state ID with the value {} unless it exists (repeatable)
-  --help             print this and exit
-
-Clients connect to ws://HOST:PORT/?identifier=<client id>&token=<token>.
-Logs go to stderr; RUST_LOG=debug shows more.";
-
-#[derive(Debug)]
-struct Args {
-    addr: String,
-    data: Option<std::path::PathBuf>,
-    redis: Option<String>,
-    redis_cluster: Option<Vec<String>>,
-    states: Vec<String>,
-}
-
-fn parse(mut words: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut args = Args {
-        addr: "0.0.0.0:5000".into(),
-        data: None,
-        redis: None,
-        redis_cluster: None,
-        states: Vec::new(),
-    };
-    while let Some(word) = words.next() {
-        let mut value = |flag: &str| words.next().ok_or_else(|| format!("{flag} needs a value"));
-        match word.as_str() {
-            "--help" | "-h" => return Ok(None),
-            "--addr" => args.addr = value("--addr")?,
-            "--data" => args.data = Some(value("--data")?.into()),
-            "--redis" => args.redis = Some(value("--redis")?),
-            "--redis-cluster" => {
-                let nodes: Vec<String> = value("--redis-cluster")?
-                    .split(',')
-                    .filter(|node| !node.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                if nodes.is_empty() {
-                    return Err("--redis-cluster needs the URL of at least one node".into());
-                }
-                args.redis_cluster = Some(nodes);
-            }
-            "--state" => {
-                let id = value("--state")?;
-                if id.is_empty() {
-                    return Err("--state needs a non-empty identifier".into());
-                }
-                args.states.push(id);
-            }
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    let stores = [
-        args.data.is_some(),
-        args.redis.is_some(),
-        args.redis_cluster.is_some(),
-    ];
-    if stores.iter().filter(|given| **given).count() > 1 {
-        return Err(
-            "--data, --redis and --redis-cluster do not go together: one place keeps the states"
-                .into(),
-        );
-    }
-    Ok(Some(args))
-}
+use args::{Args, StoreFlag, USAGE};
+use config::{Config, LogFormat, StateSpec, Store};
 
 fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1)) {
+    let args = match args::parse(std::env::args().skip(1)) {
         Ok(Some(args)) => args,
         Ok(None) => {
             println!("{USAGE}");
@@ -103,14 +47,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    let config = match &args.config {
+        Some(path) => match config::load(path) {
+            Ok(config) => config,
+            Err(mistake) => {
+                eprintln!("state-sync-server: {mistake}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    init_logs(&config);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -118,7 +65,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("state-sync-server: {e}");
@@ -127,25 +74,68 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut builder = StateSyncer::builder();
-    if let Some(dir) = &args.data {
-        builder = builder.storage(Storage::open(dir)?);
+/// Logs to stderr, as text or one JSON object per line; `RUST_LOG` wins over the
+/// file's level.
+fn init_logs(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(config.log.level.as_deref().unwrap_or("info"))
+    });
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().with_ansi(false).init(),
     }
-    if let Some(url) = &args.redis {
-        builder = builder.redis(Redis::new(url.as_str())?);
+}
+
+/// The file's configuration with the flags' overrides.
+fn merge(args: Args, mut config: Config) -> Result<Config, Box<dyn std::error::Error>> {
+    if let Some(addr) = args.addr {
+        config.addr = Some(addr);
     }
-    if let Some(nodes) = &args.redis_cluster {
-        builder = builder.redis(Redis::cluster(nodes.iter().cloned())?);
+    match args.store {
+        None => {}
+        Some(StoreFlag::Data(dir)) => config.store = Store::Data(dir),
+        Some(StoreFlag::Redis(url)) => config.store = Store::Redis(Redis::new(url)?),
+        Some(StoreFlag::RedisCluster(nodes)) => config.store = Store::Redis(Redis::cluster(nodes)?),
+    }
+    for id in args.states {
+        if !config.states.iter().any(|state| state.id == id) {
+            config.states.push(StateSpec::plain(id));
+        }
+    }
+    Ok(config)
+}
+
+async fn run(args: Args, config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let config = merge(args, config)?;
+    let auth = Arc::new(config.auth);
+    let mut builder = StateSyncer::builder()
+        .authorize(move |request| std::future::ready(auth.authorize(&request)));
+    builder = config.limits.apply(builder);
+    if let Some(tls) = config.tls {
+        builder = builder.tls(tls);
+    }
+    if let Some(folder) = config.static_files {
+        builder = builder.static_files(folder);
+    }
+    match config.store {
+        Store::Memory => {}
+        Store::Data(dir) => builder = builder.storage(Storage::open(dir)?),
+        Store::Redis(redis) => builder = builder.redis(redis),
     }
     let syncer = builder.build();
-    for id in &args.states {
-        syncer.create_state(StateOptions::new().identifier(id.as_str()))?;
+    for state in &config.states {
+        syncer.create_state(state.options())?;
     }
+    let addr = config.addr.as_deref().unwrap_or("0.0.0.0:5000");
     let server = syncer
-        .bind(args.addr.as_str())
+        .bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     println!("listening on {}", server.local_addr());
     stopped().await;
     tracing::info!("stopping");

@@ -60,3 +60,35 @@ pub(crate) fn serving(addr: &str, dir: &std::path::Path) -> (Child, String) {
         address.unwrap_or_else(|line| panic!("the server did not start: {line:?}")),
     )
 }
+
+/// A fresh, empty directory for one test.
+pub(crate) fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("state-sync-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A server process, killed when dropped (so that a failing assertion does not leave
+/// it running).
+pub(crate) struct Running(pub(crate) Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the server with `args`; returns it and its address, or panics with what it
+/// printed instead.
+pub(crate) fn start(args: &[&std::ffi::OsStr]) -> (Running, String) {
+    let (child, line) = spawn(args);
+    let running = Running(child);
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("the server did not start: {line:?}"));
+    (running, address)
+}
