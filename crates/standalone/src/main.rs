@@ -136,8 +136,11 @@ async fn run(args: Args, config: Config) -> Result<(), Box<dyn std::error::Error
         .bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    // Listening for SIGTERM before saying we listen: a supervisor that stops the
+    // server right after it started still gets a graceful stop.
+    let stop = stopped()?;
     println!("listening on {}", server.local_addr());
-    stopped().await;
+    stop.await;
     tracing::info!("stopping");
     server.shutdown().await;
     syncer.sync().await?;
@@ -145,25 +148,25 @@ async fn run(args: Args, config: Config) -> Result<(), Box<dyn std::error::Error
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-async fn stopped() {
+/// Resolves on SIGTERM or Ctrl-C (SIGINT); both are caught from the moment it returns
+/// (`tokio::signal::ctrl_c` would install its handler only when first polled).
+fn stopped() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = terminate.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

@@ -25,6 +25,7 @@ fn help_lists_every_option() {
     assert!(output.status.success());
     let text = String::from_utf8_lossy(&output.stdout);
     for flag in [
+        "--config",
         "--addr",
         "--data",
         "--redis",

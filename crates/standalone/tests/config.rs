@@ -659,3 +659,44 @@ async fn webhooks_rewrite_veto_and_fail_by_their_policy() {
     assert_eq!(hooks.received("forbidden").len(), 1);
     assert_eq!(hooks.received("misspelt").len(), 1);
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let config = config_file(
+        "json-logs",
+        "[log]\nformat = \"json\"\nlevel = \"info\"\n\n[[state]]\nid = \"s\"\n",
+    );
+    let mut child = Command::new(BIN)
+        .args(["--addr", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on"), "{line}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|log| log["level"] == "INFO" && log["fields"]["message"] == "stopping"),
+        "{stderr}"
+    );
+}
