@@ -357,6 +357,22 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_shows_the_shipped_example() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+        let example =
+            std::fs::read_to_string(root.join("examples/state-sync.toml")).expect("example");
+        let section = &readme[readme.find("### Configuration file").expect("the section")..];
+        let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + section[start..].find("```\n").expect("its end");
+        assert_eq!(
+            section[start..end],
+            example,
+            "the README's copy of examples/state-sync.toml differs from it"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_named_with_their_line() {
         let e = error("addr = \"127.0.0.1:0\"\n\n[limits]\nmax-conections = 5\n");
         assert_eq!(e.line, Some(4), "{e}");
