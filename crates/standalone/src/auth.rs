@@ -193,6 +193,12 @@ fn secret(
 impl AuthConfig {
     /// Checks the section and reads the keys it names (paths relative to `base`).
     pub(crate) fn build(self, base: &Path) -> Result<Authenticator, Invalid> {
+        if self.tokens.is_empty() && self.jwt.is_none() {
+            return Err(Invalid::new(
+                [Step::Key("auth")],
+                "needs [[auth.token]] entries or [auth.jwt]: as it is, nobody could connect",
+            ));
+        }
         let mut tokens = Vec::new();
         for (index, entry) in self.tokens.into_iter().enumerate() {
             let at = [Step::Key("auth"), Step::Key("token"), Step::Index(index)];

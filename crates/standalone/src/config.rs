@@ -439,6 +439,8 @@ mod tests {
         );
         let e = error("[auth.jwt]\nalgorithm = \"HS512\"\n");
         assert_eq!(e.key.as_deref(), Some("auth.jwt.algorithm"), "{e}");
+        let e = error("addr = \"x\"\n[auth]\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("auth")), "{e}");
         let e = error("[log]\nlevel = \"[[[\"\n");
         assert_eq!(e.key.as_deref(), Some("log.level"), "{e}");
     }
