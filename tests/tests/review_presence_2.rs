@@ -3,9 +3,9 @@
 //! hidden entries, takeovers (identity changes, closes, the kept entry of a same-state
 //! re-attach), and the client core's count of awaited PRESENCE frames. Real sockets.
 //!
-//! Each test says in its doc comment whether it reproduces a **DEFECT** (it fails on
-//! the code it was written against and is ignored until fixed) or is an attack that
-//! **HELD UP** (it passes, and guards the property from now on).
+//! Each test says in its doc comment whether it reproduced a defect, since **FIXED**
+//! (it failed on the code it was written against, and guards the fix now), or is an
+//! attack that **HELD UP** (it passed, and guards the property from now on).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -149,7 +149,7 @@ async fn close(mut client: RawClient) {
 // Unannounced suppression meets takeovers
 // ---------------------------------------------------------------------------------
 
-/// DEFECT. A client whose public identity changed takes its entry back (same session:
+/// FIXED (was DEFECT). A client whose public identity changed takes its entry back (same session:
 /// a reconnect after a rename, or a re-attach after its profile changed) and then
 /// closes, all within one `presence_interval` of the last flush: the watchers never
 /// hear it leave. The entry stays in their lists for ever (a ghost), while the server
@@ -166,7 +166,6 @@ async fn close(mut client: RawClient) {
 /// takeover), e.g. return from the branch whether the entry is new; or remove the id
 /// from `unannounced` on every takeover.
 #[tokio::test]
-#[ignore = "defect: a takeover with a new identity that leaves before the flush is never told to watchers (ghost)"]
 async fn a_renamed_client_that_leaves_within_the_interval_is_seen_leaving() {
     let syncer = named_syncer(|b| b.presence_interval(Duration::from_secs(1)), |s| s);
     let (_server, url) = serve(&syncer).await;
@@ -240,7 +239,7 @@ async fn entries_seen_by_watchers_are_always_seen_leaving() {
 // Identity size on takeovers
 // ---------------------------------------------------------------------------------
 
-/// DEFECT. The public identity bound (75b731e: "a public identity over
+/// FIXED (was DEFECT). The public identity bound (75b731e: "a public identity over
 /// max_presence_bytes is never shown") is checked only for new entries: a client that
 /// takes its shown entry back with a new, oversized identity stays shown with it, and
 /// every watcher receives it (a `join`), as does every later snapshot. Here the
@@ -255,7 +254,6 @@ async fn entries_seen_by_watchers_are_always_seen_leaving() {
 /// move it from `shown` to `hidden`, note a `Leave` for the watchers (and
 /// `show_next`); the attach is then answered 13 `tooLarge` as a new one is.
 #[tokio::test]
-#[ignore = "defect: a takeover with an oversized public identity stays shown with it"]
 async fn a_takeover_with_an_oversized_identity_is_not_shown() {
     let syncer = named_syncer(|b| b.max_presence_bytes(64), |s| s);
     let (_server, url) = serve(&syncer).await;
@@ -286,7 +284,7 @@ async fn a_takeover_with_an_oversized_identity_is_not_shown() {
     );
 }
 
-/// DEFECT (minor). The other way round: an entry hidden because its identity was too
+/// FIXED (was DEFECT) (minor). The other way round: an entry hidden because its identity was too
 /// large, taken back with an identity within the limit, stays hidden although the
 /// state has all the room it wants (limit 512, one entry shown); its `set_presence`
 /// is answered 13 `full` ("the state already shows 512 present clients"), which is
@@ -298,7 +296,6 @@ async fn a_takeover_with_an_oversized_identity_is_not_shown() {
 /// Fix: on a takeover of a hidden entry that is now showable, show it when there is
 /// room (as `show_next` does: `shown = true`, counters, a `Join`).
 #[tokio::test]
-#[ignore = "defect: a hidden entry taken back with a small identity stays hidden while there is room"]
 async fn a_hidden_entry_taken_back_with_a_small_identity_is_shown() {
     let syncer = named_syncer(|b| b.max_presence_bytes(64), |s| s);
     let (_server, url) = serve(&syncer).await;

@@ -425,8 +425,10 @@ impl Hub {
                 })
                 .map(|e| Arc::clone(&e.id))
         });
+        let fresh = taken.is_none();
         let (id, change, hook, shown) = if let Some(id) = taken {
             let inner = &mut *inner;
+            let room = inner.shown < self.config.max_entries;
             let entry = inner.entries.get_mut(&id)?;
             let local = entry.local.as_mut()?;
             let lingered = local.lingering.take().is_some();
@@ -448,16 +450,28 @@ impl Hub {
             let changed = entry.presence != presence;
             entry.user = user;
             entry.presence = presence;
-            let change = if !entry.shown {
-                None
-            } else if rejoined {
-                Some(Kind::Join)
-            } else {
-                changed.then_some(Kind::Update)
+            // Shown again when it may be (its identity fits now, and there is room),
+            // hidden when its new identity is over the limit.
+            let was_shown = entry.shown;
+            let shown = !hidden && (was_shown || room);
+            entry.shown = shown;
+            let change = match (was_shown, shown) {
+                (true, true) if rejoined => Some(Kind::Join),
+                (true, true) => changed.then_some(Kind::Update),
+                (false, true) => Some(Kind::Join),
+                (true, false) => Some(Kind::Leave),
+                (false, false) => None,
             };
-            let shown = entry.shown;
             if lingered {
                 inner.lingering -= 1;
+            }
+            if was_shown && !shown {
+                inner.shown -= 1;
+                inner.hidden += 1;
+                self.show_next(inner);
+            } else if shown && !was_shown {
+                inner.shown += 1;
+                inner.hidden -= 1;
             }
             (id, change, None, shown)
         } else {
@@ -512,8 +526,9 @@ impl Hub {
             })));
             inner.snapshots += 1;
         }
-        // After the snapshot: the others hear of this entry once it is in it.
-        if change == Some(Kind::Join) {
+        // After the snapshot: the others hear of this entry once it is in it. A new
+        // entry nobody saw yet may go unannounced (not one taken over: it was seen).
+        if change == Some(Kind::Join) && fresh {
             let snapshots = inner.snapshots;
             inner.unannounced.insert(Arc::clone(&id), snapshots);
         }
@@ -641,8 +656,10 @@ impl Hub {
         }
         let snapshots = inner.snapshots;
         if inner.unannounced.remove(id) == Some(snapshots) {
-            // Nobody heard of it: nobody hears of it leaving either.
+            // Nobody heard of it: nobody hears of it leaving either (a check may have
+            // written it to Redis: the next one removes it).
             inner.shown -= 1;
+            inner.unsynced = true;
             inner.pending.retain(|(pending, _, _)| pending != id);
             self.show_next(inner);
             return Some(entry.present());
@@ -673,7 +690,12 @@ impl Hub {
             .order
             .values()
             .filter_map(|id| inner.entries.get(id))
-            .find(|e| !e.shown && e.local.as_ref().is_some_and(|l| l.showable))
+            .find(|e| {
+                !e.shown
+                    && e.local
+                        .as_ref()
+                        .is_some_and(|l| l.showable && l.lingering.is_none())
+            })
             .map(|e| Arc::clone(&e.id));
         if let Some(id) = next {
             if let Some(entry) = inner.entries.get_mut(&id) {

@@ -15,8 +15,8 @@ use crate::{Event, FailureReason, ServerMessageError, UpdateFailure, server_code
 impl ClientCore {
     pub(super) fn on_unreadable(&mut self, error: &ServerMessageError, events: &mut Vec<Event>) {
         let is = |code: u8| error.message_type() == Some(u64::from(code));
-        if is(server_code::STATE_CONNECTION_ERROR) {
-            // A refused attach sends no PRESENCE.
+        if is(server_code::STATE_CONNECTION_ERROR) || is(server_code::PRESENCE) {
+            // A refused attach sends no PRESENCE; an unreadable PRESENCE still counts.
             self.presence.awaited = self.presence.awaited.saturating_sub(1);
         }
         if is(server_code::STATE_CONNECTION_ESTABLISHED) || is(server_code::STATE_CONNECTION_ERROR)
