@@ -40,6 +40,41 @@ struct File {
     auth: Option<AuthConfig>,
     #[serde(default, rename = "state")]
     states: Vec<StateConfig>,
+    #[serde(default)]
+    metrics: MetricsConfig,
+}
+
+/// `[metrics]`: Prometheus metrics on the server's port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct MetricsConfig {
+    /// Serve them (default true).
+    #[serde(default = "yes")]
+    pub(crate) enabled: bool,
+    /// Where (default `/metrics`).
+    #[serde(default = "metrics_path")]
+    pub(crate) path: String,
+    /// States whose attached clients get a label of their own; by default the states
+    /// this file declares (the others are counted together, as `other`).
+    pub(crate) states: Option<Vec<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn metrics_path() -> String {
+    "/metrics".to_owned()
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            path: metrics_path(),
+            states: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +209,7 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     pub(crate) auth: Authenticator,
     pub(crate) states: Vec<StateSpec>,
+    pub(crate) metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -188,6 +224,7 @@ impl Default for Config {
             limits: Limits::default(),
             auth: Authenticator::default(),
             states: Vec::new(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -317,6 +354,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         limits: file.limits,
         auth,
         states,
+        metrics: file.metrics,
     })
 }
 

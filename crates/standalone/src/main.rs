@@ -116,6 +116,32 @@ async fn run(args: Args, config: Config) -> Result<(), Box<dyn std::error::Error
     let mut builder = StateSyncer::builder()
         .authorize(move |request| std::future::ready(auth.authorize(&request)));
     builder = config.limits.apply(builder);
+    if config.metrics.enabled {
+        // The process's recorder, before the server counts anything; its summaries are
+        // kept from growing by an upkeep every few seconds.
+        let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+        let upkeep = prometheus.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
+        // Labelled: the states named, else those the file declares (bounded either way).
+        let labelled = config
+            .metrics
+            .states
+            .clone()
+            .unwrap_or_else(|| config.states.iter().map(|state| state.id.clone()).collect());
+        builder = builder.metrics_states(labelled).route(
+            config.metrics.path.clone(),
+            "text/plain; version=0.0.4",
+            move || prometheus.render(),
+        );
+    }
     if let Some(tls) = config.tls {
         builder = builder.tls(tls);
     }
