@@ -12,6 +12,7 @@ fn every_program_answers_help_with_its_options() {
             &["--port", "--static", "--data", "--memory"][..],
         ),
         (env!("CARGO_BIN_EXE_chat"), &["--name", "--url"][..]),
+        (env!("CARGO_BIN_EXE_axum-app"), &["--port"][..]),
     ] {
         let output = Command::new(program).arg("--help").output().unwrap();
         let text = String::from_utf8_lossy(&output.stdout);

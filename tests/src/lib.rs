@@ -70,7 +70,11 @@ pub async fn http_get(url: &str, path: &str) -> (u16, String) {
         .trim_start_matches("ws://")
         .parse()
         .expect("a ws://HOST:PORT url");
-    let answer = http_request(address, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+    let answer = http_request(
+        address,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
     let status = answer
         .get(9..12)
         .and_then(|status| status.parse().ok())

@@ -171,9 +171,39 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
     else {
         return;
     };
+    // Boxed: the handshake's leftovers are not kept beside it.
+    Box::pin(run(
+        runtime,
+        ws.split(),
+        client,
+        identifier,
+        closer,
+        remote_addr,
+    ))
+    .await;
+}
+
+/// The two halves of an upgraded connection.
+pub(crate) type Split<S> = (
+    futures_util::stream::SplitSink<tokio_tungstenite::WebSocketStream<S>, Message>,
+    futures_util::stream::SplitStream<tokio_tungstenite::WebSocketStream<S>>,
+);
+
+/// Runs an upgraded connection (from this server's listener, or mounted in an app's
+/// router) until it closes or the server shuts down.
+pub(crate) async fn run<K, S>(
+    runtime: Arc<Runtime<K>>,
+    (sink, source): Split<S>,
+    client: Arc<K>,
+    identifier: String,
+    closer: Arc<Closer>,
+    remote_addr: SocketAddr,
+) where
+    K: Send + Sync + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tracing::debug!(%remote_addr, %identifier, "client connected");
     let registration = runtime.register(&identifier, &closer);
-    let (sink, source) = ws.split();
     let (outbox, queue) = Outbox::new(
         runtime.config.outgoing_queue,
         runtime.config.outgoing_queue_bytes,
@@ -793,16 +823,23 @@ mod tests {
         std::mem::size_of::<F>()
     }
 
-    /// Every connection's tasks hold these futures for its whole life: keep the
-    /// handshake and message handling boxed (see `serve` and `read_loop`).
+    fn future_size_6<A, B, C, D, E, G, F>(_: fn(A, B, C, D, E, G) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every connection's tasks hold these futures for its whole life (`serve`, and the
+    /// `run` it boxes): keep the handshake and message handling boxed (see `serve` and
+    /// `read_loop`).
     #[test]
     fn connection_tasks_stay_small() {
         use crate::tls::Stream;
         use tokio_tungstenite::WebSocketStream;
         type Sink = futures_util::stream::SplitSink<WebSocketStream<Stream>, Message>;
         let serve_size = future_size(serve::<()>);
+        let run_size = future_size_6(run::<(), Stream>);
         let writer_size = future_size(write_loop::<Sink>);
         assert!(serve_size <= 1024, "serve future: {serve_size} bytes");
+        assert!(run_size <= 1024, "run future: {run_size} bytes");
         assert!(writer_size <= 1024, "writer future: {writer_size} bytes");
     }
 }

@@ -151,10 +151,8 @@ pub(crate) async fn perform<K: Send + Sync + 'static>(
         }
     };
     let identifier = head.request.identifier.clone();
-    let limit = runtime.config.hook_timeout;
-    let authorization = (runtime.authorizer)(head.request.clone());
-    let error = match run_async_hook("authorization middleware", limit, authorization).await {
-        Ok(Ok(client)) => {
+    let error = match authorize(runtime, head.request.clone()).await {
+        Ok(client) => {
             if let Err(e) = http_io::accept(&mut stream, &head).await {
                 tracing::debug!(%remote_addr, "writing the upgrade response failed: {e}");
                 return Handshake::Done;
@@ -173,16 +171,36 @@ pub(crate) async fn perform<K: Send + Sync + 'static>(
                 identifier,
             });
         }
-        Ok(Err(rejection)) => ErrorResponse::new(StatusCode::UNAUTHORIZED, rejection.reason),
-        Err(HookFailure::Panicked(_)) => {
-            ErrorResponse::new(StatusCode::INTERNAL_SERVER_ERROR, "authorization failed")
-        }
-        Err(HookFailure::TimedOut(_)) => {
-            ErrorResponse::new(StatusCode::SERVICE_UNAVAILABLE, "authorization timed out")
-        }
+        Err(error) => error,
     };
     refuse(&mut stream, remote_addr, &error).await;
     Handshake::Done
+}
+
+/// Runs the authorization middleware within the hook time limit: the client
+/// information, or the answer that refuses the upgrade (401 with the middleware's
+/// reason, 500 when it panicked, 503 when it timed out).
+pub(crate) async fn authorize<K: Send + Sync + 'static>(
+    runtime: &Runtime<K>,
+    request: UpgradeRequest,
+) -> Result<K, ErrorResponse> {
+    let limit = runtime.config.hook_timeout;
+    let authorization = (runtime.authorizer)(request);
+    match run_async_hook("authorization middleware", limit, authorization).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(rejection)) => Err(ErrorResponse::new(
+            StatusCode::UNAUTHORIZED,
+            rejection.reason,
+        )),
+        Err(HookFailure::Panicked(_)) => Err(ErrorResponse::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "authorization failed",
+        )),
+        Err(HookFailure::TimedOut(_)) => Err(ErrorResponse::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "authorization timed out",
+        )),
+    }
 }
 
 /// The answer to a plain `GET` of `/healthz`, `/readyz` or a configured route.
@@ -223,6 +241,12 @@ async fn route<K: Send + Sync + 'static>(
 
 async fn refuse(stream: &mut Stream, remote_addr: SocketAddr, error: &ErrorResponse) {
     tracing::debug!(%remote_addr, status = %error.status, "upgrade refused: {}", error.body);
+    count_refusal(error);
+    let _ = http_io::respond_error(stream, error).await;
+}
+
+/// Counts a refused upgrade in the metrics, by cause.
+pub(crate) fn count_refusal(error: &ErrorResponse) {
     crate::metrics::handshake_refused(match error.status.as_u16() {
         401 => "unauthorized",
         500 => "middleware_panicked",
@@ -232,5 +256,4 @@ async fn refuse(stream: &mut Stream, remote_addr: SocketAddr, error: &ErrorRespo
         431 => "request_too_large",
         _ => "bad_request",
     });
-    let _ = http_io::respond_error(stream, error).await;
 }

@@ -61,6 +61,14 @@ pub(crate) struct Head {
     pub(crate) leftover: Vec<u8>,
 }
 
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+impl Head {
+    /// The `Sec-WebSocket-Accept` of the answer.
+    pub(crate) fn accept_key(&self) -> &str {
+        &self.accept_key
+    }
+}
+
 /// Reads the request head and tells what it is.
 pub(crate) async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut S,
@@ -143,17 +151,35 @@ fn check(
             headers.append(name, value);
         }
     }
-    if request.method != Some("GET")
+    classify(
+        request.method.unwrap_or("GET"),
+        request.version == Some(1),
+        headers,
+        request.path.unwrap_or("/"),
+        remote_addr,
+    )
+}
+
+/// Tells an upgrade request from a plain one, and checks the upgrade (RFC 6455) and
+/// the client's `identifier`. `http11`: the request is HTTP/1.1 or later.
+pub(crate) fn classify(
+    method: &str,
+    http11: bool,
+    headers: HeaderMap,
+    target: &str,
+    remote_addr: SocketAddr,
+) -> Result<Incoming, ErrorResponse> {
+    if method != "GET"
         || !has_token(&headers, http::header::UPGRADE, "websocket")
         || !has_token(&headers, http::header::CONNECTION, "upgrade")
     {
         return Ok(Incoming::Plain {
-            method: request.method.unwrap_or("GET").to_owned(),
-            target: request.path.unwrap_or("/").to_owned(),
+            method: method.to_owned(),
+            target: target.to_owned(),
         });
     }
     // RFC 6455 section 4.1: an upgrade is an HTTP/1.1 (or later) GET.
-    if request.version != Some(1) {
+    if !http11 {
         return Err(ErrorResponse::new(
             StatusCode::BAD_REQUEST,
             "a WebSocket upgrade needs HTTP/1.1",
@@ -178,7 +204,6 @@ fn check(
         ));
     };
     let accept_key = derive_accept_key(key.as_bytes());
-    let target = request.path.unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let param = |name: &str| {
         form_urlencoded::parse(query.as_bytes())

@@ -64,6 +64,8 @@
 //! - `tls`: [`TlsConfig`] for `wss://`.
 //! - `error`: [`Error`], [`CreateStateError`], [`UpdateError`].
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod backend;
 mod builder;
 #[cfg(feature = "redis")]

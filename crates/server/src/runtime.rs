@@ -259,6 +259,16 @@ impl<K: Send + Sync + 'static> Runtime<K> {
     }
 
     /// Closes every connection of a client identifier; returns how many.
+    /// Closes every connection with 1001 (`server shutting down`): those of an app's
+    /// router, which no [`Server`](crate::Server) shuts down. How many were open.
+    pub(crate) fn disconnect_all(&self) -> usize {
+        let connections = self.connections();
+        for (_, closer) in connections.values() {
+            closer.close(CloseCode::Away, "server shutting down");
+        }
+        connections.len()
+    }
+
     pub(crate) fn disconnect_client(&self, identifier: &str) -> usize {
         let connections = self.connections();
         let mut closed = 0;

@@ -23,7 +23,7 @@ use crate::server::Server;
 /// `StateSyncer` is a cheap handle: clone it to use it from several tasks. See the
 /// crate documentation for an example.
 pub struct StateSyncer<K = ()> {
-    runtime: Arc<Runtime<K>>,
+    pub(crate) runtime: Arc<Runtime<K>>,
 }
 
 impl<K> Clone for StateSyncer<K> {
@@ -205,6 +205,14 @@ impl<K: Send + Sync + 'static> StateSyncer<K> {
     /// The reason the server is not ready.
     pub async fn ready(&self) -> Result<(), String> {
         self.runtime.ready().await
+    }
+
+    /// Closes every client connection with 1001 `server shutting down` (their clients
+    /// reconnect elsewhere); how many were open. For connections served through an
+    /// app's router ([`axum`](crate::axum)), which [`Server::shutdown`](crate::Server::shutdown)
+    /// does not reach: call it when the app shuts down.
+    pub fn disconnect_all(&self) -> usize {
+        self.runtime.disconnect_all()
     }
 
     /// The identifiers of every live state.
