@@ -17,7 +17,8 @@ use state_sync_tests::{RawClient, eventually, http_get};
 async fn app(syncer: &StateSyncer<String>) -> String {
     let app = Router::new()
         .route("/hello", get(|| async { "hello from the app" }))
-        .nest("/sync", state_sync_server::axum::router(syncer.clone()));
+        .nest("/sync", state_sync_server::axum::router(syncer.clone()))
+        .merge(state_sync_server::axum::health_router(syncer.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -55,11 +56,13 @@ fn syncer() -> StateSyncer<String> {
 async fn the_syncer_serves_at_a_path_of_an_axum_app() {
     let syncer = syncer();
     let url = app(&syncer).await;
-    // The app's own route.
+    // The app's own route, and the syncer's health routes merged into the app.
     assert_eq!(
         http_get(&url, "/hello").await,
         (200, "hello from the app".to_owned())
     );
+    assert_eq!(http_get(&url, "/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(http_get(&url, "/readyz").await, (200, "ready\n".to_owned()));
     // Two clients through /sync: attached, updates acknowledged and broadcast.
     let ann = Client::connect(&format!("{url}/sync"), "ann", Some("secret"))
         .await

@@ -60,6 +60,29 @@ pub fn router<K: Send + Sync + 'static>(syncer: StateSyncer<K>) -> Router {
     )
 }
 
+/// A router with `/healthz` (200 `ok` while the process serves) and `/readyz` (200
+/// `ready`, or 503 with the reason when the syncer's backend cannot take changes: see
+/// [`StateSyncer::ready`]), to merge into the app's (`app.merge(health_router(syncer))`).
+pub fn health_router<K: Send + Sync + 'static>(syncer: StateSyncer<K>) -> Router {
+    Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let syncer = syncer.clone();
+                async move {
+                    match syncer.ready().await {
+                        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+                        Err(why) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {why}\n"),
+                        ),
+                    }
+                }
+            }),
+        )
+}
+
 /// Answers one request for the syncer: the `101 Switching Protocols` of a WebSocket
 /// client (served from then on in a task of its own), or the refusal. For an app
 /// that routes to it itself.

@@ -12,7 +12,7 @@ use state_sync_server::{StateOptions, StateSyncer};
 const USAGE: &str = "usage: axum-app [--port PORT]
 
 An axum app with its own routes (/hello, /states) that serves the state syncer at
-/sync on the same port (default 5000; 0 picks a free one). Clients connect to
+/sync, and /healthz and /readyz, on the same port (default 5000; 0 picks a free one). Clients connect to
 ws://HOST:PORT/sync?identifier=<client id>. The state 'chat' exists.";
 
 #[tokio::main]
@@ -49,7 +49,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 async move { format!("{}\n", ids.join("\n")) }
             }),
         )
-        .nest("/sync", state_sync_server::axum::router(syncer.clone()));
+        .nest("/sync", state_sync_server::axum::router(syncer.clone()))
+        .merge(state_sync_server::axum::health_router(syncer.clone()));
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
     println!("listening on {}", listener.local_addr()?);
     axum::serve(
