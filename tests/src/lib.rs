@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 mod legacy;
+mod presence;
 mod redis;
 mod scripted;
 pub use legacy::start_legacy_server;
+pub use presence::{PresenceView, attach_watching, follow};
 pub use redis::{ClusterNode, TestRedis, TestRedisCluster, cluster_node, plain_state};
 pub use scripted::ScriptedPeer;
 
@@ -83,6 +85,25 @@ pub async fn http_get(url: &str, path: &str) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, body)| body.to_owned());
     (status, body)
+}
+
+/// The value of a series (`name{labels}`) in a Prometheus text render.
+pub fn prometheus_figure(render: &str, series: &str) -> Option<f64> {
+    render
+        .lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+/// The public identities present in a state, as its server lists them.
+pub fn present_users<K: Send + Sync + 'static>(syncer: &StateSyncer<K>, state: &str) -> Vec<Value> {
+    syncer
+        .presence_of_state(state)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.user.clone())
+        .collect()
 }
 
 /// A WebSocket of a client `name` attached to `state`, to split into its sink and

@@ -7,16 +7,7 @@
 use serde_json::json;
 use state_sync_client::Client;
 use state_sync_server::{StateOptions, StateSyncer};
-use state_sync_tests::{RawClient, eventually, http_get as get, serve};
-
-/// The value of a metric line (`name{labels} value`) in a Prometheus text render.
-fn figure(render: &str, series: &str) -> Option<f64> {
-    render
-        .lines()
-        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-}
+use state_sync_tests::{RawClient, eventually, http_get as get, prometheus_figure, serve};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_as_clients_connect_and_update() {
@@ -60,18 +51,22 @@ async fn metrics_move_as_clients_connect_and_update() {
     cy.attach("hall").await;
     let before = scrape().await;
     assert_eq!(
-        figure(&before, "state_sync_connections"),
+        prometheus_figure(&before, "state_sync_connections"),
         Some(3.0),
         "{before}"
     );
-    assert_eq!(figure(&before, "state_sync_states"), Some(2.0), "{before}");
     assert_eq!(
-        figure(&before, r#"state_sync_clients{state="room"}"#),
+        prometheus_figure(&before, "state_sync_states"),
         Some(2.0),
         "{before}"
     );
     assert_eq!(
-        figure(&before, r#"state_sync_clients{state="other"}"#),
+        prometheus_figure(&before, r#"state_sync_clients{state="room"}"#),
+        Some(2.0),
+        "{before}"
+    );
+    assert_eq!(
+        prometheus_figure(&before, r#"state_sync_clients{state="other"}"#),
         Some(1.0),
         "{before}"
     );
@@ -82,12 +77,12 @@ async fn metrics_move_as_clients_connect_and_update() {
     // A client refused at the upgrade.
     assert!(Client::connect(&url, "eve", Some("bad")).await.is_err());
     let after = scrape().await;
-    let applied = figure(&after, "state_sync_updates_applied_total").unwrap();
+    let applied = prometheus_figure(&after, "state_sync_updates_applied_total").unwrap();
     assert!(applied >= 2.0, "{after}");
-    let deliveries = figure(&after, "state_sync_deliveries_total").unwrap();
+    let deliveries = prometheus_figure(&after, "state_sync_deliveries_total").unwrap();
     assert!(deliveries >= 4.0, "{after}");
     assert_eq!(
-        figure(
+        prometheus_figure(
             &after,
             r#"state_sync_updates_refused_total{reason="vetoed"}"#
         ),
@@ -95,7 +90,7 @@ async fn metrics_move_as_clients_connect_and_update() {
         "{after}"
     );
     assert_eq!(
-        figure(
+        prometheus_figure(
             &after,
             r#"state_sync_handshake_refusals_total{cause="unauthorized"}"#
         ),
@@ -112,16 +107,16 @@ async fn metrics_move_as_clients_connect_and_update() {
     drop(cy);
     eventually("the gauges follow", || {
         let render = recorder.render();
-        figure(&render, "state_sync_connections") == Some(1.0)
-            && figure(&render, r#"state_sync_clients{state="room"}"#) == Some(1.0)
-            && figure(&render, r#"state_sync_clients{state="other"}"#) == Some(0.0)
+        prometheus_figure(&render, "state_sync_connections") == Some(1.0)
+            && prometheus_figure(&render, r#"state_sync_clients{state="room"}"#) == Some(1.0)
+            && prometheus_figure(&render, r#"state_sync_clients{state="other"}"#) == Some(0.0)
     })
     .await;
     syncer.remove_state("room");
     eventually("a state less", || {
         let render = recorder.render();
-        figure(&render, "state_sync_states") == Some(1.0)
-            && figure(&render, r#"state_sync_clients{state="room"}"#) == Some(0.0)
+        prometheus_figure(&render, "state_sync_states") == Some(1.0)
+            && prometheus_figure(&render, r#"state_sync_clients{state="room"}"#) == Some(0.0)
     })
     .await;
 }

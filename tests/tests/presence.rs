@@ -10,7 +10,7 @@ use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
 use state_sync_client::{Client, Error, PresenceEntry, PresenceEvent, PresenceFailureReason};
 use state_sync_server::{Present, StateOptions, StateSyncer};
-use state_sync_tests::{PATIENCE, RawClient, eventually, serve};
+use state_sync_tests::{PATIENCE, RawClient, attach_watching, eventually, serve};
 
 async fn next_event(events: &mut (impl Stream<Item = PresenceEvent> + Unpin)) -> PresenceEvent {
     tokio::time::timeout(PATIENCE, events.next())
@@ -46,17 +46,6 @@ async fn syncer_with(
     let syncer = tune(StateSyncer::builder()).build();
     syncer.create_state(state).unwrap();
     syncer
-}
-
-/// Attaches a raw client asking for presence; returns the data of its PRESENCE.
-async fn attach_watching(client: &mut RawClient, state: &str, extra: Value) -> Value {
-    let mut data = json!({"stateIdentifier": state, "presence": {}});
-    if let (Value::Object(data), Value::Object(extra)) = (&mut data, extra) {
-        data.extend(extra);
-    }
-    client.send(json!({"type": 2, "data": data})).await;
-    client.expect(7).await;
-    client.expect(11).await
 }
 
 #[tokio::test]

@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,8 +17,8 @@ use state_sync_client::Client;
 use state_sync_protocol::{ClientCore, Event, PresenceEvent};
 use state_sync_server::{Present, Redis, StateOptions, StateSyncer};
 use state_sync_tests::{
-    ClusterNode, PATIENCE, RawClient, Received, TestRedis, cluster_node, eventually, plain_state,
-    serve,
+    ClusterNode, PATIENCE, PresenceView, RawClient, Received, TestRedis, attach_watching,
+    cluster_node, eventually, follow, plain_state, present_users, serve,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -40,97 +39,6 @@ async fn syncer_with(
 
 fn room() -> StateOptions<()> {
     StateOptions::new().identifier("room")
-}
-
-/// Attaches a raw client asking for presence (`extra` is merged into the data);
-/// returns the data of its PRESENCE (11).
-async fn attach_watching(client: &mut RawClient, state: &str, extra: Value) -> Value {
-    let mut data = json!({"stateIdentifier": state, "presence": {}});
-    if let (Value::Object(data), Value::Object(extra)) = (&mut data, extra) {
-        data.extend(extra);
-    }
-    client.send(json!({"type": 2, "data": data})).await;
-    client.expect(7).await;
-    client.expect(11).await
-}
-
-/// What a raw watcher knows of the others, from the 11 and 12 it read.
-#[derive(Debug, Default)]
-struct View {
-    own: String,
-    others: BTreeMap<String, Value>,
-}
-
-impl View {
-    fn of(snapshot: &Value) -> View {
-        let mut view = View {
-            own: snapshot["self"].as_str().unwrap().to_owned(),
-            others: BTreeMap::new(),
-        };
-        for entry in snapshot["others"].as_array().unwrap() {
-            view.others
-                .insert(entry["id"].as_str().unwrap().to_owned(), entry.clone());
-        }
-        view
-    }
-
-    /// Applies a PRESENCE_CHANGED's data as docs/protocol.md says a client must.
-    fn apply(&mut self, changed: &Value) {
-        for change in changed["changes"].as_array().unwrap() {
-            let id = change["id"].as_str().unwrap().to_owned();
-            if id == self.own {
-                continue;
-            }
-            match change["event"].as_str().unwrap() {
-                "join" => {
-                    self.others.insert(id, change.clone());
-                }
-                "update" => {
-                    if let Some(entry) = self.others.get_mut(&id) {
-                        entry["presence"] = change["presence"].clone();
-                    }
-                }
-                "leave" => {
-                    self.others.remove(&id);
-                }
-                other => panic!("unknown event {other}"),
-            }
-        }
-    }
-
-    fn users(&self) -> Vec<Value> {
-        self.others.values().map(|e| e["user"].clone()).collect()
-    }
-}
-
-/// Reads frames for `window`, applying presence messages to `view`; returns the
-/// PRESENCE_CHANGED data read.
-async fn follow(client: &mut RawClient, view: &mut View, window: Duration) -> Vec<Value> {
-    let mut changes = Vec::new();
-    let deadline = tokio::time::Instant::now() + window;
-    while let Ok(received) = tokio::time::timeout_at(deadline, client.next()).await {
-        match received {
-            Received::Json(message) if message["type"] == 12 => {
-                view.apply(&message["data"]);
-                changes.push(message["data"].clone());
-            }
-            Received::Json(message) if message["type"] == 11 => {
-                *view = View::of(&message["data"]);
-            }
-            Received::Json(_) => {}
-            Received::Closed(frame) => panic!("closed: {frame:?}"),
-        }
-    }
-    changes
-}
-
-fn users_of<K: Send + Sync + 'static>(syncer: &StateSyncer<K>, state: &str) -> Vec<Value> {
-    syncer
-        .presence_of_state(state)
-        .unwrap_or_default()
-        .iter()
-        .map(|p| p.user.clone())
-        .collect()
 }
 
 async fn cluster(redis: &TestRedis, check: Duration) -> ClusterNode {
@@ -195,8 +103,8 @@ async fn cluster_an_attach_closed_at_once_does_not_come_back_as_a_ghost() {
             .filter(|u| u.as_str().is_some_and(|u| u.starts_with("quick")))
             .collect()
     };
-    let on_a = ghosts(users_of(&a.syncer, "room"));
-    let on_b = ghosts(users_of(&b.syncer, "room"));
+    let on_a = ghosts(present_users(&a.syncer, "room"));
+    let on_b = ghosts(present_users(&b.syncer, "room"));
     let seen_a = ghosts(wa.others().iter().map(|e| e.user.clone()).collect());
     let seen_b = ghosts(wb.others().iter().map(|e| e.user.clone()).collect());
     assert!(
@@ -287,7 +195,7 @@ async fn cluster_entries_of_a_server_that_died_while_redis_lost_its_data_are_swe
     let mut bob = RawClient::connect(&b.url, "bob", None).await;
     attach_watching(&mut bob, "room", json!({})).await;
     eventually("server A sees bob", || {
-        users_of(&a.syncer, "room") == [json!("bob")]
+        present_users(&a.syncer, "room") == [json!("bob")]
     })
     .await;
     redis.kill();
@@ -297,7 +205,7 @@ async fn cluster_entries_of_a_server_that_died_while_redis_lost_its_data_are_swe
     // Redis is back, empty: server A creates the state again. Bob must go.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     while tokio::time::Instant::now() < deadline {
-        if users_of(&a.syncer, "room").is_empty() {
+        if present_users(&a.syncer, "room").is_empty() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -309,7 +217,7 @@ async fn cluster_entries_of_a_server_that_died_while_redis_lost_its_data_are_swe
     panic!(
         "bob's server died 8 s ago, and bob is still present on server A: {:?}; a client \
          attaching there sees {:?}",
-        users_of(&a.syncer, "room"),
+        present_users(&a.syncer, "room"),
         ann.others()
     );
 }
@@ -325,7 +233,7 @@ async fn cluster_entries_of_a_server_that_died_are_swept() {
     let mut bob = RawClient::connect(&b.url, "bob", None).await;
     attach_watching(&mut bob, "room", json!({})).await;
     eventually("server A sees bob", || {
-        users_of(&a.syncer, "room") == [json!("bob")]
+        present_users(&a.syncer, "room") == [json!("bob")]
     })
     .await;
     // A has a client of its own: it syncs, and its syncs sweep.
@@ -338,7 +246,7 @@ async fn cluster_entries_of_a_server_that_died_are_swept() {
     eventually("bob is swept", || ann.others().is_empty()).await;
     let took = killed.elapsed();
     assert!(took <= check * 6, "swept after {took:?}");
-    assert_eq!(users_of(&a.syncer, "room"), [json!("ann")]);
+    assert_eq!(present_users(&a.syncer, "room"), [json!("ann")]);
 }
 
 /// FIXED (was DEFECT). After Redis stalls (or is unreachable) for longer than three checks,
@@ -371,7 +279,7 @@ async fn cluster_a_redis_stall_does_not_make_live_clients_leave_and_join() {
     let ann = Client::connect(&a.url, "ann", None).await.unwrap();
     ann.connect_to_state("room").await.unwrap();
     let mut watcher = RawClient::connect(&b.url, "w", None).await;
-    let mut view = View::of(&attach_watching(&mut watcher, "room", json!({})).await);
+    let mut view = PresenceView::of(&attach_watching(&mut watcher, "room", json!({})).await);
     follow(&mut watcher, &mut view, Duration::from_millis(500)).await;
     assert_eq!(view.users(), [json!("ann")]);
     eventually("ann sees w", || ann.others().len() == 1).await;
@@ -455,7 +363,7 @@ async fn cluster_live_entries_do_not_flicker() {
     let ann = Client::connect(&a.url, "ann", None).await.unwrap();
     ann.connect_to_state("room").await.unwrap();
     let mut bob = RawClient::connect(&b.url, "bob", None).await;
-    let mut view = View::of(&attach_watching(&mut bob, "room", json!({})).await);
+    let mut view = PresenceView::of(&attach_watching(&mut bob, "room", json!({})).await);
     let mut changes = follow(&mut bob, &mut view, Duration::from_millis(500)).await;
     assert_eq!(view.users(), [json!("ann")]);
     changes.clear();
@@ -478,7 +386,7 @@ async fn cluster_a_state_removed_and_created_again_starts_with_no_presence() {
     let old_b = Client::connect(&b.url, "old-b", None).await.unwrap();
     old_b.connect_to_state("room").await.unwrap();
     eventually("both servers see both", || {
-        users_of(&a.syncer, "room").len() == 2 && users_of(&b.syncer, "room").len() == 2
+        present_users(&a.syncer, "room").len() == 2 && present_users(&b.syncer, "room").len() == 2
     })
     .await;
     assert!(a.syncer.remove_state("room"));
@@ -500,7 +408,7 @@ async fn cluster_a_state_removed_and_created_again_starts_with_no_presence() {
     // A few checks later, nothing of the old incarnation came back.
     tokio::time::sleep(check * 5).await;
     for node in [&a, &b] {
-        let mut users = users_of(&node.syncer, "room");
+        let mut users = present_users(&node.syncer, "room");
         users.sort_by_key(ToString::to_string);
         let users: Vec<Value> = users
             .into_iter()
@@ -566,7 +474,7 @@ async fn a_hidden_entry_is_shown_once_there_is_room() {
         users,
         [json!("bob")],
         "bob, attached since before cy, with room for him since ann left; presence_of_state: {:?}",
-        users_of(&syncer, "room")
+        present_users(&syncer, "room")
     );
 }
 
@@ -710,7 +618,7 @@ async fn attach_loops_with_presence_cost_a_watcher_one_frame_per_interval() {
     let syncer = syncer_with(vec![room()], |b| b.presence_interval(interval)).await;
     let (_server, url) = serve(&syncer).await;
     let mut watcher = RawClient::connect(&url, "w", None).await;
-    let mut view = View::of(&attach_watching(&mut watcher, "room", json!({})).await);
+    let mut view = PresenceView::of(&attach_watching(&mut watcher, "room", json!({})).await);
     let looper = RawClient::connect(&url, "loop", None).await;
     let (mut sink, mut stream) = looper.into_inner().split();
     let reader = tokio::spawn(async move {
@@ -844,7 +752,7 @@ async fn a_live_connection_whose_entry_is_taken_over_is_closed() {
     let syncer = syncer_with(vec![room()], |b| b).await;
     let (_server, url) = serve(&syncer).await;
     let mut watcher = RawClient::connect(&url, "w", None).await;
-    let mut view = View::of(&attach_watching(&mut watcher, "room", json!({})).await);
+    let mut view = PresenceView::of(&attach_watching(&mut watcher, "room", json!({})).await);
     let mut first = RawClient::connect(&url, "ann", None).await;
     let id = attach_watching(&mut first, "room", json!({"session": "s"})).await["self"].clone();
     let mut second = RawClient::connect(&url, "ann", None).await;
@@ -868,7 +776,7 @@ async fn a_live_connection_whose_entry_is_taken_over_is_closed() {
     // The new connection hears later joins and sets its presence.
     let mut dee = RawClient::connect(&url, "dee", None).await;
     attach_watching(&mut dee, "room", json!({})).await;
-    let mut own = View::of(&again);
+    let mut own = PresenceView::of(&again);
     follow(&mut second, &mut own, Duration::from_millis(300)).await;
     assert!(own.users().contains(&json!("dee")), "{own:?}");
     second
@@ -887,7 +795,7 @@ async fn a_session_taken_over_again_and_again_shows_one_stable_entry_to_others()
     let syncer = syncer_with(vec![room()], |b| b).await;
     let (_server, url) = serve(&syncer).await;
     let mut watcher = RawClient::connect(&url, "w", None).await;
-    let mut view = View::of(&attach_watching(&mut watcher, "room", json!({})).await);
+    let mut view = PresenceView::of(&attach_watching(&mut watcher, "room", json!({})).await);
     let mut ids = std::collections::HashSet::new();
     let mut last = None;
     for n in 0..20 {
@@ -927,7 +835,7 @@ async fn a_session_taken_over_again_and_again_shows_one_stable_entry_to_others()
     last.unwrap().send_message(Message::Close(None)).await;
     follow(&mut watcher, &mut view, Duration::from_millis(300)).await;
     assert!(view.others.is_empty(), "{view:?}");
-    assert_eq!(users_of(&syncer, "room"), [json!("w")]);
+    assert_eq!(present_users(&syncer, "room"), [json!("w")]);
 }
 
 /// HELD UP. Another identifier with the same session cannot take an entry that
@@ -941,7 +849,7 @@ async fn another_identifier_cannot_take_a_lingering_entry() {
     .await;
     let (_server, url) = serve(&syncer).await;
     let mut watcher = RawClient::connect(&url, "w", None).await;
-    let mut view = View::of(&attach_watching(&mut watcher, "room", json!({})).await);
+    let mut view = PresenceView::of(&attach_watching(&mut watcher, "room", json!({})).await);
     let mut ann = RawClient::connect(&url, "ann", None).await;
     let ann_id = attach_watching(&mut ann, "room", json!({"session": "s"})).await["self"]
         .as_str()
@@ -992,7 +900,7 @@ async fn a_takeover_with_a_new_public_identity_is_seen_by_others() {
         .unwrap();
     let (_server, url) = serve(&syncer).await;
     let mut watcher = RawClient::connect(&url, "w", Some("watcher")).await;
-    let mut view = View::of(&attach_watching(&mut watcher, "room", json!({})).await);
+    let mut view = PresenceView::of(&attach_watching(&mut watcher, "room", json!({})).await);
     let mut ann = RawClient::connect(&url, "ann", Some("Ann")).await;
     attach_watching(&mut ann, "room", json!({"session": "s"})).await;
     follow(&mut watcher, &mut view, Duration::from_millis(200)).await;
@@ -1001,7 +909,7 @@ async fn a_takeover_with_a_new_public_identity_is_seen_by_others() {
     let mut ann = RawClient::connect(&url, "ann", Some("Annie")).await;
     attach_watching(&mut ann, "room", json!({"session": "s"})).await;
     follow(&mut watcher, &mut view, Duration::from_millis(500)).await;
-    let server_says: Vec<Value> = users_of(&syncer, "room");
+    let server_says: Vec<Value> = present_users(&syncer, "room");
     assert_eq!(
         view.users(),
         [json!({"name": "Annie"})],
@@ -1020,9 +928,9 @@ async fn a_lost_client_that_comes_back_elsewhere_leaves_after_the_grace_period()
     .await;
     let (_server, url) = serve(&syncer).await;
     let mut in_room = RawClient::connect(&url, "w1", None).await;
-    let mut room_view = View::of(&attach_watching(&mut in_room, "room", json!({})).await);
+    let mut room_view = PresenceView::of(&attach_watching(&mut in_room, "room", json!({})).await);
     let mut in_hall = RawClient::connect(&url, "w2", None).await;
-    let mut hall_view = View::of(&attach_watching(&mut in_hall, "hall", json!({})).await);
+    let mut hall_view = PresenceView::of(&attach_watching(&mut in_hall, "hall", json!({})).await);
     let mut ann = RawClient::connect(&url, "ann", None).await;
     attach_watching(&mut ann, "room", json!({"session": "s"})).await;
     follow(&mut in_room, &mut room_view, Duration::from_millis(200)).await;
@@ -1034,8 +942,8 @@ async fn a_lost_client_that_comes_back_elsewhere_leaves_after_the_grace_period()
     assert_eq!(hall_view.users(), [json!("ann")]);
     follow(&mut in_room, &mut room_view, Duration::from_millis(900)).await;
     assert!(room_view.others.is_empty(), "{room_view:?}");
-    assert_eq!(users_of(&syncer, "room"), [json!("w1")]);
-    assert_eq!(users_of(&syncer, "hall"), [json!("w2"), json!("ann")]);
+    assert_eq!(present_users(&syncer, "room"), [json!("w1")]);
+    assert_eq!(present_users(&syncer, "hall"), [json!("w2"), json!("ann")]);
 }
 
 /// HELD UP. A state removed while entries linger, and created again at once with the
@@ -1066,11 +974,15 @@ async fn removing_a_state_while_entries_linger_and_creating_it_again() {
         syncer.connection_count() == 0
     })
     .await;
-    assert_eq!(users_of(&syncer, "room"), [json!("ann")], "she lingers");
+    assert_eq!(
+        present_users(&syncer, "room"),
+        [json!("ann")],
+        "she lingers"
+    );
     assert!(syncer.remove_state("room"));
     syncer.create_state(options()).unwrap();
     let mut bob = RawClient::connect(&url, "bob", None).await;
-    let mut view = View::of(&attach_watching(&mut bob, "room", json!({})).await);
+    let mut view = PresenceView::of(&attach_watching(&mut bob, "room", json!({})).await);
     assert!(view.others.is_empty());
     let mut ann = RawClient::connect(&url, "ann", None).await;
     let again = attach_watching(&mut ann, "room", json!({"session": "s"})).await;
@@ -1078,7 +990,7 @@ async fn removing_a_state_while_entries_linger_and_creating_it_again() {
     // Past the old grace period: nothing of the old state happens to the new one.
     follow(&mut bob, &mut view, Duration::from_millis(800)).await;
     assert_eq!(view.users(), [json!("ann")]);
-    assert_eq!(users_of(&syncer, "room"), [json!("bob"), json!("ann")]);
+    assert_eq!(present_users(&syncer, "room"), [json!("bob"), json!("ann")]);
     assert_eq!(*left.lock().unwrap(), ["ann"], "one leave, at the removal");
 }
 
@@ -1125,7 +1037,7 @@ async fn hooks_that_panic_or_hang_do_not_stop_presence() {
     let syncer = syncer_with(vec![hooked], |b| b.hook_timeout(Duration::from_millis(200))).await;
     let (_server, url) = serve(&syncer).await;
     let mut watcher = RawClient::connect(&url, "w", None).await;
-    let mut view = View::of(&attach_watching(&mut watcher, "room", json!({})).await);
+    let mut view = PresenceView::of(&attach_watching(&mut watcher, "room", json!({})).await);
     for name in ["boom", "hang", "after"] {
         let mut client = RawClient::connect(&url, name, None).await;
         attach_watching(&mut client, "room", json!({})).await;
@@ -1170,7 +1082,7 @@ async fn malformed_presence_frames_are_answered_and_harmless() {
     let syncer = syncer_with(vec![room()], |b| b).await;
     let (_server, url) = serve(&syncer).await;
     let mut watcher = RawClient::connect(&url, "w", None).await;
-    let mut view = View::of(&attach_watching(&mut watcher, "room", json!({})).await);
+    let mut view = PresenceView::of(&attach_watching(&mut watcher, "room", json!({})).await);
     let mut raw = RawClient::connect(&url, "raw", None).await;
     let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
     let deep_object = format!(

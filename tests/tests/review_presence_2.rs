@@ -9,7 +9,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,7 +17,9 @@ use serde_json::{Value, json};
 use state_sync_client::Client;
 use state_sync_protocol::{ClientCore, Event, PresenceEvent};
 use state_sync_server::{StateOptions, StateSyncer};
-use state_sync_tests::{RawClient, Received, eventually, serve};
+use state_sync_tests::{
+    PresenceView, RawClient, Received, attach_watching, eventually, follow, present_users, serve,
+};
 use tokio_tungstenite::tungstenite::Message;
 
 // ---------------------------------------------------------------------------------
@@ -43,100 +44,6 @@ fn named_syncer(
         ))
         .unwrap();
     syncer
-}
-
-/// Attaches a raw client asking for presence (`extra` is merged into the data);
-/// returns the data of its PRESENCE (11). Frames before it other than the 7 (a 13)
-/// are skipped.
-async fn attach_watching(client: &mut RawClient, state: &str, extra: Value) -> Value {
-    let mut data = json!({"stateIdentifier": state, "presence": {}});
-    if let (Value::Object(data), Value::Object(extra)) = (&mut data, extra) {
-        data.extend(extra);
-    }
-    client.send(json!({"type": 2, "data": data})).await;
-    loop {
-        let message = client.recv().await;
-        if message["type"] == 11 {
-            return message["data"].clone();
-        }
-        assert!(
-            message["type"] == 7 || message["type"] == 13 || message["type"] == 12,
-            "unexpected answer to an attach: {message}"
-        );
-    }
-}
-
-/// What a raw watcher knows of the others, from the 11 and 12 it read.
-#[derive(Debug, Default)]
-struct View {
-    own: String,
-    others: BTreeMap<String, Value>,
-}
-
-impl View {
-    fn of(snapshot: &Value) -> View {
-        let mut view = View {
-            own: snapshot["self"].as_str().unwrap().to_owned(),
-            others: BTreeMap::new(),
-        };
-        for entry in snapshot["others"].as_array().unwrap() {
-            view.others
-                .insert(entry["id"].as_str().unwrap().to_owned(), entry.clone());
-        }
-        view
-    }
-
-    /// Applies a PRESENCE_CHANGED's data as docs/protocol.md says a client must.
-    fn apply(&mut self, changed: &Value) {
-        for change in changed["changes"].as_array().unwrap() {
-            let id = change["id"].as_str().unwrap().to_owned();
-            if id == self.own {
-                continue;
-            }
-            match change["event"].as_str().unwrap() {
-                "join" => {
-                    self.others.insert(id, change.clone());
-                }
-                "update" => {
-                    if let Some(entry) = self.others.get_mut(&id) {
-                        entry["presence"] = change["presence"].clone();
-                    }
-                }
-                "leave" => {
-                    self.others.remove(&id);
-                }
-                other => panic!("unknown event {other}"),
-            }
-        }
-    }
-
-    fn users(&self) -> Vec<Value> {
-        self.others.values().map(|e| e["user"].clone()).collect()
-    }
-}
-
-/// Reads frames for `window`, applying presence messages to `view`.
-async fn follow(client: &mut RawClient, view: &mut View, window: Duration) {
-    let deadline = tokio::time::Instant::now() + window;
-    while let Ok(received) = tokio::time::timeout_at(deadline, client.next()).await {
-        match received {
-            Received::Json(message) if message["type"] == 12 => view.apply(&message["data"]),
-            Received::Json(message) if message["type"] == 11 => {
-                *view = View::of(&message["data"]);
-            }
-            Received::Json(_) => {}
-            Received::Closed(frame) => panic!("closed: {frame:?}"),
-        }
-    }
-}
-
-fn users_of<K: Send + Sync + 'static>(syncer: &StateSyncer<K>, state: &str) -> Vec<Value> {
-    syncer
-        .presence_of_state(state)
-        .unwrap_or_default()
-        .iter()
-        .map(|p| p.user.clone())
-        .collect()
 }
 
 /// Closes a raw client properly and reads until the server's close.
@@ -170,7 +77,7 @@ async fn a_renamed_client_that_leaves_within_the_interval_is_seen_leaving() {
     let syncer = named_syncer(|b| b.presence_interval(Duration::from_secs(1)), |s| s);
     let (_server, url) = serve(&syncer).await;
     let mut watcher = RawClient::connect(&url, "w", Some("w")).await;
-    let mut view = View::of(&attach_watching(&mut watcher, "room", json!({})).await);
+    let mut view = PresenceView::of(&attach_watching(&mut watcher, "room", json!({})).await);
     // A quiet interval: ann's join is flushed at once.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let mut first = RawClient::connect(&url, "ann", Some("Ann")).await;
@@ -188,7 +95,7 @@ async fn a_renamed_client_that_leaves_within_the_interval_is_seen_leaving() {
     })
     .await;
     follow(&mut watcher, &mut view, Duration::from_millis(2000)).await;
-    assert_eq!(users_of(&syncer, "room"), [json!({"name": "w"})]);
+    assert_eq!(present_users(&syncer, "room"), [json!({"name": "w"})]);
     assert_eq!(
         view.users(),
         Vec::<Value>::new(),
@@ -205,7 +112,7 @@ async fn entries_seen_by_watchers_are_always_seen_leaving() {
     let syncer = named_syncer(|b| b.presence_interval(Duration::from_millis(600)), |s| s);
     let (_server, url) = serve(&syncer).await;
     let mut watcher = RawClient::connect(&url, "w", Some("w")).await;
-    let mut view = View::of(&attach_watching(&mut watcher, "room", json!({})).await);
+    let mut view = PresenceView::of(&attach_watching(&mut watcher, "room", json!({})).await);
     tokio::time::sleep(Duration::from_millis(700)).await;
     // Flushed at once.
     let mut seen = RawClient::connect(&url, "bob", Some("Bob")).await;
@@ -232,7 +139,7 @@ async fn entries_seen_by_watchers_are_always_seen_leaving() {
     .await;
     follow(&mut watcher, &mut view, Duration::from_millis(1000)).await;
     assert_eq!(view.users(), Vec::<Value>::new(), "{view:?}");
-    assert_eq!(users_of(&syncer, "room"), [json!({"name": "w"})]);
+    assert_eq!(present_users(&syncer, "room"), [json!({"name": "w"})]);
 }
 
 // ---------------------------------------------------------------------------------
@@ -258,7 +165,7 @@ async fn a_takeover_with_an_oversized_identity_is_not_shown() {
     let syncer = named_syncer(|b| b.max_presence_bytes(64), |s| s);
     let (_server, url) = serve(&syncer).await;
     let mut watcher = RawClient::connect(&url, "w", Some("w")).await;
-    let mut view = View::of(&attach_watching(&mut watcher, "room", json!({})).await);
+    let mut view = PresenceView::of(&attach_watching(&mut watcher, "room", json!({})).await);
     let mut first = RawClient::connect(&url, "ann", Some("Ann")).await;
     attach_watching(&mut first, "room", json!({"session": "s"})).await;
     let long = "x".repeat(4000);
@@ -300,7 +207,7 @@ async fn a_hidden_entry_taken_back_with_a_small_identity_is_shown() {
     let syncer = named_syncer(|b| b.max_presence_bytes(64), |s| s);
     let (_server, url) = serve(&syncer).await;
     let mut watcher = RawClient::connect(&url, "w", Some("w")).await;
-    let mut view = View::of(&attach_watching(&mut watcher, "room", json!({})).await);
+    let mut view = PresenceView::of(&attach_watching(&mut watcher, "room", json!({})).await);
     let long = "x".repeat(4000);
     let mut first = RawClient::connect(&url, "ann", Some(&long)).await;
     attach_watching(&mut first, "room", json!({"session": "s"})).await;
@@ -343,7 +250,7 @@ async fn churn_around_the_entry_limit_keeps_the_counts_right() {
     );
     let (_server, url) = serve(&syncer).await;
     let mut watcher = RawClient::connect(&url, "w", Some("w")).await;
-    let mut view = View::of(&attach_watching(&mut watcher, "room", json!({})).await);
+    let mut view = PresenceView::of(&attach_watching(&mut watcher, "room", json!({})).await);
     let mut live: Vec<RawClient> = Vec::new();
     for round in 0..24usize {
         let name = format!("c{round}");
@@ -371,7 +278,7 @@ async fn churn_around_the_entry_limit_keeps_the_counts_right() {
     .await;
     // The grace period of the lost ones ends.
     follow(&mut watcher, &mut view, Duration::from_millis(800)).await;
-    assert_eq!(users_of(&syncer, "room"), [json!({"name": "w"})]);
+    assert_eq!(present_users(&syncer, "room"), [json!({"name": "w"})]);
     assert_eq!(view.users(), Vec::<Value>::new(), "{view:?}");
     // Room for two more besides the watcher, then none.
     let mut fresh = Vec::new();
@@ -382,7 +289,7 @@ async fn churn_around_the_entry_limit_keeps_the_counts_right() {
     }
     follow(&mut watcher, &mut view, Duration::from_millis(400)).await;
     assert_eq!(
-        users_of(&syncer, "room"),
+        present_users(&syncer, "room"),
         [
             json!({"name": "w"}),
             json!({"name": "x"}),
@@ -392,7 +299,7 @@ async fn churn_around_the_entry_limit_keeps_the_counts_right() {
     assert_eq!(view.users().len(), 2, "{view:?}");
     let mut late = RawClient::connect(&url, "late", Some("late")).await;
     let snapshot = attach_watching(&mut late, "room", json!({})).await;
-    assert_eq!(View::of(&snapshot).others.len(), 3, "{snapshot}");
+    assert_eq!(PresenceView::of(&snapshot).others.len(), 3, "{snapshot}");
 }
 
 // ---------------------------------------------------------------------------------
@@ -411,7 +318,7 @@ async fn another_identifier_cannot_close_a_live_connection_with_its_session() {
     let mut mallory = RawClient::connect(&url, "mallory", Some("Mallory")).await;
     let theirs = attach_watching(&mut mallory, "room", json!({"session": "s"})).await;
     assert_ne!(own["self"], theirs["self"]);
-    let mut view = View::of(&own);
+    let mut view = PresenceView::of(&own);
     follow(&mut ann, &mut view, Duration::from_millis(300)).await;
     assert_eq!(view.users(), [json!({"name": "Mallory"})]);
     assert_eq!(syncer.connection_count(), 2);
@@ -438,7 +345,7 @@ async fn a_refused_reattach_to_the_same_state_leaves_no_ghost() {
     );
     let (_server, url) = serve(&syncer).await;
     let mut watcher = RawClient::connect(&url, "w", Some("w")).await;
-    let mut view = View::of(&attach_watching(&mut watcher, "room", json!({})).await);
+    let mut view = PresenceView::of(&attach_watching(&mut watcher, "room", json!({})).await);
     let mut ann = RawClient::connect(&url, "ann", Some("Ann")).await;
     attach_watching(&mut ann, "room", json!({"session": "s"})).await;
     follow(&mut watcher, &mut view, Duration::from_millis(200)).await;
@@ -451,14 +358,14 @@ async fn a_refused_reattach_to_the_same_state_leaves_no_ghost() {
     assert_eq!(refused["type"], 8, "{refused}");
     follow(&mut watcher, &mut view, Duration::from_millis(300)).await;
     assert_eq!(view.users(), Vec::<Value>::new(), "a ghost: {view:?}");
-    assert_eq!(users_of(&syncer, "room"), [json!({"name": "w"})]);
+    assert_eq!(present_users(&syncer, "room"), [json!({"name": "w"})]);
     // Allowed again: attach with the session, then re-attach without one.
     attach_watching(&mut ann, "room", json!({"session": "s"})).await;
     attach_watching(&mut ann, "room", json!({})).await;
     follow(&mut watcher, &mut view, Duration::from_millis(300)).await;
     assert_eq!(view.users(), [json!({"name": "Ann"})], "{view:?}");
     assert_eq!(
-        users_of(&syncer, "room"),
+        present_users(&syncer, "room"),
         [json!({"name": "w"}), json!({"name": "Ann"})]
     );
 }

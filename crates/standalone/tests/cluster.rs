@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,31 +17,8 @@ use serde_json::{Value, json};
 use state_sync_client::{Client, ReconnectPolicy, Update};
 use state_sync_tests::{RawClient, TestRedis};
 
-/// A server process; killed (SIGKILL) when dropped.
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(redis: &str) -> (Node, String) {
-    let (child, line) = common::spawn(&[
-        "--addr".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--redis".as_ref(),
-        redis.as_ref(),
-        "--state".as_ref(),
-        "s".as_ref(),
-    ]);
-    let address = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("the server did not start: {line:?}"))
-        .to_owned();
-    (Node(child), format!("ws://{address}"))
+fn start(redis: &str) -> (common::Running, String) {
+    common::start_on_redis(redis, "s")
 }
 
 const CLIENTS: usize = 6;

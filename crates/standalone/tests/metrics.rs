@@ -8,16 +8,7 @@ mod common;
 
 use serde_json::json;
 use state_sync_client::Client;
-use state_sync_tests::http_get;
-
-/// The value of a series (`name{labels}`) in a Prometheus text render.
-fn figure(render: &str, series: &str) -> Option<f64> {
-    render
-        .lines()
-        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-}
+use state_sync_tests::{http_get, prometheus_figure};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_of_the_program() {
@@ -36,23 +27,24 @@ async fn health_readiness_and_metrics_of_the_program() {
     ann.update_state(json!({"a": 1})).await.unwrap();
     let after = http_get(&url, "/metrics").await.1;
     assert_eq!(
-        figure(&after, "state_sync_connections"),
+        prometheus_figure(&after, "state_sync_connections"),
         Some(2.0),
         "{after}"
     );
     // The state the command line names has a label of its own.
     assert_eq!(
-        figure(&after, r#"state_sync_clients{state="s"}"#),
+        prometheus_figure(&after, r#"state_sync_clients{state="s"}"#),
         Some(2.0),
         "{after}"
     );
-    let applied = |render: &str| figure(render, "state_sync_updates_applied_total").unwrap_or(0.0);
+    let applied =
+        |render: &str| prometheus_figure(render, "state_sync_updates_applied_total").unwrap_or(0.0);
     assert!(
         applied(&after) >= applied(&before) + 1.0,
         "{before}\n---\n{after}"
     );
     assert!(
-        figure(&after, "state_sync_deliveries_total").unwrap() >= 2.0,
+        prometheus_figure(&after, "state_sync_deliveries_total").unwrap() >= 2.0,
         "{after}"
     );
     assert!(
@@ -64,7 +56,7 @@ async fn health_readiness_and_metrics_of_the_program() {
     let mut gone = false;
     for _ in 0..100 {
         let render = http_get(&url, "/metrics").await.1;
-        if figure(&render, r#"state_sync_clients{state="s"}"#) == Some(1.0) {
+        if prometheus_figure(&render, r#"state_sync_clients{state="s"}"#) == Some(1.0) {
             gone = true;
             break;
         }

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -16,30 +15,8 @@ use serde_json::json;
 use state_sync_client::{Client, PresenceEvent, ReconnectPolicy};
 use state_sync_tests::{TestRedis, eventually};
 
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(redis: &str) -> (Node, String) {
-    let (child, line) = common::spawn(&[
-        "--addr".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--redis".as_ref(),
-        redis.as_ref(),
-        "--state".as_ref(),
-        "room".as_ref(),
-    ]);
-    let address = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("the server did not start: {line:?}"))
-        .to_owned();
-    (Node(child), format!("ws://{address}"))
+fn start(redis: &str) -> (common::Running, String) {
+    common::start_on_redis(redis, "room")
 }
 
 /// The bound the README states for the default check interval.

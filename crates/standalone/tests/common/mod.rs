@@ -92,3 +92,22 @@ pub(crate) fn start(args: &[&std::ffi::OsStr]) -> (Running, String) {
         .unwrap_or_else(|| panic!("the server did not start: {line:?}"));
     (running, address)
 }
+
+/// Starts a server of a cluster on the Redis at `redis`, with the state `state`;
+/// returns it (killed when dropped) and its `ws://` URL.
+pub(crate) fn start_on_redis(redis: &str, state: &str) -> (Running, String) {
+    let (child, line) = spawn(&[
+        "--addr".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--redis".as_ref(),
+        redis.as_ref(),
+        "--state".as_ref(),
+        state.as_ref(),
+    ]);
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("the server did not start: {line:?}"))
+        .to_owned();
+    (Running(child), format!("ws://{address}"))
+}
