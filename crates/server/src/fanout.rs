@@ -223,8 +223,8 @@ impl Subscribers {
     }
 
     /// A pending subscriber whose snapshot can never be released (storage failed):
-    /// its attach fails with `answer` and it is removed.
-    pub(crate) fn abandon(&mut self, key: usize, serial: u64, answer: Utf8Bytes) {
+    /// its attach fails with `answer` and it is removed. Whether it was there.
+    pub(crate) fn abandon(&mut self, key: usize, serial: u64, answer: Utf8Bytes) -> bool {
         if self
             .slab
             .get(key)
@@ -232,7 +232,9 @@ impl Subscribers {
         {
             let subscriber = self.slab.remove(key);
             subscriber.outbox.push(answer);
+            return true;
         }
+        false
     }
 
     /// Who a subscriber is, for an echo that may come after it re-attached: its key

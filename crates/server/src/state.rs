@@ -488,7 +488,9 @@ impl<K: Send + Sync + 'static> Release for State<K> {
                                 self.id
                             ),
                         });
-                        subscribers.abandon(key, serial, answer);
+                        if subscribers.abandon(key, serial, answer) {
+                            crate::metrics::clients(self.metrics_label.as_ref(), -1.0);
+                        }
                     }
                 }
             }
