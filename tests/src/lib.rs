@@ -10,7 +10,9 @@ mod redis;
 mod scripted;
 pub use legacy::start_legacy_server;
 pub use presence::{PresenceView, attach_watching, follow};
-pub use redis::{ClusterNode, TestRedis, TestRedisCluster, cluster_node, plain_state};
+pub use redis::{
+    ClusterNode, TestRedis, TestRedisCluster, cluster_node, kill_subscriptions, plain_state,
+};
 pub use scripted::ScriptedPeer;
 
 use futures_util::{SinkExt, StreamExt};

@@ -96,6 +96,12 @@ impl TestRedis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// Kills every subscription connection (`CLIENT KILL TYPE pubsub`): what is
+    /// published until its clients subscribe again is lost to them. How many died.
+    pub async fn kill_subscriptions(&self) -> i64 {
+        kill_subscriptions(&self.url()).await
+    }
+
     /// Kills it (`kill -9`): clients see their connections fail.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -221,4 +227,20 @@ pub fn plain_state(id: &str) -> impl Fn(&state_sync_server::StateSyncer) + '_ {
             .create_state(state_sync_server::StateOptions::new().identifier(id))
             .expect("create state");
     }
+}
+
+/// Kills every subscription connection of the Redis (node) at `url`; how many died.
+pub async fn kill_subscriptions(url: &str) -> i64 {
+    let mut admin = redis::Client::open(url)
+        .expect("a redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin)
+        .await
+        .expect("CLIENT KILL")
 }

@@ -344,21 +344,10 @@ async fn publishes_lost_with_the_subscriptions_are_found_and_delivered_in_order(
     let b = node(&redis, plain("s")).await;
     let mut on_b = RawClient::connect(&b.url, "bob", None).await;
     on_b.attach("s").await;
-    let mut admin = redis::Client::open(redis.url().as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
     let mut expected = 0;
     for round in 0..3 {
         // Every subscription connection dies: what is published meanwhile is lost.
-        let killed: i64 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("pubsub")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
+        let killed = redis.kill_subscriptions().await;
         assert!(killed >= 1, "round {round}");
         for i in 0..5 {
             a.syncer
@@ -446,18 +435,7 @@ async fn on_a_redis_cluster_lost_publishes_are_repaired_and_a_moving_client_is_a
     for round in 0..3 {
         // Every subscription connection of every node dies.
         for url in redis.urls() {
-            let mut admin = redis::Client::open(url.as_str())
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-                .unwrap();
-            let _: i64 = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg("pubsub")
-                .query_async(&mut admin)
-                .await
-                .unwrap();
+            state_sync_tests::kill_subscriptions(&url).await;
         }
         for i in 0..5 {
             a.syncer

@@ -120,19 +120,8 @@ async fn presence_published_while_subscriptions_were_down_is_repaired() {
     let bob = Client::connect(&b.url, "bob", None).await.unwrap();
     bob.connect_to_state("room").await.unwrap();
     eventually("bob sees ann", || bob.others().len() == 1).await;
-    let mut admin = redis::Client::open(redis.url().as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
     for round in 0..3 {
-        let killed: i64 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("pubsub")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
+        let killed = redis.kill_subscriptions().await;
         assert!(killed >= 1, "round {round}");
         ann.set_presence(json!({"round": round})).unwrap();
         eventually("bob sees ann's latest presence", || {
@@ -143,13 +132,7 @@ async fn presence_published_while_subscriptions_were_down_is_repaired() {
         .await;
     }
     // A client that joined while Bob's server missed it is found too.
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    redis.kill_subscriptions().await;
     let cy = Client::connect(&a.url, "cy", None).await.unwrap();
     cy.connect_to_state("room").await.unwrap();
     eventually("bob sees cy", || {
