@@ -60,6 +60,13 @@ pub async fn serve<K: Send + Sync + 'static>(syncer: &StateSyncer<K>) -> (Server
 /// Sends a raw HTTP request and returns the whole answer (the server closes after it).
 pub async fn http_request(addr: std::net::SocketAddr, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The server keeps a connection open for the next request unless asked not to.
+    let request = match request.split_once("\r\n") {
+        Some((line, rest)) if !request.to_ascii_lowercase().contains("\r\nconnection:") => {
+            format!("{line}\r\nConnection: close\r\n{rest}")
+        }
+        _ => request.to_owned(),
+    };
     let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     tcp.write_all(request.as_bytes()).await.expect("send");
     let mut response = Vec::new();

@@ -36,12 +36,14 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, OriginalUri, Request};
 use axum::response::Response;
 use axum::routing::any;
-use http::{StatusCode, header};
+use http::StatusCode;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::run;
 use crate::handshake::{authorize, count_refusal};
 use crate::http_io::{self, ErrorResponse, Incoming};
 use crate::outbox::Closer;
@@ -112,11 +114,8 @@ pub async fn upgrade<K: Send + Sync + 'static>(
     );
     let head = match incoming {
         Ok(Incoming::Upgrade(head)) => head,
-        Ok(Incoming::Plain { method, .. }) => return refusal(&http_io::not_an_upgrade(&method)),
-        Ok(Incoming::Closed) => {
-            return refusal(&ErrorResponse::new(StatusCode::BAD_REQUEST, "no request"));
-        }
-        Ok(Incoming::Invalid(error)) | Err(error) => return refusal(&error),
+        Ok(Incoming::Plain { method }) => return refusal(&http_io::not_an_upgrade(&method)),
+        Err(error) => return refusal(&error),
     };
     if runtime.connection_count() >= crate::server::connection_limit(runtime.config.max_connections)
     {
@@ -128,10 +127,9 @@ pub async fn upgrade<K: Send + Sync + 'static>(
     }
     let identifier = head.request.identifier.clone();
     let client = match authorize(&runtime, head.request.clone()).await {
-        Ok(client) => client,
+        Ok(client) => Arc::new(client),
         Err(error) => return refusal(&error),
     };
-    let accept_key = head.accept_key().to_owned();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -141,46 +139,40 @@ pub async fn upgrade<K: Send + Sync + 'static>(
             }
         };
         let config = runtime.config.websocket_config();
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
         // Closed one by one (disconnect_client, disconnect_all, overflow, …): no
         // server's shutdown is its parent.
         let closer = Arc::new(Closer::child_of(&CancellationToken::new()));
-        crate::connection::run(
-            runtime,
-            futures_util::StreamExt::split(ws),
-            Arc::new(client),
-            identifier,
-            closer,
-            remote_addr,
-        )
-        .await;
+        // On `axum::serve`'s own TCP stream, the connection is served on that stream
+        // itself, as on the server's listener; on any other, through hyper's.
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let ws = WebSocketStream::from_partially_read(
+                    parts.io.into_inner(),
+                    parts.read_buf.to_vec(),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                let split = futures_util::StreamExt::split(ws);
+                Box::pin(run(runtime, split, client, identifier, closer, remote_addr)).await;
+            }
+            Err(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                let split = futures_util::StreamExt::split(ws);
+                Box::pin(run(runtime, split, client, identifier, closer, remote_addr)).await;
+            }
+        }
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::UPGRADE, "websocket")
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::SEC_WEBSOCKET_ACCEPT, accept_key)
-        .body(Body::empty())
-        .unwrap_or_default()
+    head.switching_protocols().map(Body::new)
 }
 
 /// The HTTP answer that refuses an upgrade, counted in the metrics.
 fn refusal(error: &ErrorResponse) -> Response {
     count_refusal(error);
-    let mut response = Response::builder()
-        .status(error.status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8");
-    if error.status == StatusCode::UPGRADE_REQUIRED {
-        response = response.header(header::UPGRADE, "websocket");
-    }
-    for line in &error.headers {
-        if let Some((name, value)) = line.split_once(": ") {
-            response = response.header(name, value);
-        }
-    }
-    response
-        .body(Body::from(format!("{}\n", error.body)))
-        .unwrap_or_default()
+    error.response().map(Body::new)
 }

@@ -14,14 +14,13 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityE
 
 use crate::failure::{Failure, MAX_SESSIONS_PER_CONNECTION};
 use crate::fanout::frame;
-use crate::handshake::{self, Handshake, Upgraded};
+use crate::handshake::{self, Upgraded};
 use crate::hooks::run_hook;
 use crate::outbox::{Closer, Outbox};
 use crate::presence::{Joining, Membership, PresenceRefusal};
 use crate::runtime::Runtime;
 use crate::session_log::{Outcome, SessionKey};
 use crate::state::{Origin, State};
-use crate::static_files;
 use crate::writer::{AbortOnDrop, CLOSE_TIMEOUT, write_loop};
 
 struct Attachment<K> {
@@ -161,13 +160,13 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
     remote_addr: SocketAddr,
     closer: Arc<Closer>,
 ) {
-    // Boxed: the handshake's state (and a download's) lives only while it runs, not
-    // in every connection's task for its whole life.
+    // Boxed: the handshake's state (hyper's buffers, a download's) lives only while it
+    // runs, not in every connection's task for its whole life.
     let Some(Upgraded {
         ws,
         client,
         identifier,
-    }) = Box::pin(open(&runtime, tcp, remote_addr, &closer)).await
+    }) = Box::pin(handshake::perform(&runtime, tcp, remote_addr, &closer)).await
     else {
         return;
     };
@@ -256,61 +255,6 @@ pub(crate) async fn run<K, S>(
 
 /// The handshake within its time limit; a plain request for a file is answered after
 /// it, outside that limit. `None` unless a WebSocket client came out of it.
-async fn open<K: Send + Sync + 'static>(
-    runtime: &Runtime<K>,
-    tcp: TcpStream,
-    remote_addr: SocketAddr,
-    closer: &Closer,
-) -> Option<Upgraded<K>> {
-    let upgrade = tokio::time::timeout(
-        runtime.config.handshake_timeout,
-        handshake::perform(runtime, tcp, remote_addr),
-    );
-    let handshake = tokio::select! {
-        result = upgrade => match result {
-            Ok(handshake) => handshake,
-            Err(_) => {
-                tracing::debug!(%remote_addr, "handshake timed out");
-                return None;
-            }
-        },
-        () = closer.token().cancelled() => return None,
-    };
-    match handshake {
-        Handshake::Upgraded(upgraded) => Some(upgraded),
-        Handshake::File {
-            stream,
-            method,
-            target,
-        } => {
-            serve_file(runtime, stream, method, target, closer, remote_addr).await;
-            None
-        }
-        Handshake::Done => None,
-    }
-}
-
-/// Answers a plain request with a file, outside the handshake's time limit.
-async fn serve_file<K>(
-    runtime: &Runtime<K>,
-    stream: Box<crate::tls::Stream>,
-    method: String,
-    target: String,
-    closer: &Closer,
-    remote_addr: SocketAddr,
-) {
-    let Some(root) = &runtime.config.static_files else {
-        return;
-    };
-    let answer = static_files::answer(stream, root, &method, &target, runtime.config.write_timeout);
-    tokio::select! {
-        result = answer => if let Err(e) = result {
-            tracing::debug!(%remote_addr, "serving {target} failed: {e}");
-        },
-        () = closer.token().cancelled() => {}
-    }
-}
-
 impl<K: Send + Sync + 'static> Connection<K> {
     /// Handles the client's messages until it closes (`true`: it sent a close frame)
     /// or its stream fails or ends without one (`false`).

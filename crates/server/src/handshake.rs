@@ -1,21 +1,26 @@
-//! The handshake of a new connection: TLS, the request head, static files for plain
-//! requests, the authorization middleware, and the upgrade. Its outcome is a WebSocket
-//! with the client information the middleware returned, or nothing (the client got an
-//! HTTP answer, or went away).
+//! The handshake of a new connection: TLS, HTTP by hyper (health, routes and static
+//! files for plain requests), the authorization middleware, and the upgrade. Its
+//! outcome is a WebSocket with the client information the middleware returned, or
+//! nothing (the client got an HTTP answer, or went away).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::hooks::{HookFailure, run_async_hook};
-use crate::http_io::{self, ErrorResponse, Incoming};
+use crate::http_io::{self, Body, ErrorResponse, Incoming, WriteDeadline};
+use crate::outbox::Closer;
 use crate::runtime::Runtime;
+use crate::static_files;
 use crate::tls::Stream;
 
 /// The HTTP upgrade request a client opened its WebSocket with, as the authorization
@@ -91,90 +96,168 @@ pub(crate) struct Upgraded<K> {
     pub(crate) identifier: String,
 }
 
-/// What a handshake ended with.
-// The common case is the large one; boxing it would cost every connection an allocation.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Handshake<K> {
-    /// A WebSocket client.
-    Upgraded(Upgraded<K>),
-    /// A plain HTTP request for a file (static files are configured): answered outside
-    /// the handshake's time limit, since a download may take long.
-    File {
-        stream: Box<Stream>,
-        method: String,
-        target: String,
-    },
-    /// The client was answered over HTTP (refused) or went away; already logged.
-    Done,
+/// An upgrade answered with 101, waiting for hyper to hand the connection over.
+struct Accepted<K> {
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    client: K,
+    identifier: String,
 }
 
-/// TLS, the request head, authorization and the 101 answer.
+/// The stream hyper serves: TLS or not, with a time limit on each write.
+type Io = TokioIo<WriteDeadline<Stream>>;
+
+/// Longest request head accepted, in bytes (hyper answers 431 past it), and most
+/// headers in it.
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+
+/// Serves one accepted TCP connection's HTTP side with hyper: TLS, then requests
+/// (plain ones answered: health, routes, static files; keep-alive allowed) until one
+/// is an upgrade the authorization middleware accepts. Its outcome is a WebSocket with
+/// the client information the middleware returned, or nothing (the client was
+/// answered over HTTP, or went away, or `closer` fired).
+///
+/// Time limits: `handshake_timeout` for TLS and for each request head (hyper's
+/// `header_read_timeout`, which also closes a keep-alive connection that stays idle
+/// that long), the hook timeout for the middleware, and `write_timeout` for each write
+/// of an answer (a download may take as long as it needs while it makes progress).
 pub(crate) async fn perform<K: Send + Sync + 'static>(
-    runtime: &Runtime<K>,
+    runtime: &Arc<Runtime<K>>,
     tcp: TcpStream,
     remote_addr: SocketAddr,
-) -> Handshake<K> {
-    let mut stream = match runtime.tls() {
+    closer: &Closer,
+) -> Option<Upgraded<K>> {
+    let config = &runtime.config;
+    let stream = match runtime.tls() {
         #[cfg(feature = "tls")]
-        Some(tls) => match tls.acceptor.accept(tcp).await {
-            Ok(tls_stream) => Stream::Tls(Box::new(tls_stream)),
-            Err(e) => {
-                tracing::debug!(%remote_addr, "TLS handshake failed: {e}");
-                return Handshake::Done;
+        Some(tls) => {
+            let accept = tokio::time::timeout(config.handshake_timeout, tls.acceptor.accept(tcp));
+            match tokio::select! {
+                accepted = accept => accepted,
+                () = closer.token().cancelled() => return None,
+            } {
+                Ok(Ok(tls_stream)) => Stream::Tls(Box::new(tls_stream)),
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote_addr, "TLS handshake failed: {e}");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote_addr, "TLS handshake timed out");
+                    return None;
+                }
             }
-        },
+        }
         _ => Stream::Plain(tcp),
     };
-    let mut head = match http_io::read_request(&mut stream, remote_addr).await {
-        Incoming::Upgrade(head) => *head,
-        Incoming::Closed => return Handshake::Done,
-        Incoming::Plain { method, target } => {
-            if let Some(answer) = route(runtime, &method, &target).await {
-                if let Err(e) = http_io::respond(&mut stream, &answer).await {
-                    tracing::debug!(%remote_addr, "answering {target} failed: {e}");
-                }
-                return Handshake::Done;
-            }
-            if runtime.config.static_files.is_some() {
-                return Handshake::File {
-                    stream: Box::new(stream),
-                    method,
-                    target,
-                };
-            }
-            refuse(&mut stream, remote_addr, &http_io::not_an_upgrade(&method)).await;
-            return Handshake::Done;
+    let accepted: Arc<Mutex<Option<Accepted<K>>>> = Arc::default();
+    let service = {
+        let runtime = Arc::clone(runtime);
+        let accepted = Arc::clone(&accepted);
+        service_fn(move |request| {
+            let runtime = Arc::clone(&runtime);
+            let accepted = Arc::clone(&accepted);
+            async move { Ok::<_, Infallible>(answer(&runtime, request, remote_addr, &accepted).await) }
+        })
+    };
+    let io = TokioIo::new(WriteDeadline::new(stream, config.write_timeout));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.handshake_timeout)
+        .max_buf_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS)
+        // `Content-Type`, as clients that compare names case by case expect.
+        .title_case_headers(true);
+    let connection = http.serve_connection(io, service).with_upgrades();
+    tokio::select! {
+        served = connection => if let Err(e) = served {
+            tracing::debug!(%remote_addr, "HTTP connection ended: {e}");
+        },
+        () = closer.token().cancelled() => return None,
+    }
+    let Accepted {
+        on_upgrade,
+        client,
+        identifier,
+    } = lock(&accepted).take()?;
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            tracing::debug!(%remote_addr, "the upgrade did not complete: {e}");
+            return None;
         }
-        Incoming::Invalid(error) => {
-            refuse(&mut stream, remote_addr, &error).await;
-            return Handshake::Done;
+    };
+    // Our own stream back, and what hyper read past the request: from here on the
+    // connection costs what it did before hyper (no buffers, no dynamic dispatch).
+    let Ok(parts) = upgraded.downcast::<Io>() else {
+        tracing::error!(%remote_addr, "hyper handed back another stream than it was given");
+        return None;
+    };
+    let ws = WebSocketStream::from_partially_read(
+        parts.io.into_inner().into_inner(),
+        parts.read_buf.to_vec(),
+        Role::Server,
+        Some(config.websocket_config()),
+    )
+    .await;
+    Some(Upgraded {
+        ws,
+        client: Arc::new(client),
+        identifier,
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Answers one request on the server's listener.
+async fn answer<K: Send + Sync + 'static>(
+    runtime: &Runtime<K>,
+    mut request: Request<hyper::body::Incoming>,
+    remote_addr: SocketAddr,
+    accepted: &Mutex<Option<Accepted<K>>>,
+) -> Response<Body> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str)
+        .to_owned();
+    let incoming = http_io::classify(
+        request.method().as_str(),
+        request.version() >= http::Version::HTTP_11,
+        request.headers().clone(),
+        &target,
+        remote_addr,
+    );
+    let head = match incoming {
+        Ok(Incoming::Upgrade(head)) => head,
+        Ok(Incoming::Plain { method }) => {
+            if method == "GET"
+                && let Some(answer) = route(runtime, request.uri().path()).await
+            {
+                return answer;
+            }
+            if let Some(root) = &runtime.config.static_files {
+                return static_files::serve(root, request).await;
+            }
+            return refuse(remote_addr, &http_io::not_an_upgrade(&method));
         }
+        Err(error) => return refuse(remote_addr, &error),
     };
     let identifier = head.request.identifier.clone();
-    let error = match authorize(runtime, head.request.clone()).await {
+    match authorize(runtime, head.request.clone()).await {
         Ok(client) => {
-            if let Err(e) = http_io::accept(&mut stream, &head).await {
-                tracing::debug!(%remote_addr, "writing the upgrade response failed: {e}");
-                return Handshake::Done;
-            }
-            let config = runtime.config.websocket_config();
-            let ws = WebSocketStream::from_partially_read(
-                stream,
-                std::mem::take(&mut head.leftover),
-                Role::Server,
-                Some(config),
-            )
-            .await;
-            return Handshake::Upgraded(Upgraded {
-                ws,
-                client: Arc::new(client),
+            *lock(accepted) = Some(Accepted {
+                on_upgrade: hyper::upgrade::on(&mut request),
+                client,
                 identifier,
             });
+            head.switching_protocols()
         }
-        Err(error) => error,
-    };
-    refuse(&mut stream, remote_addr, &error).await;
-    Handshake::Done
+        Err(error) => refuse(remote_addr, &error),
+    }
 }
 
 /// Runs the authorization middleware within the hook time limit: the client
@@ -206,43 +289,32 @@ pub(crate) async fn authorize<K: Send + Sync + 'static>(
 /// The answer to a plain `GET` of `/healthz`, `/readyz` or a configured route.
 async fn route<K: Send + Sync + 'static>(
     runtime: &Runtime<K>,
-    method: &str,
-    target: &str,
-) -> Option<http_io::Answer> {
-    if method != "GET" {
-        return None;
-    }
-    let path = target.split(['?', '#']).next().unwrap_or(target);
-    let text = |status, body: String| http_io::Answer {
-        status,
-        content_type: "text/plain; charset=utf-8",
-        body,
-    };
+    path: &str,
+) -> Option<Response<Body>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
     match path {
-        "/healthz" => Some(text(StatusCode::OK, "ok\n".to_owned())),
+        "/healthz" => Some(http_io::text(StatusCode::OK, TEXT, "ok\n".to_owned())),
         "/readyz" => Some(match runtime.ready().await {
-            Ok(()) => text(StatusCode::OK, "ready\n".to_owned()),
-            Err(why) => text(
+            Ok(()) => http_io::text(StatusCode::OK, TEXT, "ready\n".to_owned()),
+            Err(why) => http_io::text(
                 StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
                 format!("not ready: {why}\n"),
             ),
         }),
         _ => {
             let (_, content_type, handler) =
                 runtime.config.routes.0.iter().find(|(p, _, _)| p == path)?;
-            Some(http_io::Answer {
-                status: StatusCode::OK,
-                content_type,
-                body: handler(),
-            })
+            Some(http_io::text(StatusCode::OK, content_type, handler()))
         }
     }
 }
 
-async fn refuse(stream: &mut Stream, remote_addr: SocketAddr, error: &ErrorResponse) {
+/// The answer that refuses a request, logged and counted.
+fn refuse(remote_addr: SocketAddr, error: &ErrorResponse) -> Response<Body> {
     tracing::debug!(%remote_addr, status = %error.status, "upgrade refused: {}", error.body);
     count_refusal(error);
-    let _ = http_io::respond_error(stream, error).await;
+    error.response()
 }
 
 /// Counts a refused upgrade in the metrics, by cause.

@@ -1,21 +1,34 @@
-//! The HTTP side of a connection: reading the request head, answering 101 Switching
-//! Protocols or an HTTP error.
+//! The HTTP side of a connection, shared by the server's own listener (hyper) and the
+//! axum router: telling an upgrade request from a plain one, checking it, and the
+//! answers (101 Switching Protocols, or an error with its reason as the body).
 //!
-//! We read the head ourselves (instead of tungstenite's synchronous callback) so that
-//! the asynchronous authorization middleware runs before the upgrade, and a refused
-//! client gets a plain HTTP answer, never a broken WebSocket.
+//! The asynchronous authorization middleware runs before the upgrade is answered, so a
+//! refused client gets a plain HTTP answer, never a broken WebSocket.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::handshake::UpgradeRequest;
 
-/// Longest request head accepted, in bytes.
-const MAX_HEAD: usize = 16 * 1024;
-const MAX_HEADERS: usize = 64;
+/// The body of every answer: text, or a file being streamed.
+pub(crate) type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+/// A body holding `bytes`.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 /// An HTTP error response: the status and the plain-text body to send instead of an
 /// upgrade (the middleware's [`Rejection`](crate::Rejection) becomes one with 401).
@@ -23,8 +36,8 @@ const MAX_HEADERS: usize = 64;
 pub(crate) struct ErrorResponse {
     pub(crate) status: StatusCode,
     pub(crate) body: String,
-    /// More header lines (`Name: value`), each without its line end.
-    pub(crate) headers: Vec<String>,
+    /// More headers.
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ErrorResponse {
@@ -36,97 +49,67 @@ impl ErrorResponse {
         }
     }
 
-    fn with_header(mut self, line: impl Into<String>) -> Self {
-        self.headers.push(line.into());
+    fn with_header(mut self, name: HeaderName, value: &'static str) -> Self {
+        self.headers.push((name, HeaderValue::from_static(value)));
         self
+    }
+
+    /// The answer: the reason as a plain-text body, and the connection closed after it
+    /// (a refused client does not send another request).
+    pub(crate) fn response(&self) -> Response<Body> {
+        let mut response = Response::new(full(format!("{}\n", self.body)));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, TEXT_PLAIN);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if self.status == StatusCode::UPGRADE_REQUIRED {
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
+        for (name, value) in &self.headers {
+            headers.insert(name, value.clone());
+        }
+        response
     }
 }
 
-/// What a client's first bytes were.
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+
+/// A plain-text answer that may be cached by nobody.
+pub(crate) fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// What a request is.
 pub(crate) enum Incoming {
     /// A WebSocket upgrade request.
     Upgrade(Box<Head>),
-    /// A plain HTTP request (not an upgrade): its method and target.
-    Plain { method: String, target: String },
-    /// Something to answer with an error.
-    Invalid(ErrorResponse),
-    /// The peer closed before sending anything.
-    Closed,
+    /// A plain HTTP request (not an upgrade): its method.
+    Plain { method: String },
 }
 
-/// A parsed upgrade request and the bytes read past its head.
+/// A checked upgrade request.
 pub(crate) struct Head {
     pub(crate) request: UpgradeRequest,
     accept_key: String,
-    pub(crate) leftover: Vec<u8>,
 }
 
-#[cfg_attr(not(feature = "axum"), allow(dead_code))]
 impl Head {
-    /// The `Sec-WebSocket-Accept` of the answer.
-    pub(crate) fn accept_key(&self) -> &str {
-        &self.accept_key
-    }
-}
-
-/// Reads the request head and tells what it is.
-pub(crate) async fn read_request<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    remote_addr: SocketAddr,
-) -> Incoming {
-    match read_head(stream, remote_addr).await {
-        Ok(incoming) => incoming,
-        Err(error) => Incoming::Invalid(error),
-    }
-}
-
-async fn read_head<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    remote_addr: SocketAddr,
-) -> Result<Incoming, ErrorResponse> {
-    let mut buffer = Vec::with_capacity(1024);
-    // On the heap: an array here would live in every connection's task for its whole life.
-    let mut chunk = vec![0u8; 1024];
-    loop {
-        let read = stream.read(&mut chunk).await.map_err(|e| {
-            ErrorResponse::new(StatusCode::BAD_REQUEST, format!("reading the request: {e}"))
-        })?;
-        if read == 0 {
-            if buffer.is_empty() {
-                return Ok(Incoming::Closed);
-            }
-            return Err(ErrorResponse::new(
-                StatusCode::BAD_REQUEST,
-                "incomplete request head",
-            ));
+    /// The `101 Switching Protocols` answer to it.
+    pub(crate) fn switching_protocols(&self) -> Response<Body> {
+        let mut response = Response::new(full(Bytes::new()));
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        if let Ok(accept) = HeaderValue::from_str(&self.accept_key) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
         }
-        buffer.extend_from_slice(&chunk[..read]);
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&buffer) {
-            Ok(httparse::Status::Complete(length)) => {
-                return check(&request, remote_addr).map(|incoming| match incoming {
-                    Incoming::Upgrade(mut head) => {
-                        head.leftover = buffer[length..].to_vec();
-                        Incoming::Upgrade(head)
-                    }
-                    other => other,
-                });
-            }
-            Ok(httparse::Status::Partial) if buffer.len() < MAX_HEAD => {}
-            Ok(httparse::Status::Partial) => {
-                return Err(ErrorResponse::new(
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    format!("request head larger than {MAX_HEAD} bytes"),
-                ));
-            }
-            Err(e) => {
-                return Err(ErrorResponse::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("malformed request: {e}"),
-                ));
-            }
-        }
+        response
     }
 }
 
@@ -139,29 +122,9 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     })
 }
 
-fn check(
-    request: &httparse::Request<'_, '_>,
-    remote_addr: SocketAddr,
-) -> Result<Incoming, ErrorResponse> {
-    let mut headers = HeaderMap::new();
-    for header in request.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes());
-        let value = HeaderValue::from_bytes(header.value);
-        if let (Ok(name), Ok(value)) = (name, value) {
-            headers.append(name, value);
-        }
-    }
-    classify(
-        request.method.unwrap_or("GET"),
-        request.version == Some(1),
-        headers,
-        request.path.unwrap_or("/"),
-        remote_addr,
-    )
-}
-
 /// Tells an upgrade request from a plain one, and checks the upgrade (RFC 6455) and
-/// the client's `identifier`. `http11`: the request is HTTP/1.1 or later.
+/// the client's `identifier`. `http11`: the request is HTTP/1.1 or later; `target`:
+/// its path and query.
 pub(crate) fn classify(
     method: &str,
     http11: bool,
@@ -170,12 +133,11 @@ pub(crate) fn classify(
     remote_addr: SocketAddr,
 ) -> Result<Incoming, ErrorResponse> {
     if method != "GET"
-        || !has_token(&headers, http::header::UPGRADE, "websocket")
-        || !has_token(&headers, http::header::CONNECTION, "upgrade")
+        || !has_token(&headers, header::UPGRADE, "websocket")
+        || !has_token(&headers, header::CONNECTION, "upgrade")
     {
         return Ok(Incoming::Plain {
             method: method.to_owned(),
-            target: target.to_owned(),
         });
     }
     // RFC 6455 section 4.1: an upgrade is an HTTP/1.1 (or later) GET.
@@ -187,7 +149,7 @@ pub(crate) fn classify(
     }
     // Section 4.4: a version we do not speak gets 426 and the versions we do.
     if headers
-        .get(http::header::SEC_WEBSOCKET_VERSION)
+        .get(header::SEC_WEBSOCKET_VERSION)
         .map(HeaderValue::as_bytes)
         != Some(b"13")
     {
@@ -195,9 +157,9 @@ pub(crate) fn classify(
             StatusCode::UPGRADE_REQUIRED,
             "Sec-WebSocket-Version must be 13",
         )
-        .with_header("Sec-WebSocket-Version: 13"));
+        .with_header(header::SEC_WEBSOCKET_VERSION, "13"));
     }
-    let Some(key) = headers.get(http::header::SEC_WEBSOCKET_KEY) else {
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
         return Err(ErrorResponse::new(
             StatusCode::BAD_REQUEST,
             "Sec-WebSocket-Key is missing",
@@ -228,7 +190,6 @@ pub(crate) fn classify(
             token,
         },
         accept_key,
-        leftover: Vec::new(),
     })))
 }
 
@@ -244,68 +205,121 @@ pub(crate) fn not_an_upgrade(method: &str) -> ErrorResponse {
             StatusCode::METHOD_NOT_ALLOWED,
             "a WebSocket upgrade is a GET request",
         )
+        .with_header(header::ALLOW, "GET")
     }
 }
 
-/// Answers the upgrade with 101 Switching Protocols.
-pub(crate) async fn accept<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    head: &Head,
-) -> std::io::Result<()> {
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-        head.accept_key
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.flush().await
-}
-
-/// Answers with an HTTP error and a plain-text body; the connection is then closed.
-/// A plain answer to a `GET`.
-pub(crate) struct Answer {
-    pub(crate) status: StatusCode,
-    pub(crate) content_type: &'static str,
-    pub(crate) body: String,
-}
-
-/// Writes `answer` and closes the connection.
-pub(crate) async fn respond<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    answer: &Answer,
-) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        answer.status.as_u16(),
-        answer.status.canonical_reason().unwrap_or(""),
-        answer.content_type,
-        answer.body.len(),
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(answer.body.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-pub(crate) async fn respond_error<S: AsyncWrite + Unpin>(
+/// Writes an HTTP error at once, before reading anything, and shuts the stream: the
+/// answer to a connection over the limit, which gets no parser and no buffers.
+pub(crate) async fn write_refusal<S: AsyncWrite + Unpin>(
     stream: &mut S,
     error: &ErrorResponse,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
     let status = error.status;
-    let mut response = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+    let response = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         error.body.len() + 1,
+        error.body,
     );
-    if status == StatusCode::UPGRADE_REQUIRED {
-        response.push_str("Upgrade: websocket\r\n");
-    }
-    for line in &error.headers {
-        response.push_str(line);
-        response.push_str("\r\n");
-    }
-    response.push_str("\r\n");
-    response.push_str(&error.body);
-    response.push('\n');
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// A stream whose writes must make progress within a time limit: hyper has no write
+/// timeout of its own, and a client that stops reading an answer (a download, a
+/// refusal) must not hold its connection for ever. Reads are not limited here (the
+/// request head has hyper's `header_read_timeout`).
+#[derive(Debug)]
+pub(crate) struct WriteDeadline<S> {
+    inner: S,
+    limit: Duration,
+    /// Started when a write could not make progress; cleared when one does.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    pub(crate) fn new(inner: S, limit: Duration) -> Self {
+        WriteDeadline {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    pub(crate) fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// `result` of a write: a pending one starts (or checks) the deadline.
+    fn progress<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if result.is_ready() {
+            self.stalled = None;
+            return result;
+        }
+        let limit = self.limit;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        ready!(stalled.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the client read nothing for {limit:?}"),
+        )))
+    }
+}
+
+use std::future::Future as _;
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.progress(cx, result)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.progress(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.progress(cx, result)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.progress(cx, result)
+    }
 }

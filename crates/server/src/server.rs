@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::http_io::{ErrorResponse, respond_error};
+use crate::http_io::{ErrorResponse, write_refusal};
 use crate::outbox::Closer;
 use crate::runtime::Runtime;
 
@@ -171,7 +171,7 @@ async fn accept_loop<K: Send + Sync + 'static>(
                         "too many connections; try again later",
                     );
                     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                        respond_error(&mut tcp, &refusal).await?;
+                        write_refusal(&mut tcp, &refusal).await?;
                         // Read what the client sent already (its request): closing with
                         // unread data would reset the connection, and the reset can
                         // overtake the 503 on its way.

@@ -1,24 +1,221 @@
 //! Plain HTTP requests answered with files from a folder, so that a small deployment
 //! (or the demo) serves its web app and its state syncer on one port.
+//!
+//! `tower-http`'s `ServeDir` does the serving: content types, `HEAD`, byte ranges,
+//! `Last-Modified` / `If-Modified-Since`, and precompressed `.br` / `.gz` siblings for
+//! clients that accept them. Around it, this module:
+//! - refuses every path that leaves the folder, also through a symbolic link (ServeDir
+//!   refuses `..` but follows links): the file, and its precompressed siblings, must
+//!   stay inside the folder once every link is followed;
+//! - gives paths without an extension that name no file `index.html` (client-side
+//!   routes of a single-page app), and never lists or redirects directories;
+//! - adds a strong `ETag` (size, modification time and encoding), answers
+//!   `If-None-Match` with 304, honours `If-Range`, and says `Vary: Accept-Encoding`.
 
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
+use std::time::UNIX_EPOCH;
 
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Empty};
+use tower_http::services::ServeDir;
 
-fn content_type(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
-        "html" => "text/html; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "json" | "map" => "application/json",
-        "wasm" => "application/wasm",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "ico" => "image/x-icon",
-        "txt" => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
+use crate::http_io::{Body, full};
+
+/// A file found for a request: the URI path to hand ServeDir, and its validator.
+struct Found {
+    /// `None`: the request's own path; `Some`: `/index.html` (a client-side route).
+    rewrite: Option<&'static str>,
+    /// The `ETag` of the file's identity encoding, without quotes.
+    tag: String,
+}
+
+/// Answers a plain request (not an upgrade) with a file from `root`.
+pub(crate) async fn serve<B>(root: &Path, request: Request<B>) -> Response<Body> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
     }
+    let Some(found) = locate(root, request.uri().path()).await else {
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let (mut parts, _body) = request.into_parts();
+    if let Some(path) = found.rewrite {
+        parts.uri = http::Uri::from_static(path);
+    }
+    // RFC 9110 section 13.2.2: If-None-Match, when present, decides; If-Modified-Since
+    // is then ignored (ServeDir would answer 304 on the date alone).
+    if parts.headers.contains_key(header::IF_NONE_MATCH) {
+        parts.headers.remove(header::IF_MODIFIED_SINCE);
+    }
+    let headers = parts.headers.clone();
+    let mut response = serve_dir(root, again(&parts)).await;
+    let mut tag = tagged(&found.tag, &response);
+    // If-Range: the range only when the client's copy is this one, else the whole file.
+    if response.status() == StatusCode::PARTIAL_CONTENT
+        && !if_range_holds(&headers, &tag, response.headers())
+    {
+        parts.headers.remove(header::RANGE);
+        response = serve_dir(root, again(&parts)).await;
+        tag = tagged(&found.tag, &response);
+    }
+    let status = response.status();
+    if !(status.is_success() || status == StatusCode::NOT_MODIFIED) {
+        return response;
+    }
+    if let Ok(value) = HeaderValue::from_str(&tag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    let headers_out = response.headers_mut();
+    headers_out.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    headers_out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if status == StatusCode::OK && none_match_fails(&headers, &tag) {
+        let (mut parts, _) = response.into_parts();
+        parts.status = StatusCode::NOT_MODIFIED;
+        for name in [
+            header::CONTENT_LENGTH,
+            header::CONTENT_TYPE,
+            header::ACCEPT_RANGES,
+            header::CONTENT_ENCODING,
+        ] {
+            parts.headers.remove(name);
+        }
+        return Response::from_parts(parts, full(Bytes::new()));
+    }
+    response
+}
+
+/// A request with the method, target, version and headers of `parts` (no body, no
+/// extensions).
+fn again(parts: &http::request::Parts) -> Request<()> {
+    let mut request = Request::new(());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request
+}
+
+/// ServeDir's answer to `request` (GET or HEAD of a checked path).
+async fn serve_dir(root: &Path, request: Request<()>) -> Response<Body> {
+    let request = request.map(|()| Empty::<Bytes>::new());
+    let answer = ServeDir::new(root)
+        .append_index_html_on_directories(false)
+        .precompressed_br()
+        .precompressed_gzip()
+        .try_call(request)
+        .await;
+    match answer {
+        Ok(response) => response.map(BodyExt::boxed_unsync),
+        Err(e) => {
+            tracing::warn!("serving a file from {}: {e}", root.display());
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the file could not be read\n",
+            )
+        }
+    }
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The quoted `ETag` of the representation in `response` (its encoding added).
+fn tagged(tag: &str, response: &Response<Body>) -> String {
+    match response
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(encoding) => format!("\"{tag}-{encoding}\""),
+        None => format!("\"{tag}\""),
+    }
+}
+
+/// Whether `If-None-Match` names this representation (or `*`): then 304. Weak
+/// comparison, as RFC 9110 section 13.1.2 says.
+fn none_match_fails(request: &HeaderMap, tag: &str) -> bool {
+    request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|candidate| candidate.trim())
+        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == tag)
+}
+
+/// Whether a range may be served: no `If-Range`, or one that is this representation's
+/// `ETag` (strong comparison) or exactly its `Last-Modified`.
+fn if_range_holds(request: &HeaderMap, tag: &str, response: &HeaderMap) -> bool {
+    let Some(condition) = request.get(header::IF_RANGE) else {
+        return true;
+    };
+    condition.as_bytes() == tag.as_bytes()
+        || response
+            .get(header::LAST_MODIFIED)
+            .is_some_and(|modified| modified == condition)
+}
+
+/// The file `path` (a request's URI path) names under `root`, checked: `None` (404)
+/// when the path is malformed, tries to leave the folder, names no regular file, or
+/// when the file or a precompressed sibling leads out of the folder through a link.
+async fn locate(root: &Path, path: &str) -> Option<Found> {
+    let decoded = percent_decode(path)?;
+    if decoded.contains(['\0', '\\']) {
+        return None;
+    }
+    let relative = Path::new(decoded.trim_start_matches('/'));
+    if relative
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)))
+    {
+        return None;
+    }
+    let real_root = tokio::fs::canonicalize(root).await.ok()?;
+    let inside = |real: &PathBuf| real.starts_with(&real_root);
+    let candidate = root.join(relative);
+    let (file, rewrite) = match tokio::fs::canonicalize(&candidate).await {
+        Ok(real) if !inside(&real) => return None,
+        Ok(real) if tokio::fs::metadata(&real).await.ok()?.is_file() => (candidate, None),
+        // A directory, or nothing: a client-side route gets the app, a file is missing.
+        _ if relative.extension().is_none() => (root.join("index.html"), Some("/index.html")),
+        _ => return None,
+    };
+    let real = tokio::fs::canonicalize(&file).await.ok().filter(inside)?;
+    for suffix in [".br", ".gz"] {
+        let mut sibling = file.clone().into_os_string();
+        sibling.push(suffix);
+        if tokio::fs::symlink_metadata(&sibling).await.is_ok() {
+            // It exists (maybe a link): it must lead inside too, or nothing is served.
+            tokio::fs::canonicalize(&sibling)
+                .await
+                .ok()
+                .filter(inside)?;
+        }
+    }
+    let metadata = tokio::fs::metadata(&real).await.ok()?;
+    if !metadata.is_file() {
+        return None;
+    }
+    let modified = metadata
+        .modified()
+        .ok()
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |since| since.as_nanos());
+    Some(Found {
+        rewrite,
+        tag: format!("{:x}-{modified:x}", metadata.len()),
+    })
 }
 
 fn percent_decode(path: &str) -> Option<String> {
@@ -38,116 +235,40 @@ fn percent_decode(path: &str) -> Option<String> {
     String::from_utf8(decoded).ok()
 }
 
-/// The file a request target names under `root`, or `None` when the target tries to
-/// leave the folder. Paths without an extension that name no file get `index.html`
-/// (client-side routes of a single-page app).
-fn resolve(root: &Path, target: &str) -> Option<PathBuf> {
-    let path = target.split(['?', '#']).next().unwrap_or("/");
-    let path = percent_decode(path)?;
-    let relative = Path::new(path.trim_start_matches('/'));
-    if relative
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_)))
-        || path.contains('\0')
-    {
-        return None;
-    }
-    let file = root.join(relative);
-    if file.is_file() {
-        return Some(file);
-    }
-    if relative.extension().is_none() {
-        return Some(root.join("index.html"));
-    }
-    Some(file)
-}
-
-/// One write, which must make progress within `limit`.
-async fn timed(
-    limit: Duration,
-    write: impl std::future::Future<Output = std::io::Result<()>>,
-) -> std::io::Result<()> {
-    tokio::time::timeout(limit, write)
-        .await
-        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
-}
-
-/// Reads of a file are this large; one buffer per request being answered.
-const CHUNK: usize = 64 * 1024;
-
-/// The file to serve for `target`, or `None` (404): it must exist and stay inside
-/// `root` once every symbolic link is followed.
-async fn open(root: &Path, target: &str) -> Option<(PathBuf, tokio::fs::File, u64)> {
-    let file = resolve(root, target)?;
-    let real_root = tokio::fs::canonicalize(root).await.ok()?;
-    let real_file = tokio::fs::canonicalize(&file).await.ok()?;
-    if !real_file.starts_with(&real_root) {
-        return None;
-    }
-    let opened = tokio::fs::File::open(&real_file).await.ok()?;
-    let metadata = opened.metadata().await.ok()?;
-    metadata.is_file().then_some((file, opened, metadata.len()))
-}
-
-/// Answers a plain HTTP request with a file (GET and HEAD), then closes. The file is
-/// streamed in chunks, never read whole; each write must make progress within
-/// `write_timeout`, the download as a whole may take as long as it needs.
-pub(crate) async fn answer<S: AsyncWrite + Unpin>(
-    mut stream: S,
-    root: &Path,
-    method: &str,
-    target: &str,
-    write_timeout: Duration,
-) -> std::io::Result<()> {
-    let found = match method {
-        "GET" | "HEAD" => open(root, target).await,
-        _ => None,
-    };
-    let Some((path, mut file, length)) = found else {
-        let (status, body) = if matches!(method, "GET" | "HEAD") {
-            ("404 Not Found", "not found\n")
-        } else {
-            ("405 Method Not Allowed", "only GET and HEAD\n")
-        };
-        let response = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        timed(write_timeout, stream.write_all(response.as_bytes())).await?;
-        return timed(write_timeout, stream.shutdown()).await;
-    };
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {length}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
-        content_type(&path)
-    );
-    timed(write_timeout, stream.write_all(head.as_bytes())).await?;
-    if method == "GET" {
-        let mut buffer = vec![0; CHUNK];
-        loop {
-            let read = file.read(&mut buffer).await?;
-            if read == 0 {
-                break;
-            }
-            timed(write_timeout, stream.write_all(&buffer[..read])).await?;
-        }
-    }
-    timed(write_timeout, stream.shutdown()).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn paths_stay_inside_the_folder() {
-        let root = Path::new("/srv/app");
-        assert_eq!(resolve(root, "/../etc/passwd"), None);
-        assert_eq!(resolve(root, "/%2e%2e/etc/passwd"), None);
-        assert_eq!(
-            resolve(root, "/assets/app.js?v=1"),
-            Some(root.join("assets/app.js"))
+    #[tokio::test]
+    async fn paths_stay_inside_the_folder() {
+        let root = std::env::temp_dir().join(format!("static-unit-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("assets")).unwrap_or_default();
+        std::fs::write(root.join("index.html"), "app").unwrap_or_default();
+        std::fs::write(root.join("assets/app.js"), "js").unwrap_or_default();
+        for escape in [
+            "/../etc/passwd",
+            "/%2e%2e/etc/passwd",
+            "/a/%2e%2e/%2e%2e/etc/passwd",
+            "/..%5cetc",
+            "/%00",
+            "/%zz",
+            "/./index.html",
+        ] {
+            assert!(locate(&root, escape).await.is_none(), "{escape}");
+        }
+        assert!(
+            locate(&root, "/assets/app.js")
+                .await
+                .is_some_and(|f| f.rewrite.is_none())
         );
-        assert_eq!(resolve(root, "/"), Some(root.join("index.html")));
-        assert_eq!(resolve(root, "/chat/room"), Some(root.join("index.html")));
+        assert!(locate(&root, "/missing.js").await.is_none());
+        for route in ["/", "/chat/room", "/assets"] {
+            assert_eq!(
+                locate(&root, route).await.and_then(|f| f.rewrite),
+                Some("/index.html"),
+                "{route}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(root);
     }
 }

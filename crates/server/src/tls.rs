@@ -1,8 +1,10 @@
 //! `wss://`: TLS from a PEM certificate chain and private key, through tokio-rustls.
 
 use std::io;
+#[cfg(feature = "tls")]
 use std::path::Path;
 use std::pin::Pin;
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
