@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+pub mod http;
 mod legacy;
 mod presence;
 mod redis;

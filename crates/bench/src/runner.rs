@@ -36,6 +36,8 @@ pub struct Setup {
     pub node_server: PathBuf,
     /// Whether servers and load generator are pinned to their own cores.
     pub pinned: bool,
+    /// The reference build's `bench-server` (`--reference`), when one runs.
+    pub reference: Option<PathBuf>,
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -85,6 +87,10 @@ fn start_server(
         ),
         Server::Node => format!("node {} --addr {addr}", setup.node_server.display()),
         Server::Syscall => return Err("the syscall floor is no server".into()),
+        Server::Reference => match &setup.reference {
+            Some(binary) => format!("{} --addr {addr} --threads 1", binary.display()),
+            None => return Err("no reference build given (--reference PATH)".into()),
+        },
     };
     let mut child = Command::new("sh")
         .arg("-c")
@@ -326,7 +332,12 @@ pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
         .copied()
         .filter(|s| *s != Server::Syscall)
         .collect();
-    let ours = vec![Server::Ours];
+    // Ours, and the reference build beside it when one runs.
+    let ours: Vec<Server> = servers
+        .iter()
+        .copied()
+        .filter(|s| matches!(s, Server::Ours | Server::Reference))
+        .collect();
     if smoke {
         return vec![
             Scenario {
@@ -431,7 +442,7 @@ pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
             "--in-flight".into(),
             "1".into(),
         ],
-        servers: ours,
+        servers: vec![Server::Ours],
     });
     list
 }
@@ -484,20 +495,32 @@ pub fn run_suite(
         if only.is_some_and(|only| !only.iter().any(|name| name == scenario.label)) {
             continue;
         }
-        for &server in scenario.servers.iter().filter(|s| servers.contains(s)) {
-            eprintln!(
-                "running {} with {} clients against {}",
-                scenario.label,
-                scenario.clients,
-                server.name()
-            );
-            let traffic = scenario.name == "fanout" || scenario.name == "all-to-all";
-            let runs = if traffic { repeat.max(1) } else { 1 };
-            let results: Vec<_> = (0..runs)
-                .map(|_| run_one(setup, scenario, server))
-                .collect();
+        let chosen: Vec<Server> = scenario
+            .servers
+            .iter()
+            .copied()
+            .filter(|s| servers.contains(s))
+            .collect();
+        let traffic = scenario.name == "fanout" || scenario.name == "all-to-all";
+        let runs = if traffic { repeat.max(1) } else { 1 };
+        // Each repeat runs every server once, in turn: a slow minute of the shared
+        // machine then costs every server alike.
+        let mut results: Vec<Vec<Result<Report, String>>> = vec![Vec::new(); chosen.len()];
+        for run in 0..runs {
+            for (i, &server) in chosen.iter().enumerate() {
+                eprintln!(
+                    "running {} with {} clients against {} ({}/{runs})",
+                    scenario.label,
+                    scenario.clients,
+                    server.name(),
+                    run + 1
+                );
+                results[i].push(run_one(setup, scenario, server));
+            }
+        }
+        for (server, results) in chosen.into_iter().zip(results) {
             let report = median(results).unwrap_or_else(|e| {
-                eprintln!("  failed: {e}");
+                eprintln!("  {} failed: {e}", server.name());
                 Report {
                     scenario: scenario.label.into(),
                     clients: scenario.clients,

@@ -20,6 +20,9 @@ pub enum Server {
     /// `syscall-floor`: one `write` of the payload per delivery on raw TCP, no
     /// WebSocket, no JSON (fan-out at 1 update in flight only).
     Syscall,
+    /// Our `bench-server` built from another commit (`bench --reference PATH`): the
+    /// figures a change is compared with, in the same run.
+    Reference,
 }
 
 impl Server {
@@ -32,6 +35,7 @@ impl Server {
             Server::Floor => "floor (baseline)",
             Server::Node => "node ws (baseline)",
             Server::Syscall => "syscall floor (baseline)",
+            Server::Reference => "ours, reference build",
         }
     }
 
@@ -44,6 +48,7 @@ impl Server {
             "floor" => Some(Server::Floor),
             "node" => Some(Server::Node),
             "syscall" => Some(Server::Syscall),
+            "reference" => Some(Server::Reference),
             _ => None,
         }
     }
@@ -148,6 +153,7 @@ pub fn svg_chart(outcomes: &[Outcome]) -> String {
         Server::Floor => "#9aa5b1",
         Server::Node => "#e08a2c",
         Server::Syscall => "#5c6670",
+        Server::Reference => "#8fb3f0",
     };
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"22\" font-size=\"15\">Deliveries per second (higher is better)</text>\n"
@@ -192,7 +198,11 @@ pub fn svg_chart(outcomes: &[Outcome]) -> String {
         Server::Floor,
         Server::Node,
         Server::Syscall,
+        Server::Reference,
     ] {
+        if !outcomes.iter().any(|o| o.server == server) {
+            continue;
+        }
         let here = x;
         // Each entry as wide as its name (about 6.2 px per character at 12 px).
         x += 30.0 + 6.2 * server.name().len() as f64;
@@ -445,6 +455,58 @@ pub fn targets(outcomes: &[Outcome]) -> Vec<Target> {
         met: idle.map(|kb| kb <= 8.0),
         figure: idle.map_or("not run".into(), |kb| format!("{kb:.1} KB")),
     });
+    // A change compared with the reference build (HTTP by hyper: within 5 % of the
+    // CPU per delivery, and idle connections no bigger).
+    for (scenario, clients, what) in [
+        (
+            "fanout",
+            1_000,
+            "fanout 1,000: server CPU per delivery within 5 % of the reference build's",
+        ),
+        (
+            "fanout 1 in flight",
+            1_000,
+            "fanout 1,000, 1 in flight: server CPU per delivery within 5 % of the reference build's",
+        ),
+        (
+            "fanout",
+            10_000,
+            "fanout 10,000: server CPU per delivery within 5 % of the reference build's",
+        ),
+    ] {
+        let ours = find(outcomes, scenario, clients, Server::Ours);
+        let Some(reference) = find(outcomes, scenario, clients, Server::Reference) else {
+            continue;
+        };
+        let ratio = ours
+            .map(|o| o.server_cpu_us_per_delivery / reference.server_cpu_us_per_delivery.max(1e-9));
+        list.push(Target {
+            what,
+            met: ratio.map(|ratio| ratio <= 1.05),
+            figure: match (ours, ratio) {
+                (Some(o), Some(ratio)) => format!(
+                    "{:.2} µs against {:.2} µs ({ratio:.2} ×)",
+                    o.server_cpu_us_per_delivery, reference.server_cpu_us_per_delivery
+                ),
+                _ => "not run".into(),
+            },
+        });
+    }
+    let idle_of = |server| {
+        find(outcomes, "idle", 10_000, server).map(|r| {
+            r.rss_after.saturating_sub(r.rss_before) as f64 / r.clients.max(1) as f64 / 1024.0
+        })
+    };
+    if let Some(reference) = idle_of(Server::Reference) {
+        let ours = idle_of(Server::Ours);
+        list.push(Target {
+            what: "idle 10,000: ≤ 8 KB server RSS per connection, as with the reference build",
+            met: ours.map(|kb| kb <= 8.0),
+            figure: ours.map_or("not run".into(), |kb| {
+                format!("{kb:.1} KB against {reference:.1} KB")
+            }),
+        });
+    }
     let hold = find(outcomes, "hold", 19_000, Server::Ours);
     list.push(Target {
         what: "19,000 connections held by one server process",
@@ -491,6 +553,8 @@ pub struct RunInfo {
     pub pinned: bool,
     /// How many times each throughput run was repeated.
     pub repeat: usize,
+    /// What the reference build is (`--reference-label`), when one ran.
+    pub reference: Option<String>,
 }
 
 /// `met`, `NOT met` or `not run`.
@@ -514,7 +578,10 @@ pub fn document(outcomes: &[Outcome], info: &RunInfo, chart_name: &str) -> Strin
     ));
     doc.push_str("Commands: `./scripts/bench.sh` builds in release mode, installs the Node.js baseline's `ws` package and runs `target/release/bench --write docs/benchmarks.md`. Any load generator can drive our server alone: `target/release/bench-server --addr 127.0.0.1:PORT` (one empty state, `bench`).\n\n");
     doc.push_str("Scenarios: **fanout**: N clients attached to one state, one of them sending updates of about 100 bytes, at most 4 in flight (an update is in flight until the last client received it), for 5 s; latency is from the send to the last receiver. **all-to-all**: 32 clients, each sending with 4 in flight, every update delivered to all 32. **all-to-all burst**: 32 clients each send 200 updates at once (6,400 in flight), then wait until every client received all 6,400: no client may be dropped. **idle**: 10,000 attached idle connections, server RSS growth per connection. **hold**: 19,000 attached connections, then two updates that every one of them must receive.\n\n");
-    doc.push_str("Servers: **ours** (`bench-server`); **ours, durable** (`bench-server --data DIR` on this machine's disk: every update committed and fsynced, by group commit, before it is broadcast); **floor** (baseline, `floor-server`): a minimal tokio-tungstenite broadcast server without state logic, forwarding each update frame as is; **node ws** (baseline, `baselines/node-ws/server.js`): the protocol on Node.js and the `ws` package, serializing each broadcast once per recipient like the original.\n\n");
+    doc.push_str("Servers: **ours** (`bench-server`); **ours, durable** (`bench-server --data DIR` on this machine's disk: every update committed and fsynced, by group commit, before it is broadcast); **floor** (baseline, `floor-server`): a minimal tokio-tungstenite broadcast server without state logic, forwarding each update frame as is; **node ws** (baseline, `baselines/node-ws/server.js`): the protocol on Node.js and the `ws` package, serializing each broadcast once per recipient like the original; **syscall floor** (baseline, `syscall-floor`): one `write` of the same payload per delivery on raw TCP sockets, no WebSocket and no JSON, the kernel's cost of a delivery on this machine.\n\n");
+    if let Some(reference) = &info.reference {
+        doc.push_str(&format!("**ours, reference build** (`bench --reference PATH`): our `bench-server` {reference}, run in the same run, each repeat alternating with ours, so that a change is compared with what it replaced.\n\n"));
+    }
     doc.push_str("## Results\n\n");
     doc.push_str(&table(outcomes));
     doc.push_str(&format!("\n![Deliveries per second]({chart_name})\n\n## Targets\n\n| target | figure | met |\n|---|---|---|\n"));
@@ -593,12 +660,39 @@ mod tests {
     }
 
     #[test]
+    fn a_change_is_held_to_five_percent_of_the_reference_build() {
+        let target = |ours: f64, reference: f64| {
+            let outcomes = [
+                outcome("fanout", 1_000, Server::Ours, 300_000.0, ours),
+                outcome("fanout", 1_000, Server::Reference, 300_000.0, reference),
+            ];
+            targets(&outcomes)
+                .into_iter()
+                .find(|t| t.what.contains("reference build"))
+                .map(|t| (t.met, t.figure))
+        };
+        assert_eq!(
+            target(3.0, 2.95),
+            Some((Some(true), "3.00 µs against 2.95 µs (1.02 ×)".into()))
+        );
+        assert_eq!(target(3.3, 3.0).map(|t| t.0), Some(Some(false)));
+        let without = [outcome("fanout", 1_000, Server::Ours, 300_000.0, 3.0)];
+        assert!(
+            targets(&without)
+                .iter()
+                .all(|t| !t.what.contains("reference build")),
+            "no reference build, no comparison"
+        );
+    }
+
+    #[test]
     fn the_document_has_the_table_the_chart_and_the_targets() {
         let outcomes = [outcome("fanout", 100, Server::Ours, 500_000.0, 1.5)];
         let info = RunInfo {
             machine: "test machine".into(),
             pinned: true,
             repeat: 3,
+            reference: None,
         };
         let doc = document(&outcomes, &info, "benchmarks.svg");
         assert!(doc.contains("| fanout | 100 | ours | 500 k |"), "{doc}");

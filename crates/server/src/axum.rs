@@ -38,7 +38,6 @@ use axum::response::Response;
 use axum::routing::any;
 use http::StatusCode;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
@@ -142,31 +141,11 @@ pub async fn upgrade<K: Send + Sync + 'static>(
         // Closed one by one (disconnect_client, disconnect_all, overflow, …): no
         // server's shutdown is its parent.
         let closer = Arc::new(Closer::child_of(&CancellationToken::new()));
-        // On `axum::serve`'s own TCP stream, the connection is served on that stream
-        // itself, as on the server's listener; on any other, through hyper's.
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let ws = WebSocketStream::from_partially_read(
-                    parts.io.into_inner(),
-                    parts.read_buf.to_vec(),
-                    Role::Server,
-                    Some(config),
-                )
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
-                let split = futures_util::StreamExt::split(ws);
-                Box::pin(run(runtime, split, client, identifier, closer, remote_addr)).await;
-            }
-            Err(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                let split = futures_util::StreamExt::split(ws);
-                Box::pin(run(runtime, split, client, identifier, closer, remote_addr)).await;
-            }
-        }
+        let split = futures_util::StreamExt::split(ws);
+        Box::pin(run(runtime, split, client, identifier, closer, remote_addr)).await;
     });
     head.switching_protocols().map(Body::new)
 }

@@ -141,7 +141,9 @@ impl<K: Send + Sync + 'static> Builder<K> {
         self
     }
 
-    /// How long a client may take to complete TLS and the upgrade request. Default: 10 s.
+    /// How long a client may take to complete TLS, and to send each request head (so
+    /// also how long a keep-alive HTTP connection may stay idle between requests).
+    /// Default: 10 s.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.config.handshake_timeout = timeout;
         self
@@ -263,9 +265,12 @@ impl<K: Send + Sync + 'static> Builder<K> {
 
     /// Answers plain HTTP `GET`/`HEAD` requests (those that are not WebSocket upgrades)
     /// with the files under `folder`, so that a web app and its state syncer share one
-    /// port: `/` is `index.html`, paths without an extension that name no file get
-    /// `index.html` too (client-side routes), `.wasm` is served as `application/wasm`.
-    /// Meant for small deployments and demos; put a real web server in front for more.
+    /// port. Served by `tower-http`'s `ServeDir`: content types (`.wasm` is
+    /// `application/wasm`), byte ranges, `Last-Modified`, and a precompressed `.br` or
+    /// `.gz` sibling for clients that accept it; plus a strong `ETag` per encoding
+    /// (`If-None-Match` gets 304, `If-Range` is honoured). `/` is `index.html`, and
+    /// paths without an extension that name no file get `index.html` too (client-side
+    /// routes). No path leaves the folder, also not through a symbolic link.
     /// Without it, such requests get `426 Upgrade Required`.
     pub fn static_files(mut self, folder: impl Into<std::path::PathBuf>) -> Self {
         self.config.static_files = Some(folder.into());

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::service::service_fn;
@@ -143,6 +144,7 @@ pub(crate) async fn perform<K: Send + Sync + 'static>(
                 }
                 Err(_) => {
                     tracing::debug!(%remote_addr, "TLS handshake timed out");
+                    crate::metrics::handshake_refused("timed_out");
                     return None;
                 }
             }
@@ -161,16 +163,32 @@ pub(crate) async fn perform<K: Send + Sync + 'static>(
     };
     let io = TokioIo::new(WriteDeadline::new(stream, config.write_timeout));
     let mut http = hyper::server::conn::http1::Builder::new();
+    // hyper adds the limit to the current instant: a huge one would overflow.
+    let head_limit = config
+        .handshake_timeout
+        .min(Duration::from_secs(365 * 24 * 3600));
     http.timer(TokioTimer::new())
-        .header_read_timeout(config.handshake_timeout)
+        .header_read_timeout(head_limit)
+        // A client that shuts its sending side after its request (`nc -N`, scripts)
+        // still gets its answer.
+        .half_close(true)
         .max_buf_size(MAX_HEAD)
         .max_headers(MAX_HEADERS)
-        // `Content-Type`, as clients that compare names case by case expect.
+        // Title case (`Content-Type`, `Sec-Websocket-Accept`), the closest to what the
+        // hand-written server sent; header names are compared without case anyway.
         .title_case_headers(true);
     let connection = http.serve_connection(io, service).with_upgrades();
     tokio::select! {
         served = connection => if let Err(e) = served {
             tracing::debug!(%remote_addr, "HTTP connection ended: {e}");
+            // hyper answered these itself (400, 431) or closed (a head not sent in time).
+            if e.is_parse_too_large() {
+                crate::metrics::handshake_refused("request_too_large");
+            } else if e.is_parse() {
+                crate::metrics::handshake_refused("bad_request");
+            } else if e.is_timeout() {
+                crate::metrics::handshake_refused("timed_out");
+            }
         },
         () = closer.token().cancelled() => return None,
     }

@@ -79,7 +79,10 @@ pub(crate) fn text(status: StatusCode, content_type: &'static str, body: String)
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // A route's content type is the app's text: one that is no header value is
+    // answered as plain text rather than panicking.
+    let content_type = HeaderValue::from_str(content_type).unwrap_or(TEXT_PLAIN);
+    headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

@@ -22,12 +22,39 @@ use tower_http::services::ServeDir;
 
 use crate::http_io::{Body, full};
 
-/// A file found for a request: the URI path to hand ServeDir, and its validator.
+/// A file found for a request: the URI path to hand ServeDir, and its validators.
 struct Found {
     /// `None`: the request's own path; `Some`: `/index.html` (a client-side route).
     rewrite: Option<&'static str>,
-    /// The `ETag` of the file's identity encoding, without quotes.
-    tag: String,
+    /// The `ETag` of each representation, quoted: the file itself, and its `.br` and
+    /// `.gz` siblings when they exist (each from its own size and time, so that a
+    /// rebuilt sibling is another representation).
+    identity: String,
+    brotli: Option<String>,
+    gzip: Option<String>,
+}
+
+impl Found {
+    /// The `ETag` of the representation in `response`.
+    fn tag(&self, response: &Response<Body>) -> String {
+        let encoding = response
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok());
+        let sibling = match encoding {
+            None => return self.identity.clone(),
+            Some("br") => self.brotli.as_ref(),
+            Some("gzip") => self.gzip.as_ref(),
+            Some(_) => None,
+        };
+        sibling.cloned().unwrap_or_else(|| {
+            format!(
+                "{}-{}\"",
+                self.identity.trim_end_matches('"'),
+                encoding.unwrap_or_default()
+            )
+        })
+    }
 }
 
 /// Answers a plain request (not an upgrade) with a file from `root`.
@@ -53,39 +80,76 @@ pub(crate) async fn serve<B>(root: &Path, request: Request<B>) -> Response<Body>
     }
     let headers = parts.headers.clone();
     let mut response = serve_dir(root, again(&parts)).await;
-    let mut tag = tagged(&found.tag, &response);
-    // If-Range: the range only when the client's copy is this one, else the whole file.
-    if response.status() == StatusCode::PARTIAL_CONTENT
-        && !if_range_holds(&headers, &tag, response.headers())
-    {
+    let mut tag = found.tag(&response);
+    let ranged = matches!(
+        response.status(),
+        StatusCode::PARTIAL_CONTENT | StatusCode::RANGE_NOT_SATISFIABLE
+    );
+    // If-Range: the range only when the client's copy is this one, else the whole
+    // file (also when the range could not have been satisfied).
+    if ranged && !if_range_holds(&headers, &tag, response.headers()) {
         parts.headers.remove(header::RANGE);
         response = serve_dir(root, again(&parts)).await;
-        tag = tagged(&found.tag, &response);
+        tag = found.tag(&response);
     }
     let status = response.status();
-    if !(status.is_success() || status == StatusCode::NOT_MODIFIED) {
-        return response;
-    }
-    if let Ok(value) = HeaderValue::from_str(&tag) {
-        response.headers_mut().insert(header::ETAG, value);
-    }
-    let headers_out = response.headers_mut();
-    headers_out.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    headers_out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if status == StatusCode::OK && none_match_fails(&headers, &tag) {
+    // If-None-Match comes before Range (RFC 9110 section 13.2.2).
+    if matches!(
+        status,
+        StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::RANGE_NOT_SATISFIABLE
+    ) && none_match_fails(&headers, &tag)
+    {
         let (mut parts, _) = response.into_parts();
         parts.status = StatusCode::NOT_MODIFIED;
         for name in [
             header::CONTENT_LENGTH,
             header::CONTENT_TYPE,
+            header::CONTENT_RANGE,
             header::ACCEPT_RANGES,
             header::CONTENT_ENCODING,
         ] {
             parts.headers.remove(name);
         }
-        return Response::from_parts(parts, full(Bytes::new()));
+        let mut response = Response::from_parts(parts, full(Bytes::new()));
+        validators(&mut response, &tag);
+        return response;
+    }
+    if status.is_success() || status == StatusCode::NOT_MODIFIED {
+        validators(&mut response, &tag);
+        with_charset(&mut response);
     }
     response
+}
+
+/// The `ETag`, `Vary` and `Cache-Control` of an answer with a file.
+fn validators(response: &mut Response<Body>, tag: &str) {
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(tag) {
+        headers.insert(header::ETAG, value);
+    }
+    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+}
+
+/// Text is UTF-8 (a page without `<meta charset>` would be read as Latin-1 otherwise),
+/// and a source map is JSON.
+fn with_charset(response: &mut Response<Body>) {
+    let Some(content_type) = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
+    let textual = content_type.starts_with("text/")
+        || content_type == "application/javascript"
+        || content_type == "application/json";
+    if textual && !content_type.contains("charset") {
+        let with = format!("{content_type}; charset=utf-8");
+        if let Ok(value) = HeaderValue::from_str(&with) {
+            response.headers_mut().insert(header::CONTENT_TYPE, value);
+        }
+    }
 }
 
 /// A request with the method, target, version and headers of `parts` (no body, no
@@ -130,18 +194,6 @@ fn plain(status: StatusCode, body: &'static str) -> Response<Body> {
     response
 }
 
-/// The quoted `ETag` of the representation in `response` (its encoding added).
-fn tagged(tag: &str, response: &Response<Body>) -> String {
-    match response
-        .headers()
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(encoding) => format!("\"{tag}-{encoding}\""),
-        None => format!("\"{tag}\""),
-    }
-}
-
 /// Whether `If-None-Match` names this representation (or `*`): then 304. Weak
 /// comparison, as RFC 9110 section 13.1.2 says.
 fn none_match_fails(request: &HeaderMap, tag: &str) -> bool {
@@ -170,7 +222,10 @@ fn if_range_holds(request: &HeaderMap, tag: &str, response: &HeaderMap) -> bool 
 /// when the path is malformed, tries to leave the folder, names no regular file, or
 /// when the file or a precompressed sibling leads out of the folder through a link.
 async fn locate(root: &Path, path: &str) -> Option<Found> {
-    let decoded = percent_decode(path)?;
+    // Decoded exactly as ServeDir decodes it, so that the file checked is the file served.
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .ok()?;
     if decoded.contains(['\0', '\\']) {
         return None;
     }
@@ -192,18 +247,32 @@ async fn locate(root: &Path, path: &str) -> Option<Found> {
         _ => return None,
     };
     let real = tokio::fs::canonicalize(&file).await.ok().filter(inside)?;
-    for suffix in [".br", ".gz"] {
+    let mut siblings = [None, None];
+    for (suffix, tag) in [".br", ".gz"].into_iter().zip(&mut siblings) {
         let mut sibling = file.clone().into_os_string();
         sibling.push(suffix);
         if tokio::fs::symlink_metadata(&sibling).await.is_ok() {
             // It exists (maybe a link): it must lead inside too, or nothing is served.
-            tokio::fs::canonicalize(&sibling)
+            let real = tokio::fs::canonicalize(&sibling)
                 .await
                 .ok()
                 .filter(inside)?;
+            *tag = etag(&real).await;
         }
     }
-    let metadata = tokio::fs::metadata(&real).await.ok()?;
+    let [brotli, gzip] = siblings;
+    Some(Found {
+        rewrite,
+        identity: etag(&real).await?,
+        brotli,
+        gzip,
+    })
+}
+
+/// A strong `ETag` for a regular file: its size and modification time. `None` when it
+/// is not a regular file.
+async fn etag(path: &Path) -> Option<String> {
+    let metadata = tokio::fs::metadata(path).await.ok()?;
     if !metadata.is_file() {
         return None;
     }
@@ -212,27 +281,7 @@ async fn locate(root: &Path, path: &str) -> Option<Found> {
         .ok()
         .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |since| since.as_nanos());
-    Some(Found {
-        rewrite,
-        tag: format!("{:x}-{modified:x}", metadata.len()),
-    })
-}
-
-fn percent_decode(path: &str) -> Option<String> {
-    let bytes = path.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            decoded.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            decoded.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(decoded).ok()
+    Some(format!("\"{:x}-{modified:x}\"", metadata.len()))
 }
 
 #[cfg(test)]
@@ -251,7 +300,6 @@ mod tests {
             "/a/%2e%2e/%2e%2e/etc/passwd",
             "/..%5cetc",
             "/%00",
-            "/%zz",
             "/./index.html",
         ] {
             assert!(locate(&root, escape).await.is_none(), "{escape}");

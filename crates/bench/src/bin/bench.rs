@@ -1,4 +1,4 @@
-//! Benchmark runner: `bench [--smoke] [--servers ours,durable,cluster,floor,node,syscall] [--scenarios fanout,idle] [--repeat 3] [--write docs/benchmarks.md]`
+//! Benchmark runner: `bench [--smoke] [--servers ours,durable,cluster,floor,node,syscall] [--scenarios fanout,idle] [--repeat 3] [--reference PATH [--reference-label TEXT]] [--write docs/benchmarks.md]`
 //!
 //! Starts each server pinned to core 1 and the load generator pinned to core 0 (with
 //! `taskset`, where the machine has two cores or more), runs the scenarios against
@@ -35,6 +35,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "runs of each throughput scenario (default 3, smoke 1)",
             ),
             value(
+                "--reference",
+                "PATH",
+                "also run this bench-server (built from another commit) beside ours",
+            ),
+            value(
+                "--reference-label",
+                "TEXT",
+                "what the reference build is, for the report (e.g. its commit)",
+            ),
+            value(
                 "--write",
                 "FILE",
                 "write the report there, and its chart beside it",
@@ -43,7 +53,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let smoke = args.has("--smoke");
     let repeat = args.get("--repeat")?.unwrap_or(if smoke { 1 } else { 3 });
-    let servers: Vec<Server> = match args.text("--servers") {
+    let reference = args.text("--reference").map(PathBuf::from);
+    let mut servers: Vec<Server> = match args.text("--servers") {
         Some(list) => list
             .split(',')
             .map(|name| Server::from_arg(name).ok_or(format!("unknown server {name:?}")))
@@ -64,6 +75,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Server::Syscall,
         ],
     };
+    if reference.is_some() && !servers.contains(&Server::Reference) {
+        servers.insert(1, Server::Reference);
+    }
+    if reference.is_none() && servers.contains(&Server::Reference) {
+        return Err("the reference server needs --reference PATH".into());
+    }
     let only: Option<Vec<String>> = args
         .text("--scenarios")
         .map(|list| list.split(',').map(str::to_owned).collect());
@@ -76,6 +93,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bin_dir,
         node_server: Path::new(env!("CARGO_MANIFEST_DIR")).join("baselines/node-ws/server.js"),
         pinned: cores >= 2 && Command::new("taskset").arg("--version").output().is_ok(),
+        reference,
     };
     if !setup.pinned {
         eprintln!("note: not pinning (needs 2 cores and taskset); figures are noisier");
@@ -104,6 +122,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             machine: machine(),
             pinned: setup.pinned,
             repeat,
+            reference: setup.reference.as_ref().map(|path| {
+                args.text("--reference-label")
+                    .map_or_else(|| format!("from `{}`", path.display()), str::to_owned)
+            }),
         };
         let written = std::fs::write(&path, document(&outcomes, &info, &chart_name))
             .and_then(|()| std::fs::write(&chart, svg_chart(&outcomes)));
