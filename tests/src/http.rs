@@ -31,3 +31,29 @@ pub async fn read_answer(tcp: &mut TcpStream) -> (String, String) {
     tcp.read_exact(&mut body).await.expect("the body");
     (head, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// A server whose handshake limit is `limit`, and a keep-alive connection to it whose
+/// first request (`GET /healthz`) was answered: what is tested next is what the
+/// connection does after it.
+pub async fn kept_alive(
+    limit: std::time::Duration,
+) -> (
+    state_sync_server::StateSyncer,
+    state_sync_server::Server,
+    TcpStream,
+) {
+    use tokio::io::AsyncWriteExt;
+    let syncer = state_sync_server::StateSyncer::builder()
+        .handshake_timeout(limit)
+        .build();
+    let (server, _) = crate::serve(&syncer).await;
+    let mut tcp = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    let (head, _) = read_answer(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    (syncer, server, tcp)
+}

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use state_sync_server::{StateOptions, StateSyncer};
-use state_sync_tests::http::{RAW_UPGRADE as UPGRADE, read_answer};
+use state_sync_tests::http::{RAW_UPGRADE as UPGRADE, kept_alive, read_answer};
 use state_sync_tests::{PATIENCE, RawClient, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -90,16 +90,7 @@ async fn a_frame_sent_with_the_upgrade_request_is_read() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_at_the_handshake_timeout() {
-    let syncer = StateSyncer::builder()
-        .handshake_timeout(Duration::from_millis(300))
-        .build();
-    let (server, _) = serve(&syncer).await;
-    let mut tcp = TcpStream::connect(server.local_addr()).await.unwrap();
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (head, _) = read_answer(&mut tcp).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (syncer, server, mut tcp) = kept_alive(Duration::from_millis(300)).await;
     // Nothing more: the connection does not hold its slot for ever.
     let started = Instant::now();
     let mut rest = Vec::new();

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use state_sync_server::{Rejection, StateSyncer};
-use state_sync_tests::http::{RAW_UPGRADE as UPGRADE, header, read_answer};
+use state_sync_tests::http::{RAW_UPGRADE as UPGRADE, header, kept_alive};
 use state_sync_tests::http_request as http;
 use state_sync_tests::{PATIENCE, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -256,16 +256,7 @@ async fn the_middleware_runs_once_per_connection_however_many_upgrades_are_pipel
 /// one line at a time is cut at the handshake timeout, counted from its first byte.
 #[tokio::test]
 async fn a_dripped_second_head_on_a_keep_alive_connection_is_cut() {
-    let syncer = StateSyncer::builder()
-        .handshake_timeout(Duration::from_millis(300))
-        .build();
-    let (server, _) = serve(&syncer).await;
-    let mut tcp = TcpStream::connect(server.local_addr()).await.unwrap();
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (head, _) = read_answer(&mut tcp).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (_syncer, server, tcp) = kept_alive(Duration::from_millis(300)).await;
     let (mut reader, mut writer) = tcp.into_split();
     let started = Instant::now();
     let drip = tokio::spawn(async move {
