@@ -43,6 +43,17 @@ pub struct Report {
     /// per delivery counts the deliveries to its own clients; Redis's, all of them.
     #[serde(default)]
     pub processes: Vec<ProcessCpu>,
+    /// With `--state-bytes`: the size of the state the clients attached to, in bytes
+    /// (its JSON), and the attaching of every client: the wall time per client, and
+    /// the server's CPU time per client (user and system), in milliseconds.
+    #[serde(default)]
+    pub state_bytes: u64,
+    /// Wall time from the first attach to the last, divided by the clients.
+    #[serde(default)]
+    pub attach_ms: f64,
+    /// Server CPU time while they attached, divided by the clients.
+    #[serde(default)]
+    pub attach_server_cpu_ms: f64,
     /// Correctness problems (missing, duplicated or reordered updates, failed
     /// connections); empty when every client received every update exactly once and
     /// in order.

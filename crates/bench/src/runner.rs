@@ -313,6 +313,14 @@ fn burst(updates: u32) -> Vec<String> {
     .to_vec()
 }
 
+/// A state of about 1 MB (one key; just under the server's 1 MiB frame limit, since one
+/// update fills it) that every client attaches to, then updates at 1 in flight.
+fn big_state() -> Vec<String> {
+    ["--state-bytes", "1000000", "--in-flight", "1"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
 /// The scenarios of a full run, or of a smoke run.
 pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
     // The cluster runs where the issue measures it, beside the others; the syscall
@@ -338,8 +346,27 @@ pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
         .copied()
         .filter(|s| matches!(s, Server::Ours | Server::Reference))
         .collect();
+    // Servers that hold a state (not the floors, which forward frames).
+    let stateful: Vec<Server> = servers
+        .iter()
+        .copied()
+        .filter(|s| {
+            matches!(
+                s,
+                Server::Ours | Server::Reference | Server::Durable | Server::Node
+            )
+        })
+        .collect();
     if smoke {
         return vec![
+            Scenario {
+                label: "fanout 1 MB state",
+                name: "fanout",
+                clients: 20,
+                seconds: 1.0,
+                extra: big_state(),
+                servers: stateful,
+            },
             Scenario {
                 label: "fanout",
                 name: "fanout",
@@ -407,6 +434,14 @@ pub fn scenarios(smoke: bool, servers: &[Server]) -> Vec<Scenario> {
             servers: unbatched.clone(),
         });
     }
+    list.push(Scenario {
+        label: "fanout 1 MB state",
+        name: "fanout",
+        clients: 1_000,
+        seconds: 5.0,
+        extra: big_state(),
+        servers: stateful,
+    });
     list.push(Scenario {
         label: "all-to-all",
         name: "all-to-all",

@@ -544,6 +544,30 @@ pub fn median(results: Vec<Result<Report, String>>) -> Result<Report, String> {
         .ok_or_else(|| "no run".to_owned())
 }
 
+/// The attach figures of the big-state runs: what each attach of the whole state cost.
+pub fn big_states(outcomes: &[Outcome]) -> String {
+    let mut text = String::new();
+    for o in outcomes.iter().filter(|o| o.report.state_bytes > 0) {
+        let r = &o.report;
+        if text.is_empty() {
+            text.push_str("\nAttaching to a big state (each attach carries the whole state; figures per attached client, while the clients attach 256 at a time):\n\n| scenario | state | clients | server | wall ms per attach | server CPU ms per attach | server CPU per MB sent | server RSS per connection once attached |\n|---|---:|---:|---|---:|---:|---:|---:|\n");
+        }
+        let megabytes = r.state_bytes as f64 / 1e6;
+        text.push_str(&format!(
+            "| {} | {:.1} MB | {} | {} | {:.2} | {:.2} | {:.2} ms | {:.1} KB |\n",
+            o.scenario,
+            megabytes,
+            r.clients,
+            o.server.name(),
+            r.attach_ms,
+            r.attach_server_cpu_ms,
+            r.attach_server_cpu_ms / megabytes.max(1e-9),
+            r.rss_after.saturating_sub(r.rss_before) as f64 / r.clients.max(1) as f64 / 1024.0
+        ));
+    }
+    text
+}
+
 /// What the document says about how the figures were taken.
 #[derive(Debug, Clone)]
 pub struct RunInfo {
@@ -577,13 +601,14 @@ pub fn document(outcomes: &[Outcome], info: &RunInfo, chart_name: &str) -> Strin
         info.repeat
     ));
     doc.push_str("Commands: `./scripts/bench.sh` builds in release mode, installs the Node.js baseline's `ws` package and runs `target/release/bench --write docs/benchmarks.md`. Any load generator can drive our server alone: `target/release/bench-server --addr 127.0.0.1:PORT` (one empty state, `bench`).\n\n");
-    doc.push_str("Scenarios: **fanout**: N clients attached to one state, one of them sending updates of about 100 bytes, at most 4 in flight (an update is in flight until the last client received it), for 5 s; latency is from the send to the last receiver. **all-to-all**: 32 clients, each sending with 4 in flight, every update delivered to all 32. **all-to-all burst**: 32 clients each send 200 updates at once (6,400 in flight), then wait until every client received all 6,400: no client may be dropped. **idle**: 10,000 attached idle connections, server RSS growth per connection. **hold**: 19,000 attached connections, then two updates that every one of them must receive.\n\n");
+    doc.push_str("Scenarios: **fanout**: N clients attached to one state, one of them sending updates of about 100 bytes, at most 4 in flight (an update is in flight until the last client received it), for 5 s; latency is from the send to the last receiver. **all-to-all**: 32 clients, each sending with 4 in flight, every update delivered to all 32. **all-to-all burst**: 32 clients each send 200 updates at once (6,400 in flight), then wait until every client received all 6,400: no client may be dropped. **fanout 1 MB state**: a client first fills the state with about 1 MB (one key), then 1,000 clients attach to it (each attach carries the whole state: its cost is in the attach table below), then one sends updates of about 100 bytes into it with 1 in flight. **idle**: 10,000 attached idle connections, server RSS growth per connection. **hold**: 19,000 attached connections, then two updates that every one of them must receive.\n\n");
     doc.push_str("Servers: **ours** (`bench-server`); **ours, durable** (`bench-server --data DIR` on this machine's disk: every update committed and fsynced, by group commit, before it is broadcast); **floor** (baseline, `floor-server`): a minimal tokio-tungstenite broadcast server without state logic, forwarding each update frame as is; **node ws** (baseline, `baselines/node-ws/server.js`): the protocol on Node.js and the `ws` package, serializing each broadcast once per recipient like the original; **syscall floor** (baseline, `syscall-floor`): one `write` of the same payload per delivery on raw TCP sockets, no WebSocket and no JSON, the kernel's cost of a delivery on this machine.\n\n");
     if let Some(reference) = &info.reference {
         doc.push_str(&format!("**ours, reference build** (`bench --reference PATH`): our `bench-server` {reference}, run in the same run, each repeat alternating with ours, so that a change is compared with what it replaced.\n\n"));
     }
     doc.push_str("## Results\n\n");
     doc.push_str(&table(outcomes));
+    doc.push_str(&big_states(outcomes));
     doc.push_str(&format!("\n![Deliveries per second]({chart_name})\n\n## Targets\n\n| target | figure | met |\n|---|---|---|\n"));
     for target in targets(outcomes) {
         let met = match target.met {

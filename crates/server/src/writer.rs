@@ -4,14 +4,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::SinkExt;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use crate::outbox::{Closer, Queue};
 
 /// Most frames written before one flush.
 const MAX_BATCH: usize = 256;
+/// Longest WebSocket frame written: a longer message (a big state's snapshot) goes
+/// out as fragments (RFC 6455 section 5.4; every client reassembles them). tungstenite
+/// formats each frame into the connection's output buffer, which keeps its largest
+/// size for the connection's life: without fragments, every client that once received
+/// a 1 MB snapshot would hold 1 MB for as long as it stays.
+pub(crate) const MAX_FRAGMENT: usize = 16 * 1024;
 /// How long a closing connection may take to send what is queued and its close frame.
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -40,12 +48,12 @@ pub(crate) async fn write_loop<S>(
         };
         // Every write must make progress within the timeout; the batch as a whole may
         // take longer.
-        let mut written = timed(write_timeout, sink.feed(Message::Text(first))).await;
+        let mut written = feed(&mut sink, first, write_timeout).await;
         for _ in 1..MAX_BATCH {
             let Some(frame) = queue.try_recv().filter(|_| written.is_ok()) else {
                 break;
             };
-            written = timed(write_timeout, sink.feed(Message::Text(frame))).await;
+            written = feed(&mut sink, frame, write_timeout).await;
         }
         if written.is_ok() {
             written = timed(write_timeout, sink.flush()).await;
@@ -78,6 +86,36 @@ pub(crate) async fn write_loop<S>(
         }
     }
     closer.close(CloseCode::Error, "");
+}
+
+/// Writes one text message: one frame, or fragments of at most [`MAX_FRAGMENT`] bytes
+/// (cut anywhere: a fragment need not end on a character, only the whole message is
+/// UTF-8). Each write must make progress within `limit`.
+async fn feed<S>(sink: &mut S, text: Utf8Bytes, limit: Duration) -> Result<(), WriteFailure>
+where
+    S: futures_util::Sink<Message, Error = WsError> + Unpin,
+{
+    if text.len() <= MAX_FRAGMENT {
+        return timed(limit, sink.feed(Message::Text(text))).await;
+    }
+    let bytes = Bytes::from(text);
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = (start + MAX_FRAGMENT).min(bytes.len());
+        let opcode = if start == 0 {
+            Data::Text
+        } else {
+            Data::Continue
+        };
+        let fragment = Frame::message(
+            bytes.slice(start..end),
+            OpCode::Data(opcode),
+            end == bytes.len(),
+        );
+        timed(limit, sink.feed(Message::Frame(fragment))).await?;
+        start = end;
+    }
+    Ok(())
 }
 
 /// Aborts a task when dropped: a writer stuck on a client that does not read must not

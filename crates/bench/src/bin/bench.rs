@@ -13,7 +13,9 @@ use std::process::Command;
 
 use state_sync_bench::args::{self, switch, value};
 use state_sync_bench::runner::{Setup, machine, run_suite, scenarios};
-use state_sync_bench::summary::{RunInfo, Server, document, svg_chart, table, targets, verdict};
+use state_sync_bench::summary::{
+    RunInfo, Server, big_states, document, svg_chart, table, targets, verdict,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = args::parse(
@@ -106,7 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         repeat,
     );
     let mut failed = outcomes.iter().any(|o| !o.report.errors.is_empty());
-    println!("\n{}", table(&outcomes));
+    println!("\n{}{}", table(&outcomes), big_states(&outcomes));
     if !smoke {
         for target in targets(&outcomes) {
             println!("{:8} {}: {}", verdict(&target), target.what, target.figure);

@@ -11,6 +11,11 @@
 //! and `--pids server1=PID,server2=PID,redis=PID` reads each process's CPU time: a
 //! server's per delivery counts its own clients' deliveries, Redis's all of them.
 //!
+//! A big state: `--state-bytes B` first fills the state with one key holding a string
+//! of about B bytes (a client sends it and waits for its echo), then connects the
+//! clients: each attach carries the whole state, and the report gives the wall time
+//! and server CPU per attach; the traffic then goes into that big state.
+//!
 //! Every update is `{"s": sender, "q": sequence, "p": padding}` (about 100 bytes on
 //! the wire); the last one of each sender also has `"e": 1`. Each client checks that
 //! it receives every sender's updates exactly once and in order.
@@ -47,6 +52,8 @@ struct Args {
     /// Named processes whose CPU time to read (a cluster's servers and Redis).
     pids: Vec<(String, u32)>,
     max_updates: Option<u64>,
+    /// Fill the state with about this many bytes first (0: leave it empty).
+    state_bytes: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -76,6 +83,11 @@ fn parse_args() -> Result<Args, String> {
                 "read the server's CPU time and RSS from /proc",
             ),
             value("--max-updates", "N", "updates per sender at most"),
+            value(
+                "--state-bytes",
+                "B",
+                "fill the state with about B bytes of JSON before the clients attach",
+            ),
             value(
                 "--pids",
                 "NAME=PID,...",
@@ -112,13 +124,16 @@ fn parse_args() -> Result<Args, String> {
         senders: args.get("--senders")?,
         server_pid: args.get("--server-pid")?,
         max_updates: args.get("--max-updates")?,
+        state_bytes: args.get("--state-bytes")?.unwrap_or(0),
     })
 }
 
 async fn connect_attached(url: &str, id: usize) -> Result<Ws, String> {
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
-        .write_buffer_size(0);
+        .write_buffer_size(0)
+        .max_message_size(Some(256 << 20))
+        .max_frame_size(Some(256 << 20));
     let address = format!("{url}/?identifier=c{id}&token=");
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(address, Some(config), true)
         .await
@@ -159,6 +174,34 @@ async fn connect_all(urls: &[String], n: usize) -> (Vec<Ws>, Vec<String>) {
         }
     }
     (clients, errors)
+}
+
+/// Fills the state with one key (`"big"`) holding a string of about `bytes` bytes, and
+/// waits until the server echoed it (so it is applied before anyone attaches).
+async fn fill_state(url: &str, bytes: usize) -> Result<(), String> {
+    let mut ws = connect_attached(url, usize::MAX).await?;
+    let update = format!(
+        r#"{{"type":3,"data":{{"updates":{{"big":"{}"}},"requestId":1}}}}"#,
+        "x".repeat(bytes)
+    );
+    ws.send(Message::text(update))
+        .await
+        .map_err(|e| format!("filling the state: {e}"))?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) if text.as_str().starts_with(r#"{"type":3"#) => {
+                return Ok(());
+            }
+            Ok(Some(Ok(Message::Text(text)))) if text.as_str().starts_with(r#"{"type":9"#) => {
+                return Err(format!(
+                    "filling the state was refused: {}",
+                    &text.as_str()[..text.len().min(300)]
+                ));
+            }
+            Ok(Some(Ok(_))) => {}
+            other => return Err(format!("filling the state: no echo: {other:?}")),
+        }
+    }
 }
 
 /// State shared by the senders and the receivers of one run.
@@ -325,10 +368,31 @@ async fn traffic(args: &Args, report: &mut Report) {
         "all-to-all" => args.senders.unwrap_or(args.clients),
         _ => 1,
     };
+    if args.state_bytes > 0 {
+        if let Err(e) = fill_state(&args.urls[0], args.state_bytes).await {
+            report.errors.push(e);
+            return;
+        }
+        report.state_bytes = args.state_bytes as u64;
+    }
+    let attach_cpu_before = args.server_pid.and_then(|pid| cpu_times(pid).ok());
+    let attach_started = Instant::now();
     let (clients, errors) = connect_all(&args.urls, args.clients).await;
+    let attach_wall = attach_started.elapsed();
     report.errors.extend(errors);
     if clients.len() < args.clients {
         return;
+    }
+    if args.state_bytes > 0 {
+        let attached = clients.len().max(1) as f64;
+        report.attach_ms = attach_wall.as_secs_f64() * 1e3 / attached;
+        if let (Some((user_before, system_before)), Some((user_after, system_after))) = (
+            attach_cpu_before,
+            args.server_pid.and_then(|pid| cpu_times(pid).ok()),
+        ) {
+            let cpu = (user_after - user_before) + (system_after - system_before);
+            report.attach_server_cpu_ms = cpu.as_secs_f64() * 1e3 / attached;
+        }
     }
     report.rss_after = args
         .server_pid
