@@ -291,3 +291,48 @@ async fn write_behind_acknowledges_before_the_fsync_and_still_saves() {
     syncer.close_storage();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A burst into a durable state: its broadcasts wait for the disk and are queued
+/// together when a commit lands. Were many updates allowed to wait, one commit would
+/// fill a reader's outgoing queue past its bound at once and close it (seen as a rare
+/// benchmark failure); senders wait for the disk once a quarter of a queue waits.
+#[tokio::test]
+async fn a_burst_into_a_durable_state_overflows_no_reader() {
+    let dir = data_dir("burst");
+    let syncer = StateSyncer::builder()
+        .storage(Storage::open(&dir).unwrap())
+        .outgoing_queue(64)
+        .build();
+    syncer
+        .create_state(StateOptions::new().identifier("s"))
+        .unwrap();
+    let (server, url) = serve(&syncer).await;
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let mut client = RawClient::connect(&url, &format!("c{c}"), None).await;
+        client.attach("s").await;
+        clients.push(client);
+    }
+    // Every client sends its 100 updates at once, then reads.
+    for (c, client) in clients.iter_mut().enumerate() {
+        for q in 0..100 {
+            client.update(json!({ format!("k{c}"): q })).await;
+        }
+    }
+    for (c, client) in clients.iter_mut().enumerate() {
+        let mut received = 0;
+        while received < 800 {
+            match client.next().await {
+                state_sync_tests::Received::Json(frame) if frame["type"] == 3 => received += 1,
+                state_sync_tests::Received::Json(_) => {}
+                state_sync_tests::Received::Closed(close) => {
+                    panic!("client {c} closed after {received} of 800 updates: {close:?}")
+                }
+            }
+        }
+    }
+    assert_eq!(syncer.version_of_state("s"), Some(800));
+    server.shutdown().await;
+    syncer.close_storage();
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -25,7 +25,8 @@ use crate::state::{Origin, State};
 #[cfg(feature = "tls")]
 use crate::tls::TlsConfig;
 
-/// Updates of one state waiting for the store, past which their senders wait for it.
+/// Updates of one state waiting for the store, past which their senders wait for it
+/// (and at most a quarter of a connection's outgoing queue, see [`Runtime::max_unsaved`]).
 const MAX_UNSAVED: usize = 4096;
 
 /// The shared core of a syncer.
@@ -191,7 +192,7 @@ impl<K: Send + Sync + 'static> Runtime<K> {
         let applied = state.apply(&update, origin)?;
         // A sender faster than the disk waits too, so that what waits for the store
         // stays bounded.
-        let wait_saved = wait_saved || state.unsaved() > MAX_UNSAVED;
+        let wait_saved = wait_saved || state.unsaved() > self.max_unsaved();
         if let (true, Some(ticket), Some(store)) = (wait_saved, applied.ticket, state.store()) {
             store
                 .saved(ticket)
@@ -220,6 +221,14 @@ impl<K: Send + Sync + 'static> Runtime<K> {
                 .ok_or(Failure::Vetoed)
             }
         }
+    }
+
+    /// Updates of one state that may wait for the store before their senders wait too.
+    /// Their broadcasts are queued together when the store commits them: were there
+    /// more than a quarter of a connection's outgoing queue, one slow commit could
+    /// overflow the queue of a client that reads as fast as it can (and close it).
+    pub(crate) fn max_unsaved(&self) -> usize {
+        MAX_UNSAVED.min(self.config.outgoing_queue / 4).max(1)
     }
 
     /// With a durable store: waits until what `ticket` stands for is saved.
