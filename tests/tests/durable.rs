@@ -29,6 +29,27 @@ fn durable_syncer(dir: &PathBuf) -> StateSyncer {
         .build()
 }
 
+/// State `s` on `syncer`, served, and eight clients attached to it (with `session`).
+async fn eight_clients_of_s(
+    syncer: &StateSyncer,
+    session: Option<&str>,
+) -> (state_sync_server::Server, Vec<RawClient>) {
+    syncer
+        .create_state(StateOptions::new().identifier("s"))
+        .unwrap();
+    let (server, url) = serve(syncer).await;
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let mut client = RawClient::connect(&url, &format!("c{c}"), None).await;
+        match session {
+            Some(session) => client.attach_session("s", session).await,
+            None => client.attach("s").await,
+        };
+        clients.push(client);
+    }
+    (server, clients)
+}
+
 #[tokio::test]
 async fn states_their_versions_order_and_sessions_come_back_after_a_restart() {
     let dir = data_dir("restart");
@@ -219,16 +240,7 @@ async fn an_unusable_directory_is_a_clear_error() {
 async fn an_update_is_acknowledged_once_saved_and_many_share_a_commit() {
     let dir = data_dir("group");
     let syncer = durable_syncer(&dir);
-    syncer
-        .create_state(StateOptions::new().identifier("s"))
-        .unwrap();
-    let (server, url) = serve(&syncer).await;
-    let mut clients = Vec::new();
-    for c in 0..8 {
-        let mut client = RawClient::connect(&url, &format!("c{c}"), None).await;
-        client.attach_session("s", "x").await;
-        clients.push(client);
-    }
+    let (server, mut clients) = eight_clients_of_s(&syncer, Some("x")).await;
     let started = std::time::Instant::now();
     for (c, client) in clients.iter_mut().enumerate() {
         for id in 1..=50 {
@@ -303,16 +315,7 @@ async fn a_burst_into_a_durable_state_overflows_no_reader() {
         .storage(Storage::open(&dir).unwrap())
         .outgoing_queue(64)
         .build();
-    syncer
-        .create_state(StateOptions::new().identifier("s"))
-        .unwrap();
-    let (server, url) = serve(&syncer).await;
-    let mut clients = Vec::new();
-    for c in 0..8 {
-        let mut client = RawClient::connect(&url, &format!("c{c}"), None).await;
-        client.attach("s").await;
-        clients.push(client);
-    }
+    let (server, mut clients) = eight_clients_of_s(&syncer, None).await;
     // Every client sends its 100 updates at once, then reads.
     for (c, client) in clients.iter_mut().enumerate() {
         for q in 0..100 {
