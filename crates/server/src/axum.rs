@@ -38,8 +38,6 @@ use axum::response::Response;
 use axum::routing::any;
 use http::StatusCode;
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::run;
@@ -137,15 +135,24 @@ pub async fn upgrade<K: Send + Sync + 'static>(
                 return;
             }
         };
-        let config = runtime.config.websocket_config();
         // Closed one by one (disconnect_client, disconnect_all, overflow, …): no
         // server's shutdown is its parent.
         let closer = Arc::new(Closer::child_of(&CancellationToken::new()));
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
-        let split = futures_util::StreamExt::split(ws);
-        Box::pin(run(runtime, split, client, identifier, closer, remote_addr)).await;
+        let (read, write) = crate::wire::split_other(TokioIo::new(upgraded));
+        let halves = crate::wire::Halves {
+            read,
+            write,
+            leftover: Vec::new(),
+        };
+        Box::pin(run(
+            runtime,
+            halves,
+            client,
+            identifier,
+            closer,
+            remote_addr,
+        ))
+        .await;
     });
     head.switching_protocols().map(Body::new)
 }

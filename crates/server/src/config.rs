@@ -76,9 +76,9 @@ impl Config {
     pub(crate) fn websocket_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_size)
-            // Written out once this much is buffered: with fragments of at most
-            // writer::MAX_FRAGMENT, the buffer (which never shrinks) stays near this.
-            .write_buffer_size(crate::writer::MAX_FRAGMENT)
+            // tungstenite writes only control frames (into the outbox, see
+            // wire::Duplex): its buffer stays small.
+            .write_buffer_size(crate::wire::MAX_FRAGMENT)
             .max_write_buffer_size(usize::MAX)
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size))

@@ -1,5 +1,5 @@
 //! One client connection: the handshake, then a reader that handles the client's
-//! messages (attach, update) beside a writer task ([`crate::writer`]).
+//! messages (attach, update); what it sends goes through its [`Outbox`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +9,8 @@ use state_sync_protocol::{
     ClientMessage, ConnectToState, FailureReason, ServerMessage, SetPresence, Update, UpdateState,
 };
 use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
 
@@ -16,12 +18,15 @@ use crate::failure::{Failure, MAX_SESSIONS_PER_CONNECTION};
 use crate::fanout::frame;
 use crate::handshake::{self, Upgraded};
 use crate::hooks::run_hook;
-use crate::outbox::{Closer, Outbox};
+use crate::outbox::{Closer, Outbox, corked};
 use crate::presence::{Joining, Membership, PresenceRefusal};
 use crate::runtime::Runtime;
 use crate::session_log::{Outcome, SessionKey};
 use crate::state::{Origin, State};
-use crate::writer::{AbortOnDrop, CLOSE_TIMEOUT, write_loop};
+use crate::wire::{Duplex, Halves};
+
+/// How long a closing connection may take to send what is queued and its close frame.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct Attachment<K> {
     state: Arc<State<K>>,
@@ -163,7 +168,7 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
     // Boxed: the handshake's state (hyper's buffers, a download's) lives only while it
     // runs, not in every connection's task for its whole life.
     let Some(Upgraded {
-        ws,
+        halves,
         client,
         identifier,
     }) = Box::pin(handshake::perform(&runtime, tcp, remote_addr, &closer)).await
@@ -173,7 +178,7 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
     // Boxed: the handshake's leftovers are not kept beside it.
     Box::pin(run(
         runtime,
-        ws.split(),
+        halves,
         client,
         identifier,
         closer,
@@ -182,31 +187,32 @@ pub(crate) async fn serve<K: Send + Sync + 'static>(
     .await;
 }
 
-/// The two halves of an upgraded connection.
-pub(crate) type Split<S> = (
-    futures_util::stream::SplitSink<tokio_tungstenite::WebSocketStream<S>, Message>,
-    futures_util::stream::SplitStream<tokio_tungstenite::WebSocketStream<S>>,
-);
-
 /// Runs an upgraded connection (from this server's listener, or mounted in an app's
-/// router) until it closes or the server shuts down.
-pub(crate) async fn run<K, S>(
+/// router) until it closes or the server shuts down. Corked: the frames its updates
+/// queue for other connections are written when it waits (see [`crate::outbox`]).
+pub(crate) async fn run<K>(
     runtime: Arc<Runtime<K>>,
-    (sink, source): Split<S>,
+    halves: Halves,
     client: Arc<K>,
     identifier: String,
     closer: Arc<Closer>,
     remote_addr: SocketAddr,
 ) where
     K: Send + Sync + 'static,
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     tracing::debug!(%remote_addr, %identifier, "client connected");
     let registration = runtime.register(&identifier, &closer);
-    let (outbox, queue) = Outbox::new(
+    let Halves {
+        read,
+        write,
+        leftover,
+    } = halves;
+    let outbox = Outbox::new(
         runtime.config.outgoing_queue,
         runtime.config.outgoing_queue_bytes,
         Arc::clone(&closer),
+        write,
+        runtime.config.write_timeout,
     );
     let mut connection = Connection {
         runtime: Arc::clone(&runtime),
@@ -218,43 +224,50 @@ pub(crate) async fn run<K, S>(
             runtime.config.presence.rate as f32,
             std::time::Instant::now(),
         ),
-        outbox,
+        outbox: outbox.clone(),
         closer: Arc::clone(&closer),
         attachment: None,
         #[cfg(feature = "redis")]
         in_flight: InFlight::new(),
     };
-    // The writer is a task of its own, woken only when there is something to write
-    // (polling it together with the reader would poll the reader on every broadcast).
-    let mut writer = AbortOnDrop(tokio::spawn(write_loop(
-        sink,
-        queue,
-        Arc::clone(&closer),
-        runtime.config.write_timeout,
-    )));
-    tokio::select! {
-        // Writing failed: the connection is lost.
-        _ = &mut writer.0 => connection.detach(true),
-        closed = connection.read_loop(source) => {
-            // The client closed, or its stream failed: let the writer send what is queued.
-            connection.detach(!closed);
-            closer.close(CloseCode::Normal, "");
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer.0).await;
+    corked(async {
+        let duplex = Duplex {
+            read,
+            outbox: outbox.clone(),
+        };
+        let config = runtime.config.websocket_config();
+        let mut ws =
+            WebSocketStream::from_partially_read(duplex, leftover, Role::Server, Some(config))
+                .await;
+        tokio::select! {
+            closed = connection.read_loop(&mut ws) => {
+                // The client closed, or its stream failed.
+                connection.detach(!closed);
+                closer.close(CloseCode::Normal, "");
+            }
+            // Overflow, an oversized frame, a lost connection, or shutdown: leave the
+            // state at once.
+            () = closer.token().cancelled() => connection.detach(closer.is_lost()),
         }
-        () = closer.token().cancelled() => {
-            // Overflow, an oversized frame, or shutdown: leave the state at once, then
-            // give the writer a moment to send what is queued and the close frame (it
-            // may be stuck writing to a client that does not read).
-            connection.detach(false);
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer.0).await;
+        if !closer.is_lost() {
+            // What is queued, then the close frame (or the echo of the client's),
+            // within a moment: the client may not read.
+            let close = async {
+                if ws.close(Some(closer.frame())).await.is_err() {
+                    let _ = futures_util::SinkExt::close(&mut ws).await;
+                }
+                outbox.emptied().await;
+            };
+            // Boxed: only a closing connection carries its state.
+            let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, close)).await;
         }
-    }
+    })
+    .await;
+    outbox.finish();
     runtime.unregister(registration);
     tracing::debug!(%remote_addr, %identifier, "client disconnected");
 }
 
-/// The handshake within its time limit; a plain request for a file is answered after
-/// it, outside that limit. `None` unless a WebSocket client came out of it.
 impl<K: Send + Sync + 'static> Connection<K> {
     /// Handles the client's messages until it closes (`true`: it sent a close frame)
     /// or its stream fails or ends without one (`false`).
@@ -771,19 +784,14 @@ mod tests {
         std::mem::size_of::<F>()
     }
 
-    /// Every connection's tasks hold these futures for its whole life (`serve`, and the
-    /// `run` it boxes): keep the handshake and message handling boxed (see `serve` and
-    /// `read_loop`).
+    /// Every connection's task holds these futures for its whole life (`serve`, and
+    /// the `run` it boxes): keep the handshake and message handling boxed (see `serve`
+    /// and `read_loop`).
     #[test]
     fn connection_tasks_stay_small() {
-        use crate::tls::Stream;
-        use tokio_tungstenite::WebSocketStream;
-        type Sink = futures_util::stream::SplitSink<WebSocketStream<Stream>, Message>;
         let serve_size = future_size(serve::<()>);
-        let run_size = future_size_6(run::<(), Stream>);
-        let writer_size = future_size(write_loop::<Sink>);
+        let run_size = future_size_6(run::<()>);
         assert!(serve_size <= 1024, "serve future: {serve_size} bytes");
-        assert!(run_size <= 1024, "run future: {run_size} bytes");
-        assert!(writer_size <= 1024, "writer future: {writer_size} bytes");
+        assert!(run_size <= 1536, "run future: {run_size} bytes");
     }
 }

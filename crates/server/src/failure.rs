@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use crate::wire::Frame;
 use state_sync_protocol::texts::{self, NOT_ALLOWED_TO_CONNECT, UPDATE_VETOED};
 use state_sync_protocol::{
     DEDUP_WINDOW, FailureReason, JsonObject, ServerMessage, StateUpdated, UpdateFailed,
 };
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::error::UpdateError;
 use crate::fanout::frame;
@@ -94,7 +94,7 @@ impl Failure {
 
     /// The frame for the client, `None` when the original protocol says nothing (a
     /// veto of an update without a request id).
-    pub(crate) fn reply(&self, request_id: Option<u64>) -> Option<Utf8Bytes> {
+    pub(crate) fn reply(&self, request_id: Option<u64>) -> Option<Frame> {
         if let Failure::Repeated(outcome) = self
             && let Outcome::Applied { version, reply } = outcome.as_ref()
         {
@@ -246,7 +246,10 @@ mod tests {
     fn a_veto_is_silent_without_a_request_id_as_in_the_original() {
         assert!(Failure::Vetoed.reply(None).is_none());
         assert_eq!(
-            Failure::Vetoed.reply(Some(3)).as_deref(),
+            Failure::Vetoed
+                .reply(Some(3))
+                .map(|f| f.text_of())
+                .as_deref(),
             Some(
                 r#"{"type":9,"data":{"message":"Update vetoed by the server","requestId":3,"reason":"vetoed"}}"#
             )
@@ -266,7 +269,7 @@ mod tests {
             reply: None,
         }));
         assert_eq!(
-            repeated.reply(Some(4)).as_deref(),
+            repeated.reply(Some(4)).map(|f| f.text_of()).as_deref(),
             Some(r#"{"type":3,"data":{"updates":{},"version":9,"requestId":4}}"#)
         );
     }

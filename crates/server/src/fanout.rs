@@ -3,19 +3,19 @@
 
 use std::sync::Arc;
 
+use crate::wire::Frame;
 use slab::Slab;
 use state_sync_protocol::{
     JsonObject, Operation, Resolved, ServerMessage, StateRemoved, StateUpdated,
 };
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::outbox::Outbox;
 use crate::session_log::SessionKey;
 
 /// Encodes a message as a frame that can be queued for many connections (cloning it
 /// clones a reference count, not the text).
-pub(crate) fn frame(message: &ServerMessage) -> Utf8Bytes {
-    message.to_json().into()
+pub(crate) fn frame(message: &ServerMessage) -> Frame {
+    Frame::text(&message.to_json())
 }
 
 /// What an applied update tells subscribers.
@@ -62,7 +62,7 @@ impl Broadcast {
 
     /// STATE_UPDATED at `version`, compact (appends as operations) for a client with
     /// a session when there are appends; with `request_id`, the sender's echo.
-    pub(crate) fn frame(&self, version: u64, request_id: Option<u64>, session: bool) -> Utf8Bytes {
+    pub(crate) fn frame(&self, version: u64, request_id: Option<u64>, session: bool) -> Frame {
         let (updates, ops) = match &self.compact {
             Some((updates, ops)) if session => (Arc::clone(updates), ops.clone()),
             _ => (Arc::clone(&self.updates), Vec::new()),
@@ -96,7 +96,7 @@ impl Echo {
     }
 
     /// Answers the sender with a frame.
-    pub(crate) fn reply(&self, frame: Utf8Bytes) {
+    pub(crate) fn reply(&self, frame: Frame) {
         self.outbox.push(frame);
     }
 }
@@ -117,14 +117,14 @@ struct Subscriber {
 
 #[derive(Debug, Default)]
 struct Pending {
-    frames: Vec<Utf8Bytes>,
+    frames: Vec<Frame>,
     bytes: usize,
     /// Its attach has returned: only the release of its snapshot is awaited.
     queued: bool,
 }
 
 impl Subscriber {
-    fn push(&mut self, frame: &Utf8Bytes) {
+    fn push(&mut self, frame: &Frame) {
         match &mut self.pending {
             None => self.outbox.push(frame.clone()),
             Some(pending) => {
@@ -166,7 +166,7 @@ impl Subscribers {
         outbox: Outbox,
         session: Option<SessionKey>,
         compact: bool,
-        snapshot: Utf8Bytes,
+        snapshot: Frame,
         version: u64,
     ) -> usize {
         outbox.push(snapshot);
@@ -211,7 +211,7 @@ impl Subscribers {
     }
 
     /// Queues a pending subscriber's snapshot, then what came meanwhile.
-    pub(crate) fn activate(&mut self, key: usize, serial: u64, snapshot: Utf8Bytes) {
+    pub(crate) fn activate(&mut self, key: usize, serial: u64, snapshot: Frame) {
         if let Some(subscriber) = self.slab.get_mut(key).filter(|s| s.serial == serial)
             && let Some(pending) = subscriber.pending.take()
         {
@@ -224,7 +224,7 @@ impl Subscribers {
 
     /// A pending subscriber whose snapshot can never be released (storage failed):
     /// its attach fails with `answer` and it is removed. Whether it was there.
-    pub(crate) fn abandon(&mut self, key: usize, serial: u64, answer: Utf8Bytes) -> bool {
+    pub(crate) fn abandon(&mut self, key: usize, serial: u64, answer: Frame) -> bool {
         if self
             .slab
             .get(key)
@@ -267,9 +267,9 @@ impl Subscribers {
         change: &Broadcast,
         version: u64,
         echo: Option<&Echo>,
-    ) -> Option<Utf8Bytes> {
+    ) -> Option<Frame> {
         let message = |request_id, compact: bool| change.frame(version, request_id, compact);
-        let mut frames: [Option<Utf8Bytes>; 2] = [None, None];
+        let mut frames: [Option<Frame>; 2] = [None, None];
         let mut reply = None;
         let mut delivered = 0;
         for (key, subscriber) in &mut self.slab {
@@ -297,7 +297,7 @@ impl Subscribers {
 
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     /// Queues a frame for every subscriber.
-    pub(crate) fn push_all(&mut self, frame: &Utf8Bytes) {
+    pub(crate) fn push_all(&mut self, frame: &Frame) {
         for (_, subscriber) in &mut self.slab {
             subscriber.push(frame);
         }
@@ -318,7 +318,7 @@ impl Subscribers {
     /// Tells every subscriber that the state is gone (STATE_DOES_NOT_EXIST) and
     /// removes them all. One still waiting for its snapshot gets `unattached` instead
     /// (the answer to its attach) once its attach returned, or from its attach.
-    pub(crate) fn remove_all(&mut self, state: &str, message: &str, unattached: &Utf8Bytes) {
+    pub(crate) fn remove_all(&mut self, state: &str, message: &str, unattached: &Frame) {
         let notice = frame(&ServerMessage::StateRemoved(StateRemoved {
             state_identifier: state.to_owned(),
             message: message.to_owned(),

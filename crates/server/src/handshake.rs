@@ -14,8 +14,6 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::hooks::{HookFailure, run_async_hook};
 use crate::http_io::{self, Body, ErrorResponse, Incoming, WriteDeadline};
@@ -23,6 +21,7 @@ use crate::outbox::Closer;
 use crate::runtime::Runtime;
 use crate::static_files;
 use crate::tls::Stream;
+use crate::wire::Halves;
 
 /// The HTTP upgrade request a client opened its WebSocket with, as the authorization
 /// middleware sees it.
@@ -92,7 +91,8 @@ where
 
 /// A client that completed the handshake.
 pub(crate) struct Upgraded<K> {
-    pub(crate) ws: WebSocketStream<Stream>,
+    /// The connection, and the bytes the client sent past its request.
+    pub(crate) halves: Halves,
     pub(crate) client: Arc<K>,
     pub(crate) identifier: String,
 }
@@ -210,15 +210,13 @@ pub(crate) async fn perform<K: Send + Sync + 'static>(
         tracing::error!(%remote_addr, "hyper handed back another stream than it was given");
         return None;
     };
-    let ws = WebSocketStream::from_partially_read(
-        parts.io.into_inner().into_inner(),
-        parts.read_buf.to_vec(),
-        Role::Server,
-        Some(config.websocket_config()),
-    )
-    .await;
+    let (read, write) = parts.io.into_inner().into_inner().split();
     Some(Upgraded {
-        ws,
+        halves: Halves {
+            read,
+            write,
+            leftover: parts.read_buf.to_vec(),
+        },
         client: Arc::new(client),
         identifier,
     })

@@ -34,8 +34,10 @@
 //! - Every update to a state is applied and broadcast in one order, the same for
 //!   every client; the sender receives its own update back (with its request id, when
 //!   it gave one) like everybody else.
-//! - Each broadcast is serialized once. Each connection has a bounded outgoing queue
-//!   drained by its own writer, which flushes once per batch. A client that does not
+//! - Each broadcast is serialized and framed once; the same bytes are written to every
+//!   connection. Each connection has a bounded outgoing queue, written by the task
+//!   that queued the frames (one write per connection each time it waits) or, when a
+//!   socket is full, by a writer task until the queue is empty. A client that does not
 //!   read never blocks anybody else: when its queue is full it is closed with code 1008
 //!   (see [`OVERFLOW_REASON`]); clients of this project then reconnect and resync.
 //! - Hooks run on the blocking pool with a time limit; no lock is held while they run.
@@ -57,8 +59,9 @@
 //! - `server`: the accept loop, the connection limit and [`Server`] (shutdown).
 //! - `handshake`: TLS, the authorization middleware ([`UpgradeRequest`], [`Rejection`])
 //!   and the upgrade; `http_io`: reading the request head, writing HTTP answers.
-//! - `connection`: one client's reader and message handling; `writer`: its writer task;
-//!   `outbox`: its bounded outgoing queue and the slow-client policy.
+//! - `connection`: one client's reader and message handling; `outbox`: its bounded
+//!   outgoing queue, how it is written (corking, writer tasks) and the slow-client
+//!   policy; `wire`: frames built once for every receiver, a connection's two halves.
 //! - `hooks`: running user code safely.
 //! - `static_files`: plain HTTP requests answered from a folder ([`Builder::static_files`]).
 //! - `tls`: [`TlsConfig`] for `wss://`.
@@ -94,7 +97,7 @@ mod static_files;
 mod storage;
 mod syncer;
 mod tls;
-mod writer;
+mod wire;
 
 pub use backend::StoreError;
 pub use builder::Builder;

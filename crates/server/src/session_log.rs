@@ -33,8 +33,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::wire::Frame;
 use state_sync_protocol::DEDUP_WINDOW;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::failure::Failure;
 
@@ -63,7 +63,7 @@ pub(crate) enum Outcome {
     /// the byte budget dropped it.
     Applied {
         version: u64,
-        reply: Option<Utf8Bytes>,
+        reply: Option<Frame>,
     },
     Failed(Failure),
 }

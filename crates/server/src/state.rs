@@ -16,8 +16,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Instant, SystemTime};
 
+use crate::wire::Frame;
 use state_sync_protocol::{JsonObject, ServerMessage, Update};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::backend::{Backend, Change, Release, StoredOutcome};
 use crate::failure::Failure;
@@ -59,7 +59,7 @@ enum Delivery {
     Snapshot {
         ticket: u64,
         subscriber: (usize, u64),
-        frame: Utf8Bytes,
+        frame: Frame,
     },
 }
 
@@ -79,7 +79,7 @@ struct Inner {
     subscribers: Subscribers,
     removed: bool,
     /// STATE_CONNECTION_ESTABLISHED for the current version, once encoded.
-    snapshot: Option<(u64, Utf8Bytes)>,
+    snapshot: Option<(u64, Frame)>,
     /// With a durable store: what waits for it, in order.
     deliveries: VecDeque<Delivery>,
 }
@@ -236,7 +236,7 @@ impl<K: Send + Sync + 'static> State<K> {
             let key = subscribers.insert_pending(outbox, session, compact, version);
             (key, Arc::clone(record.value()), version)
         };
-        let frame: Utf8Bytes = ServerMessage::established_json(&value, Some(version)).into();
+        let frame: Frame = ServerMessage::established_json(&value, Some(version)).into();
         drop(value);
         let mut inner = self.lock();
         if inner.removed {

@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::wire::Frame;
 use serde_json::Value;
 use state_sync_protocol::{JsonObject, Resolved, Update};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::error::CreateStateError;
 use crate::failure::Failure;
@@ -237,7 +237,7 @@ impl StateRecord {
         session: &SessionKey,
         request_id: u64,
         version: u64,
-        reply: Utf8Bytes,
+        reply: Frame,
     ) {
         let outcome = Outcome::Applied {
             version,

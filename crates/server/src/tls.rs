@@ -94,6 +94,17 @@ pub(crate) enum Stream {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
+impl Stream {
+    /// Its reading and writing halves.
+    pub(crate) fn split(self) -> (crate::wire::ReadHalf, crate::wire::WriteHalf) {
+        match self {
+            Stream::Plain(tcp) => crate::wire::split_tcp(tcp),
+            #[cfg(feature = "tls")]
+            Stream::Tls(tls) => crate::wire::split_other(*tls),
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,

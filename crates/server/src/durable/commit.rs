@@ -126,6 +126,12 @@ pub(super) fn commit_loop(
 
 /// Tells each state in `batch` (once) what is durable.
 fn release(batch: &[Job], committed: u64, failed: bool) {
+    // The broadcasts they release are written once all are told, one write per
+    // connection.
+    crate::outbox::corked_sync(|| tell_states(batch, committed, failed));
+}
+
+fn tell_states(batch: &[Job], committed: u64, failed: bool) {
     let mut told: Vec<*const ()> = Vec::new();
     for (_, _, release) in batch {
         if let Some(release) = release {

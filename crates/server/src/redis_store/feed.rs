@@ -191,7 +191,9 @@ impl Feed {
                 epoch,
                 presence: None,
             };
-            feed.run(&id, &mut position, raw, &mut sink).await;
+            // Corked: what it delivers is written when it waits, one write per
+            // connection.
+            crate::outbox::corked(feed.run(&id, &mut position, raw, &mut sink)).await;
             let subscription = {
                 let mut routes = lock(&feed.routes);
                 if !routes
