@@ -411,16 +411,29 @@ async fn echoes_skipped_by_a_resync_are_not_kept_for_ever() {
         .query_async(&mut admin)
         .await
         .unwrap();
-    let version: u64 = redis::cmd("HGET")
-        .arg("ss:{s}:meta")
-        .arg("version")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    eventually("the server caught up", || {
-        syncer.version_of_state("s") == Some(version)
+    // The server catches up with Redis (updates it sent before closing the connection
+    // may still land after this line: the version is read again each time).
+    let mut version = 0;
+    let caught_up = tokio::time::timeout(state_sync_tests::PATIENCE, async {
+        loop {
+            version = redis::cmd("HGET")
+                .arg("ss:{s}:meta")
+                .arg("version")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            if syncer.version_of_state("s") == Some(version) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     })
     .await;
+    assert!(
+        caught_up.is_ok(),
+        "the server did not catch up: it is at {:?}, Redis at {version}",
+        syncer.version_of_state("s")
+    );
     // Anybody's update on this server, now.
     let mut bob = RawClient::connect(&ws_url, "bob", None).await;
     bob.attach_session("s", "t").await;

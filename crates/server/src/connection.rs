@@ -249,6 +249,8 @@ pub(crate) async fn run<K>(
             // state at once.
             () = closer.token().cancelled() => connection.detach(closer.is_lost()),
         }
+        // Nothing more is queued for it, so it never sees a gap in what it receives.
+        outbox.refuse();
         if !closer.is_lost() {
             // What is queued, then the close frame (or the echo of the client's),
             // within a moment: the client may not read.

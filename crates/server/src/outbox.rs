@@ -57,8 +57,7 @@ const MAX_SLICES: usize = 64;
 pub(crate) struct Closer {
     token: CancellationToken,
     frame: Mutex<Option<CloseFrame>>,
-    /// Set by [`Closer::close`]; read on every queued frame, so an atomic rather than
-    /// the token (whose `is_cancelled` takes a lock).
+    /// Set by [`Closer::close`].
     closing: AtomicBool,
     /// Set when writing to the connection failed: it is lost, nothing more can be sent.
     lost: AtomicBool,
@@ -95,6 +94,11 @@ impl Closer {
         self.close(CloseCode::Error, "");
     }
 
+    /// Whether the connection was asked to close.
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
     /// Whether writing to the connection failed.
     pub(crate) fn is_lost(&self) -> bool {
         self.lost.load(Ordering::Relaxed)
@@ -119,7 +123,13 @@ impl Closer {
 
 /// The queue and the socket it is written to.
 struct Queue {
-    frames: VecDeque<Frame>,
+    /// Nothing more is queued: it overflowed, or it is closing.
+    refusing: bool,
+    /// The first frame queued, kept inline: a connection that gets one frame at a time
+    /// (the common case) touches no other memory.
+    first: Option<Frame>,
+    /// The frames queued after it.
+    rest: VecDeque<Frame>,
     /// Bytes of the first frame already written.
     offset: usize,
     /// Bytes of the frames queued.
@@ -138,6 +148,33 @@ struct Queue {
 }
 
 impl Queue {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn push_back(&mut self, frame: Frame) {
+        if self.first.is_none() {
+            self.first = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
+    }
+
+    fn pop_front(&mut self) {
+        self.first = self.rest.pop_front();
+    }
+
+    fn clear(&mut self) {
+        self.first = None;
+        self.rest.clear();
+        self.bytes = 0;
+        self.offset = 0;
+    }
+
     /// Writes what is queued: `Ready(Ok)` once it is all written and flushed, `Pending`
     /// when the socket takes no more (`cx` is woken when it can).
     fn write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -149,20 +186,53 @@ impl Queue {
         result
     }
 
-    fn write_to(&mut self, sink: &mut WriteHalf, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.frames.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            for (slice, frame) in slices.iter_mut().zip(&self.frames) {
-                let bytes = frame.bytes();
-                *slice = IoSlice::new(if count == 0 {
-                    &bytes[self.offset..]
-                } else {
-                    bytes
-                });
-                count += 1;
+    /// Writes what is queued to a TCP socket now, with plain system calls: nothing of
+    /// tokio's is touched (its readiness flags are a hint, which the writer task
+    /// brings up to date if the socket is full). `Pending` when the socket takes no
+    /// more.
+    fn write_tcp(&mut self, tcp: &tokio::net::TcpStream) -> Poll<io::Result<()>> {
+        let socket = socket2::SockRef::from(tcp);
+        while let Some(first) = &self.first {
+            let first = &first.bytes()[self.offset..];
+            let result = if self.rest.is_empty() {
+                socket.send(first)
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                slices[0] = IoSlice::new(first);
+                let mut count = 1;
+                for (slice, frame) in slices[1..].iter_mut().zip(&self.rest) {
+                    *slice = IoSlice::new(frame.bytes());
+                    count += 1;
+                }
+                socket.send_vectored(&slices[..count])
+            };
+            match result {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(written) => self.advance(written),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                Err(e) => return Poll::Ready(Err(e)),
             }
-            let written = match Pin::new(&mut *sink).poll_write_vectored(cx, &slices[..count]) {
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn write_to(&mut self, sink: &mut WriteHalf, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(first) = &self.first {
+            let first = &first.bytes()[self.offset..];
+            let poll = if self.rest.is_empty() {
+                Pin::new(&mut *sink).poll_write(cx, first)
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                slices[0] = IoSlice::new(first);
+                let mut count = 1;
+                for (slice, frame) in slices[1..].iter_mut().zip(&self.rest) {
+                    *slice = IoSlice::new(frame.bytes());
+                    count += 1;
+                }
+                Pin::new(&mut *sink).poll_write_vectored(cx, &slices[..count])
+            };
+            let written = match poll {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(written)) => written,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -177,7 +247,7 @@ impl Queue {
     fn advance(&mut self, mut written: usize) {
         self.written += written as u64;
         while written > 0 {
-            let Some(front) = self.frames.front() else {
+            let Some(front) = &self.first else {
                 break;
             };
             let left = front.len() - self.offset;
@@ -188,7 +258,7 @@ impl Queue {
             written -= left;
             self.bytes -= front.len();
             self.offset = 0;
-            self.frames.pop_front();
+            self.pop_front();
         }
     }
 }
@@ -299,7 +369,7 @@ impl Shared {
     }
 
     fn over_half(&self, queue: &Queue) -> bool {
-        queue.bytes > self.max_bytes / 2 || queue.frames.len() > self.max_frames / 2
+        queue.bytes > self.max_bytes / 2 || queue.len() > self.max_frames / 2
     }
 
     /// Wakes who waits for the queue to drain, when it did.
@@ -310,19 +380,22 @@ impl Shared {
         }
     }
 
-    /// Queues a frame; `false` when it does not fit.
-    fn enqueue(self: &Arc<Self>, frame: Frame) -> bool {
+    /// Queues a frame (unless `control`, not once the queue refuses frames); `false`
+    /// when it does not fit, and then it refuses all others.
+    fn enqueue(self: &Arc<Self>, frame: Frame, control: bool) -> bool {
         let mut queue = self.lock();
-        if queue.sink.is_none() {
-            // Finished or lost: nothing more is sent.
+        if queue.sink.is_none() || (queue.refusing && !control) {
+            // Finished, lost or closing: nothing more is sent (a closing connection
+            // never sees a gap in what it receives).
             return true;
         }
         let size = frame.len();
-        if queue.bytes + size > self.max_bytes || queue.frames.len() >= self.max_frames {
+        if queue.bytes + size > self.max_bytes || queue.len() >= self.max_frames {
+            queue.refusing = true;
             return false;
         }
         queue.bytes += size;
-        queue.frames.push_back(frame);
+        queue.push_back(frame);
         if queue.scheduled {
             return true;
         }
@@ -349,7 +422,22 @@ impl Shared {
         if queue.writer.is_some() {
             return;
         }
-        let result = queue.write(&mut Context::from_waker(Waker::noop()));
+        let result = match queue.sink.take() {
+            Some(WriteHalf::Tcp(tcp)) => {
+                let result = queue.write_tcp(tcp.as_ref());
+                queue.sink = Some(WriteHalf::Tcp(tcp));
+                result
+            }
+            sink => {
+                queue.sink = sink;
+                // Outside tokio's cooperative budget: a task that queued frames for a
+                // thousand connections has long used up its budget, and would be told
+                // to wait (with a waker nobody wakes) after the first 128 writes.
+                let write =
+                    tokio::task::coop::unconstrained(std::future::poll_fn(|cx| queue.write(cx)));
+                std::pin::pin!(write).poll(&mut Context::from_waker(Waker::noop()))
+            }
+        };
         self.progressed(&mut queue);
         match result {
             Poll::Ready(Ok(())) => queue.scheduled = false,
@@ -369,9 +457,7 @@ impl Shared {
     fn failed(&self, queue: &mut Queue, error: &io::Error) {
         tracing::debug!("writing to a client failed: {error}");
         queue.sink = None;
-        queue.frames.clear();
-        queue.bytes = 0;
-        queue.offset = 0;
+        queue.clear();
         queue.scheduled = false;
         queue.waiting = false;
         self.drained.notify_waiters();
@@ -443,7 +529,9 @@ impl Outbox {
     ) -> Self {
         Outbox(Arc::new(Shared {
             queue: Mutex::new(Queue {
-                frames: VecDeque::new(),
+                refusing: false,
+                first: None,
+                rest: VecDeque::new(),
                 offset: 0,
                 bytes: 0,
                 written: 0,
@@ -476,7 +564,7 @@ impl Outbox {
 
     /// Waits until everything queued is written (or cannot be).
     pub(crate) async fn emptied(&self) {
-        self.wait_until(|_, queue| queue.frames.is_empty() || queue.sink.is_none())
+        self.wait_until(|_, queue| queue.is_empty() || queue.sink.is_none())
             .await;
     }
 
@@ -498,13 +586,11 @@ impl Outbox {
     }
 
     /// Queues a frame without waiting; on overflow (frames or bytes) the connection is
-    /// closed (see the module documentation). Once a connection is closing, nothing
-    /// more is queued for it, so it never sees a gap in what it receives.
+    /// closed (see the module documentation). Once its queue overflowed, or its
+    /// connection started closing, nothing more is queued for it, so it never sees a
+    /// gap in what it receives.
     pub(crate) fn push(&self, frame: Frame) {
-        if self.0.closer.closing.load(Ordering::Relaxed) {
-            return;
-        }
-        if !self.0.enqueue(frame) {
+        if !self.0.enqueue(frame, false) {
             self.overflow();
         }
     }
@@ -512,9 +598,14 @@ impl Outbox {
     /// Queues a frame tungstenite wrote (a pong, the close frame or its echo), even
     /// while closing.
     pub(crate) fn push_control(&self, frame: Frame) {
-        if !self.0.enqueue(frame) {
+        if !self.0.enqueue(frame, true) {
             self.overflow();
         }
+    }
+
+    /// The connection is closing: nothing more is queued but its close frame.
+    pub(crate) fn refuse(&self) {
+        self.0.lock().refusing = true;
     }
 
     /// The most bytes this queue holds.
@@ -530,7 +621,8 @@ impl Outbox {
 
     /// Closes the connection for overflowing its queue.
     pub(crate) fn overflow(&self) {
-        if !self.0.closer.closing.load(Ordering::Relaxed) {
+        self.0.lock().refusing = true;
+        if !self.0.closer.is_closing() {
             tracing::warn!("closing a connection whose outgoing queue is full");
             crate::metrics::overflowed();
         }
@@ -545,8 +637,7 @@ impl Outbox {
             writer.abort();
         }
         queue.sink = None;
-        queue.frames.clear();
-        queue.bytes = 0;
+        queue.clear();
         queue.waiting = false;
         self.0.drained.notify_waiters();
     }
@@ -584,7 +675,7 @@ mod tests {
         outbox.push(Frame::text(&"x".repeat(101)));
         assert!(closer.token().is_cancelled());
         assert_eq!(closer.frame().reason.as_str(), OVERFLOW_REASON);
-        assert!(outbox.0.lock().frames.is_empty(), "nothing queued");
+        assert!(outbox.0.lock().is_empty(), "nothing queued");
     }
 
     #[tokio::test]
@@ -598,7 +689,7 @@ mod tests {
             assert!(!closer.token().is_cancelled());
             outbox.push(Frame::text("x"));
             assert!(closer.token().is_cancelled(), "a fourth frame overflows");
-            assert_eq!(outbox.0.lock().frames.len(), 3);
+            assert_eq!(outbox.0.lock().len(), 3);
         })
         .await;
     }
@@ -609,15 +700,47 @@ mod tests {
         corked(async {
             outbox.push(Frame::text("a"));
             outbox.push(Frame::text("b"));
-            assert_eq!(outbox.0.lock().frames.len(), 2, "not written yet");
+            assert_eq!(outbox.0.lock().len(), 2, "not written yet");
             tokio::task::yield_now().await;
-            assert!(outbox.0.lock().frames.is_empty(), "written when it yielded");
+            assert!(outbox.0.lock().is_empty(), "written when it yielded");
             assert!(outbox.0.lock().writer.is_none(), "without a writer task");
         })
         .await;
         let mut received = [0; 6];
         client.read_exact(&mut received).await.unwrap();
         assert_eq!(received, [0x81, 1, b'a', 0x81, 1, b'b']);
+    }
+
+    /// tokio's cooperative budget (128 operations per task poll) does not stop a task
+    /// that queued frames for many connections from writing them all itself.
+    #[tokio::test]
+    async fn a_corked_task_writes_to_hundreds_of_connections_itself() {
+        let mut outboxes = Vec::new();
+        for _ in 0..300 {
+            outboxes.push(outbox(100, 100_000).await);
+        }
+        let frame = Frame::text("hello");
+        corked(async {
+            // Use up the task's budget first, as a busy connection's reader has.
+            for _ in 0..200 {
+                tokio::task::consume_budget().await;
+            }
+            for (outbox, _, _) in &outboxes {
+                outbox.push(frame.clone());
+            }
+        })
+        .await;
+        for (outbox, client, _) in &mut outboxes {
+            let queue = outbox.0.lock();
+            assert!(
+                queue.is_empty() && queue.writer.is_none(),
+                "written at once"
+            );
+            drop(queue);
+            let mut received = [0; 7];
+            client.read_exact(&mut received).await.unwrap();
+            assert_eq!(&received, frame.bytes());
+        }
     }
 
     #[tokio::test]
