@@ -731,12 +731,11 @@ mod tests {
         })
         .await;
         for (outbox, client, _) in &mut outboxes {
-            let queue = outbox.0.lock();
-            assert!(
-                queue.is_empty() && queue.writer.is_none(),
-                "written at once"
-            );
-            drop(queue);
+            let written = {
+                let queue = outbox.0.lock();
+                queue.is_empty() && queue.writer.is_none()
+            };
+            assert!(written, "written at once");
             let mut received = [0; 7];
             client.read_exact(&mut received).await.unwrap();
             assert_eq!(&received, frame.bytes());
