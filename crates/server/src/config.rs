@@ -45,7 +45,7 @@ impl Default for Config {
             session_retention: Duration::from_secs(600),
             session_log_bytes_per_state: 8 << 20,
             session_log_bytes: 64 << 20,
-            read_buffer_size: 1024,
+            read_buffer_size: 256,
             static_files: None,
             presence: crate::presence::PresenceConfig::default(),
             metrics_states: std::sync::Arc::default(),

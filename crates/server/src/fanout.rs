@@ -104,7 +104,9 @@ impl Echo {
 #[derive(Debug)]
 struct Subscriber {
     outbox: Outbox,
-    session: Option<SessionKey>,
+    /// Boxed, like `pending`: a state with 10,000 subscribers keeps a slab of 10,000
+    /// (and room for more), which stays small.
+    session: Option<Box<SessionKey>>,
     /// It applies appends itself (`acceptsOps`): it gets them as operations.
     compact: bool,
     /// The version of its snapshot: it gets only later updates.
@@ -112,7 +114,7 @@ struct Subscriber {
     /// Tells it apart from a later subscriber that reuses its key.
     serial: u64,
     /// Until its snapshot is queued: the frames that came meanwhile.
-    pending: Option<Pending>,
+    pending: Option<Box<Pending>>,
 }
 
 #[derive(Debug, Default)]
@@ -131,7 +133,7 @@ impl Subscriber {
                 pending.bytes += frame.len();
                 if pending.bytes > self.outbox.max_bytes() {
                     // It could not hold them after its snapshot either.
-                    self.pending = Some(Pending::default());
+                    self.pending = Some(Box::default());
                     self.outbox.overflow();
                 } else {
                     pending.frames.push(frame.clone());
@@ -172,7 +174,7 @@ impl Subscribers {
         outbox.push(snapshot);
         self.add(|serial| Subscriber {
             outbox,
-            session,
+            session: session.map(Box::new),
             compact,
             since: version,
             serial,
@@ -193,11 +195,11 @@ impl Subscribers {
     ) -> (usize, u64) {
         self.add(|serial| Subscriber {
             outbox,
-            session,
+            session: session.map(Box::new),
             compact,
             since: version,
             serial,
-            pending: Some(Pending::default()),
+            pending: Some(Box::default()),
         })
     }
 
@@ -254,7 +256,7 @@ impl Subscribers {
     pub(crate) fn remove(&mut self, key: usize) -> Option<Option<SessionKey>> {
         self.slab
             .try_remove(key)
-            .map(|subscriber| subscriber.session)
+            .map(|subscriber| subscriber.session.map(|session| *session))
     }
 
     /// Queues STATE_UPDATED for every subscriber: one encoding for all of a kind (with

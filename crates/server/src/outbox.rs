@@ -38,7 +38,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::AsyncWrite;
-use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -142,9 +141,9 @@ struct Queue {
     writer: Option<AbortHandle>,
     /// `None` once the connection is finished or writing to it failed.
     sink: Option<WriteHalf>,
-    /// Someone waits for the queue to drain ([`Outbox::wait_for_room`],
-    /// [`Outbox::emptied`]).
-    waiting: bool,
+    /// The task waiting for the queue to drain ([`Outbox::wait_for_room`] or
+    /// [`Outbox::emptied`], both the connection's own, never both at once).
+    waiter: Option<Waker>,
 }
 
 impl Queue {
@@ -269,8 +268,6 @@ struct Shared {
     max_bytes: usize,
     max_frames: usize,
     closer: Arc<Closer>,
-    /// Woken when the queue drained (see `Queue::waiting`).
-    drained: Notify,
     write_timeout: Duration,
     runtime: tokio::runtime::Handle,
 }
@@ -291,17 +288,27 @@ tokio::task_local! {
 }
 
 /// Runs `task` corked: the frames it queues are written when it is about to wait
-/// (each time it returns `Pending`) or done, one write per connection (see the module
-/// documentation).
+/// or done, one write per connection (see the module documentation). Before it
+/// waits, it first lets the other tasks that are ready run once: what they queue for
+/// the same connections goes out in the same write (32 clients that all send, each
+/// to all, cost one write per receiver for many updates, not one per update).
 pub(crate) fn corked<F: Future>(task: F) -> impl Future<Output = F::Output> {
-    CORK.scope(RefCell::new(Vec::new()), Uncorking { task })
+    CORK.scope(
+        RefCell::new(Vec::new()),
+        Uncorking {
+            task,
+            deferred: false,
+        },
+    )
 }
 
 pin_project_lite::pin_project! {
-    /// A task that writes what it queued each time it is polled.
+    /// A task that writes what it queued each time it is about to wait.
     struct Uncorking<F> {
         #[pin]
         task: F,
+        // It let the others run once since it queued frames.
+        deferred: bool,
     }
 }
 
@@ -309,10 +316,25 @@ impl<F: Future> Future for Uncorking<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let poll = self.project().task.poll(cx);
+        let this = self.project();
+        let poll = this.task.poll(cx);
+        if poll.is_pending() && !*this.deferred && !is_uncorked() {
+            // Woken at once, it is polled again after the tasks already ready (tokio
+            // runs a task that woke itself after them).
+            *this.deferred = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        *this.deferred = false;
         uncork();
         poll
     }
+}
+
+/// Whether the current task has nothing to write.
+fn is_uncorked() -> bool {
+    CORK.try_with(|cork| cork.borrow().is_empty())
+        .unwrap_or(true)
 }
 
 std::thread_local! {
@@ -372,11 +394,21 @@ impl Shared {
         queue.bytes > self.max_bytes / 2 || queue.len() > self.max_frames / 2
     }
 
+    /// Everything is written (and flushed): wakes who waits for it.
+    fn done(queue: &mut Queue) {
+        queue.scheduled = false;
+        if let Some(waiter) = queue.waiter.take() {
+            waiter.wake();
+        }
+    }
+
     /// Wakes who waits for the queue to drain, when it did.
     fn progressed(&self, queue: &mut Queue) {
-        if queue.waiting && !self.over_half(queue) {
-            queue.waiting = false;
-            self.drained.notify_waiters();
+        if queue.waiter.is_some()
+            && !self.over_half(queue)
+            && let Some(waiter) = queue.waiter.take()
+        {
+            waiter.wake();
         }
     }
 
@@ -390,7 +422,10 @@ impl Shared {
             return true;
         }
         let size = frame.len();
-        if queue.bytes + size > self.max_bytes || queue.len() >= self.max_frames {
+        // Once it refuses frames, its reader has stopped: tungstenite writes only its
+        // close frame, which goes out even when the queue is full (it overflowed).
+        let bounded = !(control && queue.refusing);
+        if bounded && (queue.bytes + size > self.max_bytes || queue.len() >= self.max_frames) {
             queue.refusing = true;
             return false;
         }
@@ -440,7 +475,7 @@ impl Shared {
         };
         self.progressed(&mut queue);
         match result {
-            Poll::Ready(Ok(())) => queue.scheduled = false,
+            Poll::Ready(Ok(())) => Shared::done(&mut queue),
             Poll::Pending => self.spawn_writer(&mut queue),
             Poll::Ready(Err(e)) => self.failed(&mut queue, &e),
         }
@@ -459,8 +494,9 @@ impl Shared {
         queue.sink = None;
         queue.clear();
         queue.scheduled = false;
-        queue.waiting = false;
-        self.drained.notify_waiters();
+        if let Some(waiter) = queue.waiter.take() {
+            waiter.wake();
+        }
         self.closer.lose();
     }
 }
@@ -484,8 +520,8 @@ async fn write_behind(shared: Arc<Shared>) {
             shared.progressed(&mut queue);
             match result {
                 Poll::Ready(Ok(())) => {
-                    queue.scheduled = false;
                     queue.writer = None;
+                    Shared::done(&mut queue);
                     Poll::Ready(Progress::Done)
                 }
                 Poll::Pending if queue.written == since => Poll::Pending,
@@ -538,12 +574,11 @@ impl Outbox {
                 scheduled: false,
                 writer: None,
                 sink: Some(sink),
-                waiting: false,
+                waiter: None,
             }),
             max_bytes,
             max_frames: frames.max(1),
             closer,
-            drained: Notify::new(),
             write_timeout,
             runtime: tokio::runtime::Handle::current(),
         }))
@@ -562,27 +597,26 @@ impl Outbox {
             .await;
     }
 
-    /// Waits until everything queued is written (or cannot be).
+    /// Waits until everything queued is written and flushed (TLS keeps records until
+    /// the socket takes them), or cannot be.
     pub(crate) async fn emptied(&self) {
-        self.wait_until(|_, queue| queue.is_empty() || queue.sink.is_none())
-            .await;
+        self.wait_until(|_, queue| {
+            (queue.is_empty() && !queue.scheduled && queue.writer.is_none()) || queue.sink.is_none()
+        })
+        .await;
     }
 
     async fn wait_until(&self, done: impl Fn(&Shared, &Queue) -> bool) {
         let shared = &self.0;
-        loop {
-            let drained = shared.drained.notified();
-            tokio::pin!(drained);
-            drained.as_mut().enable();
-            {
-                let mut queue = shared.lock();
-                if done(shared, &queue) || shared.closer.is_lost() {
-                    return;
-                }
-                queue.waiting = true;
+        std::future::poll_fn(|cx| {
+            let mut queue = shared.lock();
+            if done(shared, &queue) || shared.closer.is_lost() {
+                return Poll::Ready(());
             }
-            drained.await;
-        }
+            queue.waiter = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
     }
 
     /// Queues a frame without waiting; on overflow (frames or bytes) the connection is
@@ -638,8 +672,9 @@ impl Outbox {
         }
         queue.sink = None;
         queue.clear();
-        queue.waiting = false;
-        self.0.drained.notify_waiters();
+        if let Some(waiter) = queue.waiter.take() {
+            waiter.wake();
+        }
     }
 }
 
@@ -701,8 +736,11 @@ mod tests {
             outbox.push(Frame::text("a"));
             outbox.push(Frame::text("b"));
             assert_eq!(outbox.0.lock().len(), 2, "not written yet");
+            // The first time it waits, it lets the other ready tasks run first.
             tokio::task::yield_now().await;
-            assert!(outbox.0.lock().is_empty(), "written when it yielded");
+            assert_eq!(outbox.0.lock().len(), 2, "not written yet");
+            tokio::task::yield_now().await;
+            assert!(outbox.0.lock().is_empty(), "written when it waited again");
             assert!(outbox.0.lock().writer.is_none(), "without a writer task");
         })
         .await;

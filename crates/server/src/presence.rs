@@ -246,7 +246,7 @@ struct Local {
 struct Entry {
     id: Arc<str>,
     seq: u64,
-    identifier: String,
+    identifier: Arc<str>,
     user: Value,
     presence: JsonObject,
     /// Shown to others (the state had room when it joined, or since).
@@ -268,7 +268,7 @@ impl Entry {
     fn present(&self) -> Present {
         Present {
             id: self.id.to_string(),
-            identifier: self.identifier.clone(),
+            identifier: self.identifier.to_string(),
             user: self.user.clone(),
             presence: self.presence.clone(),
         }
@@ -284,7 +284,9 @@ enum Kind {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<Arc<str>, Entry>,
+    /// Boxed: the table's free slots (up to half of it) then cost a pointer each, not
+    /// a whole entry (a state with 10,000 clients has 10,000 entries).
+    entries: HashMap<Arc<str>, Box<Entry>>,
     /// Entry ids in the order they joined.
     order: BTreeMap<u64, Arc<str>>,
     next_seq: u64,
@@ -341,7 +343,7 @@ pub(crate) struct Membership {
 pub(crate) struct Joining {
     /// The connection's id among the server's.
     pub(crate) connection: u64,
-    pub(crate) identifier: String,
+    pub(crate) identifier: Arc<str>,
     pub(crate) session: Option<SessionKey>,
     pub(crate) user: Value,
     pub(crate) presence: JsonObject,
@@ -497,7 +499,7 @@ impl Hub {
             };
             let present = entry.present();
             inner.order.insert(seq, Arc::clone(&id));
-            inner.entries.insert(Arc::clone(&id), entry);
+            inner.entries.insert(Arc::clone(&id), Box::new(entry));
             if shown {
                 inner.shown += 1;
             } else {
@@ -517,7 +519,7 @@ impl Hub {
                 .values()
                 .filter_map(|other| inner.entries.get(other))
                 .filter(|other| other.shown && other.id != id)
-                .map(Entry::wire)
+                .map(|entry| entry.wire())
                 .collect();
             watcher.push(frame(&ServerMessage::Presence(PresenceSnapshot {
                 state_identifier: self.state.clone(),
@@ -769,7 +771,7 @@ impl Hub {
             .values()
             .filter_map(|id| inner.entries.get(id))
             .filter(|e| e.shown)
-            .map(Entry::present)
+            .map(|entry| entry.present())
             .collect()
     }
 
@@ -830,7 +832,11 @@ impl Hub {
                     if sent.contains(&**id) {
                         continue;
                     }
-                    let Some(entry) = inner.entries.get(id).filter(|e| e.shown).map(Entry::wire)
+                    let Some(entry) = inner
+                        .entries
+                        .get(id)
+                        .filter(|e| e.shown)
+                        .map(|entry| entry.wire())
                     else {
                         continue;
                     };
@@ -922,7 +928,7 @@ impl Hub {
             .entries
             .values()
             .filter(|e| e.shown && e.local.is_some())
-            .map(Entry::present)
+            .map(|entry| entry.present())
             .collect();
         let outgoing = Outgoing {
             sync: true,
@@ -1013,15 +1019,15 @@ impl Hub {
                 inner.order.insert(seq, Arc::clone(&id));
                 inner.entries.insert(
                     Arc::clone(&id),
-                    Entry {
+                    Box::new(Entry {
                         id: Arc::clone(&id),
                         seq,
-                        identifier: present.identifier,
+                        identifier: present.identifier.into(),
                         user: present.user,
                         presence: present.presence,
                         shown: true,
                         local: None,
-                    },
+                    }),
                 );
                 self.note_from(inner, &id, Kind::Join, false, now);
             }

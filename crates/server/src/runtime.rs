@@ -29,11 +29,14 @@ use crate::tls::TlsConfig;
 /// (and at most a quarter of a connection's outgoing queue, see [`Runtime::max_unsaved`]).
 const MAX_UNSAVED: usize = 4096;
 
+/// The open connections by id: their client's identifier, and how to close them.
+type Connections = HashMap<u64, (Arc<str>, Arc<Closer>)>;
+
 /// The shared core of a syncer.
 pub(crate) struct Runtime<K> {
     pub(crate) states: States<K>,
     /// Live connections by id: their client identifier and how to close them.
-    connections: Mutex<HashMap<u64, (String, Arc<Closer>)>>,
+    connections: Mutex<Connections>,
     next_connection: AtomicU64,
     pub(crate) config: Config,
     pub(crate) authorizer: Authorizer<K>,
@@ -243,10 +246,10 @@ impl<K: Send + Sync + 'static> Runtime<K> {
     }
 
     /// Registers a live connection; returns its id for [`Runtime::unregister`].
-    pub(crate) fn register(&self, identifier: &str, closer: &Arc<Closer>) -> u64 {
+    pub(crate) fn register(&self, identifier: &Arc<str>, closer: &Arc<Closer>) -> u64 {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         self.connections()
-            .insert(id, (identifier.to_owned(), Arc::clone(closer)));
+            .insert(id, (Arc::clone(identifier), Arc::clone(closer)));
         crate::metrics::connections(1.0);
         id
     }
@@ -257,7 +260,7 @@ impl<K: Send + Sync + 'static> Runtime<K> {
         }
     }
 
-    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (String, Arc<Closer>)>> {
+    fn connections(&self) -> std::sync::MutexGuard<'_, Connections> {
         self.connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -267,7 +270,6 @@ impl<K: Send + Sync + 'static> Runtime<K> {
         self.connections().len()
     }
 
-    /// Closes every connection of a client identifier; returns how many.
     /// Closes every connection with 1001 (`server shutting down`): those of an app's
     /// router, which no [`Server`](crate::Server) shuts down. How many were open.
     pub(crate) fn disconnect_all(&self) -> usize {
@@ -278,11 +280,12 @@ impl<K: Send + Sync + 'static> Runtime<K> {
         connections.len()
     }
 
+    /// Closes every connection of a client identifier; returns how many.
     pub(crate) fn disconnect_client(&self, identifier: &str) -> usize {
         let connections = self.connections();
         let mut closed = 0;
         for (client, closer) in connections.values() {
-            if client == identifier {
+            if **client == *identifier {
                 closer.close(CloseCode::from(4000), "disconnected by the server");
                 closed += 1;
             }
