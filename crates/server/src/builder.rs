@@ -178,7 +178,8 @@ impl<K: Send + Sync + 'static> Builder<K> {
     }
 
     /// Size of each connection's read buffer, in bytes (larger frames are read in
-    /// several steps). Default: 1 KiB, which keeps an idle connection small.
+    /// several steps). Default: 256 bytes (a typical update fits), which keeps an idle
+    /// connection small.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.config.read_buffer_size = bytes.max(256);
         self
