@@ -1,6 +1,6 @@
 //! A big message (a big state's snapshot) is sent as fragments of at most 16 KiB, which
-//! every client reassembles: the server's per-connection output buffer then never
-//! grows to the size of the biggest state a client attached to.
+//! every client reassembles (the frames are built once, and the same bytes go to every
+//! client).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -51,6 +51,32 @@ pub const OVERFLOW_REASON: &str = "outgoing queue overflow: the client does not 
 /// Most frames handed to the kernel in one write.
 const MAX_SLICES: usize = 64;
 
+/// Sends to a client that reset its connection fail with `EPIPE` instead of raising
+/// SIGPIPE (which kills a process that does not ignore it, as Rust's `main` does).
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+    target_os = "illumos",
+    target_os = "solaris"
+))]
+const NO_SIGNAL: i32 = libc::MSG_NOSIGNAL;
+/// Elsewhere sockets say so themselves (`SO_NOSIGPIPE`) or there is no SIGPIPE.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+    target_os = "illumos",
+    target_os = "solaris"
+)))]
+const NO_SIGNAL: i32 = 0;
+
 /// Tells a connection to close, with the close frame it should send.
 #[derive(Debug)]
 pub(crate) struct Closer {
@@ -185,16 +211,16 @@ impl Queue {
         result
     }
 
-    /// Writes what is queued to a TCP socket now, with plain system calls: nothing of
-    /// tokio's is touched (its readiness flags are a hint, which the writer task
-    /// brings up to date if the socket is full). `Pending` when the socket takes no
-    /// more.
-    fn write_tcp(&mut self, tcp: &tokio::net::TcpStream) -> Poll<io::Result<()>> {
+    /// Sends what is queued to a TCP socket with plain system calls (`send`, `sendmsg`
+    /// with `MSG_NOSIGNAL`: a client that reset its connection is an error, never a
+    /// SIGPIPE); `WouldBlock` when the socket takes no more. Called without tokio
+    /// (its readiness flags are a hint, which [`Queue::write_to`] brings up to date).
+    fn send_tcp(&mut self, tcp: &tokio::net::TcpStream) -> io::Result<()> {
         let socket = socket2::SockRef::from(tcp);
         while let Some(first) = &self.first {
             let first = &first.bytes()[self.offset..];
             let result = if self.rest.is_empty() {
-                socket.send(first)
+                socket.send_with_flags(first, NO_SIGNAL)
             } else {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
                 slices[0] = IoSlice::new(first);
@@ -203,20 +229,31 @@ impl Queue {
                     *slice = IoSlice::new(frame.bytes());
                     count += 1;
                 }
-                socket.send_vectored(&slices[..count])
+                socket.send_vectored_with_flags(&slices[..count], NO_SIGNAL)
             };
             match result {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => self.advance(written),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
-                Err(e) => return Poll::Ready(Err(e)),
+                Err(e) => return Err(e),
             }
         }
-        Poll::Ready(Ok(()))
+        Ok(())
     }
 
     fn write_to(&mut self, sink: &mut WriteHalf, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let WriteHalf::Tcp(tcp) = sink {
+            let tcp: &tokio::net::TcpStream = tcp.as_ref();
+            loop {
+                std::task::ready!(tcp.poll_write_ready(cx))?;
+                // A full socket clears tokio's readiness: the next poll waits for room.
+                match tcp.try_io(tokio::io::Interest::WRITABLE, || self.send_tcp(tcp)) {
+                    Ok(()) => return Poll::Ready(Ok(())),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+        }
         while let Some(first) = &self.first {
             let first = &first.bytes()[self.offset..];
             let poll = if self.rest.is_empty() {
@@ -309,6 +346,14 @@ pin_project_lite::pin_project! {
         task: F,
         // It let the others run once since it queued frames.
         deferred: bool,
+    }
+
+    impl<F> PinnedDrop for Uncorking<F> {
+        // Dropped while it waits (tokio drops it inside the task-local's scope): what
+        // it queued is written all the same, not left scheduled with nobody to write it.
+        fn drop(_this: Pin<&mut Self>) {
+            uncork();
+        }
     }
 }
 
@@ -459,7 +504,11 @@ impl Shared {
         }
         let result = match queue.sink.take() {
             Some(WriteHalf::Tcp(tcp)) => {
-                let result = queue.write_tcp(tcp.as_ref());
+                let result = match queue.send_tcp(tcp.as_ref()) {
+                    Ok(()) => Poll::Ready(Ok(())),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+                    Err(e) => Poll::Ready(Err(e)),
+                };
                 queue.sink = Some(WriteHalf::Tcp(tcp));
                 result
             }
@@ -778,6 +827,26 @@ mod tests {
             client.read_exact(&mut received).await.unwrap();
             assert_eq!(&received, frame.bytes());
         }
+    }
+
+    #[tokio::test]
+    async fn a_corked_task_dropped_while_it_waits_still_writes_what_it_queued() {
+        let (outbox, mut client, _closer) = outbox(100, 100_000).await;
+        let mut task = Box::pin(corked(async {
+            outbox.push(Frame::text("d"));
+            std::future::pending::<()>().await;
+        }));
+        // Polled once: it queues the frame, then waits a turn before writing it.
+        std::future::poll_fn(|cx| {
+            let _ = task.as_mut().poll(cx);
+            Poll::Ready(())
+        })
+        .await;
+        assert_eq!(outbox.0.lock().len(), 1, "not written yet");
+        drop(task);
+        let mut received = [0; 3];
+        client.read_exact(&mut received).await.unwrap();
+        assert_eq!(received, [0x81, 1, b'd']);
     }
 
     #[tokio::test]
